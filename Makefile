@@ -1,0 +1,97 @@
+# moat — build, run, test, bench.  See README.md.
+#   make          release build: build/rel/moat
+#   make run      install deps, build, run on the embedded default configuration
+#   make test     install deps, ASan+UBSan build, unit tests, fuzzers, protocol tests
+#   make bench    install deps, release build, print benchmark figures
+
+CC      ?= gcc
+FUZZCC  ?= clang
+PKGS    := libevent libevent_pthreads
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -levent_pthreads -levent)
+WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wformat=2 -Wvla
+CSTD    := -std=c17 -D_GNU_SOURCE
+INC     := -Isrc
+LIBS    := $(PKG_LIBS) -lpthread
+
+REL_CFLAGS  := $(CSTD) $(WARN) $(INC) $(PKG_CFLAGS) -O2 -g -fno-strict-aliasing
+ASAN_CFLAGS := $(CSTD) $(WARN) $(INC) $(PKG_CFLAGS) -O1 -g -fno-omit-frame-pointer \
+               -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS := $(CSTD) $(INC) $(PKG_CFLAGS) -O1 -g -fno-omit-frame-pointer \
+               -fsanitize=fuzzer-no-link,address,undefined -DMOAT_FUZZING
+
+LIB_SRC  := $(filter-out src/cli/main.c,$(wildcard src/*/*.c))
+MAIN_SRC := src/cli/main.c
+UNIT_SRC := $(wildcard tests/unit/*.c)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+BENCH_SRC := $(wildcard bench/*.c)
+HDRS     := $(wildcard src/*/*.h src/*/*.def tests/unit/*.h)
+
+REL_OBJ  := $(LIB_SRC:%.c=build/rel/%.o)
+ASAN_OBJ := $(LIB_SRC:%.c=build/asan/%.o)
+FUZZ_OBJ := $(LIB_SRC:%.c=build/fuzz/%.o)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+
+FUZZ_SECONDS ?= 10
+PYTEST   ?= /usr/bin/python3 -m pytest
+
+.PHONY: all run test unit fuzz proto bench deps deps-build clean
+all: build/rel/moat
+
+deps-build:
+	@scripts/deps.sh build
+deps:
+	@scripts/deps.sh test
+
+build/rel/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) -c $< -o $@
+build/asan/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(ASAN_CFLAGS) -c $< -o $@
+build/fuzz/%.o: %.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(FUZZCC) $(FUZZ_CFLAGS) -c $< -o $@
+
+build/rel/moat: $(REL_OBJ) build/rel/src/cli/main.o
+	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
+build/asan/moat: $(ASAN_OBJ) build/asan/src/cli/main.o
+	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
+build/asan/unit: $(ASAN_OBJ) $(UNIT_SRC:%.c=build/asan/%.o)
+	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
+build/fuzz/fuzz_%: build/fuzz/tests/fuzz/fuzz_%.o $(FUZZ_OBJ)
+	$(FUZZCC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LIBS)
+build/rel/moat-bench: $(BENCH_SRC) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(REL_CFLAGS) -o $@ $(BENCH_SRC) $(LIBS)
+
+run: deps-build build/rel/moat
+	./build/rel/moat serve
+
+unit: build/asan/unit
+	./build/asan/unit
+
+fuzz: $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do \
+	    n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
+	    seed=tests/fuzz/seeds/$${n#fuzz_}; [ -d $$seed ] || seed=; \
+	    echo "fuzz: $$n for $(FUZZ_SECONDS)s"; \
+	    $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+	        build/fuzz/corpus/$$n $$seed >build/fuzz/$$n.log 2>&1 \
+	        || { tail -40 build/fuzz/$$n.log; echo "fuzz: $$n FAILED"; exit 1; }; \
+	done; echo "fuzz: $(words $(FUZZ_BIN)) targets clean"
+
+proto: build/asan/moat
+	MOAT_BIN=$(CURDIR)/build/asan/moat $(PYTEST) -q -p no:cacheprovider tests/proto
+
+test: deps
+	$(MAKE) build/asan/moat build/asan/unit $(FUZZ_BIN)
+	$(MAKE) unit
+	$(MAKE) fuzz
+	$(MAKE) proto
+
+bench: deps build/rel/moat build/rel/moat-bench
+	bench/run.sh
+
+clean:
+	rm -rf build

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Installs the Debian packages moat needs to build, run, test and bench.
+# Idempotent: when every package is present it does nothing (no apt-get call).
+# Usage: scripts/deps.sh [build|test]   (default: test, the superset)
+set -eu
+
+BUILD_PKGS="gcc make pkg-config libevent-dev"
+TEST_PKGS="clang libclang-rt-14-dev python3 python3-pytest swaks pflogsumm"
+
+want="$BUILD_PKGS"
+[ "${1:-test}" = "build" ] || want="$want $TEST_PKGS"
+
+missing=""
+for p in $want; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+[ -z "$missing" ] && exit 0
+
+echo "deps.sh: installing:$missing" >&2
+if [ "$(id -u)" != 0 ]; then
+    echo "deps.sh: not root; install these packages yourself:$missing" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null

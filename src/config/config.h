@@ -1,0 +1,93 @@
+/*
+ * config: Postfix-syntax configuration (main.cf + master.cf), the
+ * parameter registry, and per-service resolved parameter sets.
+ *
+ * Every parameter is declared once, in params.def, with its type, default,
+ * bounds, flags and a one-line description; parsing, validation,
+ * `moat config show` and docs/configuration.md all come from that table.
+ * Code reads values by id (PARAM_smtpd_timeout): an array index, no
+ * string lookup on the hot path.
+ *
+ * A config_t is immutable once loaded; a reload builds a new one and
+ * swaps it in (sessions keep a reference to the one they started with).
+ */
+#ifndef MOAT_CONFIG_CONFIG_H
+#define MOAT_CONFIG_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/buf.h"
+
+typedef enum {
+    PT_STR,   /* free text, $name-expanded */
+    PT_INT,   /* integer within [min, max] */
+    PT_BOOL,  /* yes/no (also true/false, 1/0) */
+    PT_TIME,  /* number + optional unit s m h d w; a bare number takes the default's unit; value in seconds */
+    PT_LIST,  /* list separated by commas and/or white space; { } groups keep spaces */
+} param_type;
+
+/* flags */
+#define PF_IMPL 0x01    /* moat implements it */
+#define PF_IGNORED 0x02 /* a Postfix parameter for parts moat does not have: accepted, listed once at start-up */
+#define PF_PENDING 0x04 /* affects filtering but moat does not implement it yet: a non-default value is an error */
+#define PF_MOAT 0x08    /* moat's own name, not a Postfix parameter */
+
+typedef enum {
+#define P(name, type, def, min, max, flags, desc) PARAM_##name,
+#include "config/params.def"
+#undef P
+    PARAM__COUNT
+} param_id;
+
+typedef struct params params_t;   /* resolved values: main.cf, or main.cf + a service's -o */
+
+const char *param_name(param_id id);
+const char *param_str(const params_t *p, param_id id);     /* expanded text */
+long long param_int(const params_t *p, param_id id);       /* PT_INT, PT_TIME (seconds), PT_BOOL (0/1) */
+bool param_bool(const params_t *p, param_id id);
+/* Items of a PT_LIST (or any) value split on commas/white space, { } groups
+ * unwrapped; the array lives as long as p. */
+size_t param_list(const params_t *p, param_id id, const char *const **items);
+/* Was it given in main.cf or by -o (not a default)? */
+bool param_is_set(const params_t *p, param_id id);
+
+typedef struct service {
+    char *name;       /* first master.cf field as written: "smtp", "127.0.0.1:10026" */
+    char *host;       /* NULL: every address of inet_interfaces */
+    char *port;       /* numeric port, as text */
+    int maxproc;      /* 0: no per-service session cap ("-" in master.cf) */
+    params_t *params; /* main.cf with this service's -o overrides applied */
+    char *file;       /* where it was declared, for messages */
+    int line;
+} service_t;
+
+typedef struct config config_t;
+
+/* Load DIR/main.cf and DIR/master.cf, or the embedded default when dir is
+ * NULL.  On any error returns NULL and appends "file:line: message\n" lines
+ * to err.  Warnings ("file:line: warning: ...") are appended to warn (may
+ * be NULL) and do not fail the load. */
+config_t *config_load(const char *dir, buf_t *err, buf_t *warn);
+void config_free(config_t **cfg);
+
+const params_t *config_main(const config_t *cfg);
+size_t config_nservices(const config_t *cfg);
+const service_t *config_service(const config_t *cfg, size_t i);
+/* Postfix parameters that were set but do not apply to moat (PF_IGNORED),
+ * as "name, name, ..."; "" when none. */
+const char *config_ignored(const config_t *cfg);
+
+/* `moat config show`: like postconf.  flags: CONFIG_SHOW_NONDEFAULT (-n),
+ * CONFIG_SHOW_DEFAULTS (-d), CONFIG_SHOW_EXPAND (-x).  names NULL: all.
+ * Unknown names produce "moat: warning: NAME: unknown parameter" in err.
+ * Returns the number of unknown names. */
+#define CONFIG_SHOW_NONDEFAULT 1
+#define CONFIG_SHOW_DEFAULTS 2
+#define CONFIG_SHOW_EXPAND 4
+int config_show(const config_t *cfg, int flags, char *const *names, int nnames, buf_t *out, buf_t *err);
+
+/* The registry itself, for docs generation: `moat config doc`. */
+void config_doc(buf_t *out);
+
+#endif

@@ -1,0 +1,39 @@
+/*
+ * util: allocation that never returns NULL, and small string helpers.
+ *
+ * Allocation failure is not a condition moat tries to survive: x*alloc
+ * log a panic and abort.  Everything here is safe to call from any thread.
+ */
+#ifndef MOAT_CORE_UTIL_H
+#define MOAT_CORE_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+void *xmalloc(size_t n);
+void *xcalloc(size_t nmemb, size_t size);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+/* free(*p) and set *p = NULL; accepts NULL and *p == NULL. */
+void xfree(void *pp);
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ASCII-only case folding (locale independent). */
+static inline int lc(int c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
+void str_lower(char *s);
+bool str_ieq(const char *a, const char *b);
+bool str_nieq(const char *a, const char *b, size_t n);
+/* Does s start with prefix, ignoring ASCII case? */
+bool str_istarts(const char *s, const char *prefix);
+/* Trim ASCII white space in place at both ends; returns s. */
+char *str_trim(char *s);
+/* Copy with truncation; always NUL-terminates when size > 0. Returns strlen(src). */
+size_t str_copy(char *dst, const char *src, size_t size);
+
+/* Monotonic clock in seconds (double) and wall clock in microseconds. */
+double now_mono(void);
+long long now_usec(void);
+
+#endif
