@@ -7,8 +7,8 @@
  *  - DATA ends only at <CR><LF>.<CR><LF>, where the first CRLF may be the
  *    one that ended the DATA command.  "\n.\n", "\r.\r", "\n.\r\n",
  *    "\r\n.\n", "\r\n.\r" and every other variant are ordinary content.
- *  - Dot-unstuffing (DATA only): a leading "." is removed from a line that
- *    was preceded by a real CRLF.
+ *  - Dot-unstuffing (DATA only): a leading "." is removed from every line
+ *    (so a lone "." that is not the terminator becomes an empty line).
  *  - A bare LF (LF not preceded by CR) and a bare CR (CR not followed by
  *    LF) both end a content line: the output never contains a lone CR, so
  *    no downstream server can read a line end the decoder did not emit.
