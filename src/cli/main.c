@@ -1,1 +1,52 @@
-int main(void) { return 0; }
+/*
+ * moat: command dispatch.  Each subcommand lives in its own file and
+ * returns the exit status.
+ */
+#include "cli/cli.h"
+#include "core/version.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: moat COMMAND [options]\n"
+            "\n"
+            "commands:\n"
+            "  serve [-c DIR] [-v]          run the SMTP gateway in the foreground\n"
+            "  config check [-c DIR]        validate main.cf and master.cf\n"
+            "  config show [-c DIR] [-n|-d] [-x] [-M] [NAME...]\n"
+            "                               print parameter values (like postconf)\n"
+            "  config doc                   print the parameter reference (markdown)\n"
+            "  version                      print the version\n"
+            "  help                         this text\n"
+            "\n"
+            "Without -c, moat uses its embedded default configuration: it listens on\n"
+            "127.0.0.1:2525 and delivers mail for localhost and example.test to\n"
+            "Maildirs under ./var/mail/.  `moat COMMAND --help` describes a command.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "config") == 0)
+        return cmd_config(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("moat %s\n", MOAT_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "moat: unknown command \"%s\"\n", cmd);
+    usage(stderr);
+    return 2;
+}

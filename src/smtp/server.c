@@ -1,0 +1,483 @@
+/*
+ * server: the smtpd listeners, the session registry, and configuration
+ * generations (see smtpd.h).
+ *
+ * Listeners are keyed by their bound address; across a reload a listener
+ * whose address is unchanged keeps its socket (no connection is refused
+ * during a reload) and is pointed at the new generation's service.
+ * Accepting enforces moat_max_sessions and the service's maxproc before
+ * a session object exists: an over-limit client gets one 421 line.
+ */
+#include "smtp/smtpd.h"
+
+#include "core/log.h"
+#include "core/util.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+typedef struct listener {
+    struct listener *next;
+    server_t *srv;
+    struct evconnlistener *ev;
+    char key[128];          /* "addr port" */
+    smtpd_svc_t *sv;
+    bool keep;              /* reload bookkeeping */
+} listener_t;
+
+typedef struct sess_node {
+    struct sess_node *prev, *next;
+    struct session *s;
+} sess_node_t;
+
+struct server {
+    struct event_base *base;
+    pool_t *pool;
+    spool_t *spool;
+    qmgr_t *qmgr;
+    gen_t *gen;             /* current */
+    listener_t *listeners;
+    unsigned nsessions;
+    struct session **sessions;   /* registry for shutdown */
+    size_t nslots;
+};
+
+/* ---------- generations ---------- */
+
+static void svc_free(smtpd_svc_t *sv)
+{
+    netlist_free(&sv->bare_nl_exclusions);
+    free(sv->ehlo_reply);
+    free(sv->myhostname);
+}
+
+void gen_release(gen_t *g)
+{
+    if (!g || --g->refs > 0)
+        return;
+    for (size_t i = 0; i < g->nsvc; i++)
+        svc_free(&g->svcs[i]);
+    free(g->svcs);
+    config_free(&g->cfg);
+    free(g);
+}
+
+static bool keyword_discarded(const params_t *p, const char *kw)
+{
+    const char *const *items;
+    size_t n = param_list(p, PARAM_smtpd_discard_ehlo_keywords, &items);
+    for (size_t i = 0; i < n; i++)
+        if (str_ieq(items[i], kw))
+            return true;
+    return false;
+}
+
+static char *build_ehlo(const params_t *p, const char *host)
+{
+    const char *kw[8];
+    char size[40];
+    size_t n = 0;
+    long long limit = param_int(p, PARAM_message_size_limit);
+    if (limit > 0)
+        snprintf(size, sizeof size, "SIZE %lld", limit);
+    else
+        str_copy(size, "SIZE", sizeof size);
+    kw[n++] = "PIPELINING";
+    kw[n++] = size;
+    if (!param_bool(p, PARAM_disable_vrfy_command))
+        kw[n++] = "VRFY";
+    kw[n++] = "ENHANCEDSTATUSCODES";
+    kw[n++] = "8BITMIME";
+    if (param_bool(p, PARAM_smtputf8_enable))
+        kw[n++] = "SMTPUTF8";
+    kw[n++] = "CHUNKING";
+
+    const char *keep[8];
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        char word[24];
+        str_copy(word, kw[i], sizeof word);
+        char *sp = strchr(word, ' ');
+        if (sp)
+            *sp = 0;
+        if (!keyword_discarded(p, word))
+            keep[k++] = kw[i];
+    }
+    buf_t b = BUF_INIT;
+    buf_printf(&b, "250%c%s", k ? '-' : ' ', host);
+    for (size_t i = 0; i < k; i++)
+        buf_printf(&b, "\r\n250%c%s", i + 1 < k ? '-' : ' ', keep[i]);
+    return buf_steal(&b);
+}
+
+static gen_t *gen_new(config_t *cfg, buf_t *err)
+{
+    gen_t *g = xcalloc(1, sizeof *g);
+    g->cfg = cfg;
+    g->refs = 1;
+    g->nsvc = config_nservices(cfg);
+    g->svcs = xcalloc(g->nsvc ? g->nsvc : 1, sizeof *g->svcs);
+    for (size_t i = 0; i < g->nsvc; i++) {
+        smtpd_svc_t *sv = &g->svcs[i];
+        sv->svc = config_service(cfg, i);
+        sv->p = sv->svc->params;
+        sv->gen = g;
+        sv->myhostname = xstrdup(param_str(sv->p, PARAM_myhostname));
+        const char *mode = param_str(sv->p, PARAM_smtpd_forbid_bare_newline);
+        sv->bare_nl_mode = str_ieq(mode, "reject") ? BARE_NL_REJECT
+                           : str_ieq(mode, "no")   ? BARE_NL_NO
+                                                   : BARE_NL_NORMALIZE;
+        sv->proxy = str_ieq(param_str(sv->p, PARAM_smtpd_upstream_proxy_protocol), "haproxy");
+        sv->ehlo_reply = build_ehlo(sv->p, sv->myhostname);
+        const char *const *items;
+        size_t n = param_list(sv->p, PARAM_smtpd_forbid_bare_newline_exclusions, &items);
+        sv->bare_nl_exclusions = netlist_new("smtpd_forbid_bare_newline_exclusions", items, n, err);
+        if (!sv->bare_nl_exclusions) {
+            buf_printf(err, " (service %s, %s:%d)\n", sv->svc->name, sv->svc->file, sv->svc->line);
+            g->cfg = NULL;   /* the caller still owns cfg on failure */
+            gen_release(g);
+            return NULL;
+        }
+    }
+    return g;
+}
+
+/* ---------- accept ---------- */
+
+static void reject_connection(int fd, const char *host, const char *why)
+{
+    char line[300];
+    int n = snprintf(line, sizeof line, "421 4.7.0 %s Error: %s\r\n", host, why);
+    if (n > 0) {
+        ssize_t w = send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;
+    }
+    close(fd);
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+                      void *arg)
+{
+    listener_t *li = arg;
+    server_t *srv = li->srv;
+    smtpd_svc_t *sv = li->sv;
+    char addr[INET6_ADDRSTRLEN] = "?";
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)(void *)sa)->sin_addr, addr, sizeof addr);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)sa)->sin6_addr, addr, sizeof addr);
+
+    if (srv->nsessions >= (unsigned)param_int(sv->p, PARAM_moat_max_sessions)) {
+        log_warn("smtpd", "too many connections (moat_max_sessions = %u): refusing %s",
+                 srv->nsessions, addr);
+        reject_connection(fd, sv->myhostname, "too many connections");
+        return;
+    }
+    if (sv->svc->maxproc > 0 && sv->nsessions >= (unsigned)sv->svc->maxproc) {
+        log_warn("smtpd", "service %s: process limit %d reached: refusing %s", sv->svc->name,
+                 sv->svc->maxproc, addr);
+        reject_connection(fd, sv->myhostname, "too many connections");
+        return;
+    }
+    struct sockaddr_storage local;
+    socklen_t locallen = sizeof local;
+    if (getsockname(fd, (struct sockaddr *)&local, &locallen) != 0)
+        locallen = 0;
+    evutil_make_socket_nonblocking(fd);
+    session_start(srv, sv, fd, sa, salen, (struct sockaddr *)&local, (int)locallen);
+}
+
+static void reenable_listener(evutil_socket_t fd, short what, void *arg)
+{
+    evconnlistener_enable(arg);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    int e = EVUTIL_SOCKET_ERROR();
+    log_warn("master", "accept: %s", evutil_socket_error_to_string(e));
+    /* EMFILE and friends: back off briefly instead of spinning. */
+    if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+        evconnlistener_disable(l);
+        struct timeval tv = {0, 200000};
+        event_base_once(evconnlistener_get_base(l), -1, EV_TIMEOUT, reenable_listener, l, &tv);
+    }
+}
+
+/* ---------- listeners ---------- */
+
+/* Expand a service into the addresses it binds. */
+static int service_addrs(const service_t *svc, const params_t *p, struct addrinfo **out, buf_t *err)
+{
+    struct addrinfo hints = {0}, *res = NULL, *all = NULL, **tail = &all;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+
+    const char *const *protos;
+    size_t np = param_list(p, PARAM_inet_protocols, &protos);
+    bool v4 = false, v6 = false;
+    for (size_t i = 0; i < np; i++) {
+        if (str_ieq(protos[i], "all") || str_ieq(protos[i], "ipv4"))
+            v4 = true;
+        if (str_ieq(protos[i], "all") || str_ieq(protos[i], "ipv6"))
+            v6 = true;
+    }
+    hints.ai_family = v4 && v6 ? AF_UNSPEC : v6 ? AF_INET6 : AF_INET;
+
+    const char *hosts_one[1];
+    const char *const *hosts;
+    size_t nh;
+    if (svc->host) {
+        hosts_one[0] = svc->host;
+        hosts = hosts_one;
+        nh = 1;
+    } else {
+        nh = param_list(p, PARAM_inet_interfaces, &hosts);
+    }
+    for (size_t i = 0; i < nh; i++) {
+        const char *h = hosts[i];
+        char tmp[256];
+        if (str_ieq(h, "all")) {
+            h = NULL;
+        } else if (str_ieq(h, "loopback-only")) {
+            h = v4 ? "127.0.0.1" : "::1";
+        } else if (h[0] == '[') {
+            str_copy(tmp, h + 1, sizeof tmp);
+            char *rb = strchr(tmp, ']');
+            if (rb)
+                *rb = 0;
+            h = tmp;
+        }
+        int rc = getaddrinfo(h, svc->port, &hints, &res);
+        if (rc != 0) {
+            buf_printf(err, "%s:%d: service %s: cannot resolve listen address %s: %s\n", svc->file,
+                       svc->line, svc->name, h ? h : "*", gai_strerror(rc));
+            freeaddrinfo(all);
+            return -1;
+        }
+        *tail = res;
+        while (*tail)
+            tail = &(*tail)->ai_next;
+    }
+    *out = all;
+    return 0;
+}
+
+static void addr_key(const struct addrinfo *ai, char *key, size_t size)
+{
+    char host[INET6_ADDRSTRLEN] = "", port[8] = "";
+    getnameinfo(ai->ai_addr, ai->ai_addrlen, host, sizeof host, port, sizeof port,
+                NI_NUMERICHOST | NI_NUMERICSERV);
+    snprintf(key, size, "%s %s", host, port);
+}
+
+static listener_t *find_listener(server_t *srv, const char *key)
+{
+    for (listener_t *l = srv->listeners; l; l = l->next)
+        if (strcmp(l->key, key) == 0)
+            return l;
+    return NULL;
+}
+
+static listener_t *open_listener(server_t *srv, const struct addrinfo *ai, const char *key,
+                                 smtpd_svc_t *sv, buf_t *err)
+{
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0) {
+        buf_printf(err, "%s:%d: service %s: socket: %s\n", sv->svc->file, sv->svc->line,
+                   sv->svc->name, strerror(errno));
+        return NULL;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (ai->ai_family == AF_INET6)
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        buf_printf(err, "%s:%d: service %s: bind %s: %s\n", sv->svc->file, sv->svc->line,
+                   sv->svc->name, key, strerror(errno));
+        close(fd);
+        return NULL;
+    }
+    listener_t *li = xcalloc(1, sizeof *li);
+    li->srv = srv;
+    li->sv = sv;
+    str_copy(li->key, key, sizeof li->key);
+    li->ev = evconnlistener_new(srv->base, on_accept, li, LEV_OPT_CLOSE_ON_FREE, 1024, fd);
+    if (!li->ev) {
+        buf_printf(err, "%s:%d: service %s: listen %s: %s\n", sv->svc->file, sv->svc->line,
+                   sv->svc->name, key, strerror(errno));
+        close(fd);
+        free(li);
+        return NULL;
+    }
+    evconnlistener_set_error_cb(li->ev, on_accept_error);
+    return li;
+}
+
+server_t *server_new(struct event_base *base, pool_t *pool, spool_t *spool, qmgr_t *qmgr)
+{
+    server_t *srv = xcalloc(1, sizeof *srv);
+    srv->base = base;
+    srv->pool = pool;
+    srv->spool = spool;
+    srv->qmgr = qmgr;
+    return srv;
+}
+
+int server_configure(server_t *srv, config_t *cfg, buf_t *err)
+{
+    gen_t *g = gen_new(cfg, err);
+    if (!g)
+        return -1;
+    listener_t *fresh = NULL;
+    for (listener_t *l = srv->listeners; l; l = l->next)
+        l->keep = false;
+
+    for (size_t i = 0; i < g->nsvc; i++) {
+        smtpd_svc_t *sv = &g->svcs[i];
+        struct addrinfo *ai = NULL;
+        if (service_addrs(sv->svc, sv->p, &ai, err) != 0)
+            goto fail;
+        for (struct addrinfo *a = ai; a; a = a->ai_next) {
+            char key[128];
+            addr_key(a, key, sizeof key);
+            listener_t *old = find_listener(srv, key);
+            bool dup = false;
+            for (listener_t *f = fresh; f; f = f->next)
+                if (strcmp(f->key, key) == 0)
+                    dup = true;
+            if (dup) {
+                buf_printf(err, "%s:%d: service %s: address %s is used by another service\n",
+                           sv->svc->file, sv->svc->line, sv->svc->name, key);
+                freeaddrinfo(ai);
+                goto fail;
+            }
+            listener_t *li;
+            if (old && !old->keep) {
+                old->keep = true;
+                li = xcalloc(1, sizeof *li);   /* placeholder that adopts old's socket below */
+                str_copy(li->key, key, sizeof li->key);
+                li->srv = srv;
+                li->sv = sv;
+                li->ev = NULL;
+            } else {
+                li = open_listener(srv, a, key, sv, err);
+                if (!li) {
+                    freeaddrinfo(ai);
+                    goto fail;
+                }
+            }
+            li->next = fresh;
+            fresh = li;
+        }
+        freeaddrinfo(ai);
+    }
+
+    /* Commit: adopt kept sockets, close the rest, switch generations. */
+    for (listener_t *f = fresh; f; f = f->next) {
+        if (f->ev)
+            continue;
+        listener_t *old = find_listener(srv, f->key);
+        f->ev = old->ev;
+        old->ev = NULL;
+        evconnlistener_set_cb(f->ev, on_accept, f);
+        evconnlistener_set_error_cb(f->ev, on_accept_error);
+    }
+    while (srv->listeners) {
+        listener_t *l = srv->listeners;
+        srv->listeners = l->next;
+        if (l->ev)
+            evconnlistener_free(l->ev);
+        free(l);
+    }
+    srv->listeners = fresh;
+    gen_t *old_gen = srv->gen;
+    srv->gen = g;
+    gen_release(old_gen);
+    return 0;
+
+fail:
+    while (fresh) {
+        listener_t *f = fresh;
+        fresh = f->next;
+        if (f->ev)
+            evconnlistener_free(f->ev);
+        free(f);
+    }
+    g->cfg = NULL;   /* the caller still owns cfg on failure */
+    gen_release(g);
+    return -1;
+}
+
+const config_t *server_config(const server_t *srv)
+{
+    return srv->gen ? srv->gen->cfg : NULL;
+}
+
+void server_stop_listening(server_t *srv)
+{
+    while (srv->listeners) {
+        listener_t *l = srv->listeners;
+        srv->listeners = l->next;
+        if (l->ev)
+            evconnlistener_free(l->ev);
+        free(l);
+    }
+}
+
+unsigned server_nsessions(const server_t *srv)
+{
+    return srv->nsessions;
+}
+
+void server_session_added(server_t *srv, struct session *s)
+{
+    /* Registry: a dense array; order does not matter. */
+    if (srv->nsessions == srv->nslots) {
+        srv->nslots = srv->nslots ? srv->nslots * 2 : 64;
+        srv->sessions = xrealloc(srv->sessions, srv->nslots * sizeof *srv->sessions);
+    }
+    srv->sessions[srv->nsessions++] = s;
+}
+
+void server_session_removed(server_t *srv, struct session *s)
+{
+    for (unsigned i = 0; i < srv->nsessions; i++) {
+        if (srv->sessions[i] == s) {
+            srv->sessions[i] = srv->sessions[--srv->nsessions];
+            return;
+        }
+    }
+}
+
+void server_close_sessions(server_t *srv, bool now)
+{
+    /* session_shutdown never frees synchronously, so the array is stable. */
+    for (unsigned i = 0; i < srv->nsessions; i++)
+        session_shutdown(srv->sessions[i], now);
+}
+
+void server_free(server_t **psrv)
+{
+    server_t *srv = *psrv;
+    if (!srv)
+        return;
+    server_stop_listening(srv);
+    gen_release(srv->gen);
+    free(srv->sessions);
+    free(srv);
+    *psrv = NULL;
+}
+
+struct event_base *server_base(server_t *srv) { return srv->base; }
+pool_t *server_pool(server_t *srv) { return srv->pool; }
+spool_t *server_spool(server_t *srv) { return srv->spool; }
+qmgr_t *server_qmgr(server_t *srv) { return srv->qmgr; }

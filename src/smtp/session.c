@@ -1,0 +1,1145 @@
+/*
+ * session: one SMTP server session, RFC 5321 receiving side.
+ *
+ * Bytes → lines (or content, in DATA/BDAT) → commands → replies.  The
+ * command table at the bottom drives the state machine; content goes
+ * through the data decoder (data.c) into a spool writer.  Replies to
+ * pipelined commands are queued in order and flushed together.
+ *
+ * Ownership: the session owns its bufferevent, transaction state and
+ * spool writer; it holds one reference on its configuration generation.
+ * It is never freed from inside one of its own callbacks: session_close
+ * marks it and the reaper frees it from a fresh loop callback.  While a
+ * spool commit is in flight (busy), the session waits for the commit
+ * callback even if the client has gone: an accepted message is always
+ * handed to the queue manager.
+ *
+ * Never: read past a bounded limit without counting it, emit a bare CR
+ * or LF into the queue, or send 250 before the spool says the message is
+ * durable.
+ */
+#include "smtp/smtpd.h"
+
+#include "core/log.h"
+#include "core/util.h"
+#include "smtp/addr.h"
+#include "smtp/data.h"
+#include "smtp/proxy.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { ST_PROXY, ST_CMD, ST_DATA, ST_BDAT };
+
+/* Command indexes, in the order Postfix prints them at disconnect. */
+enum { C_HELO, C_EHLO, C_MAIL, C_RCPT, C_DATA, C_BDAT, C_RSET, C_NOOP, C_VRFY, C_HELP,
+       C_QUIT, C_UNKNOWN, C__COUNT };
+
+#define OUTPUT_HIGH_WATER (256 * 1024)   /* stop reading commands while replies pile up */
+#define INPUT_HIGH_WATER (1024 * 1024)   /* stop reading from a client that runs ahead */
+#define SPOOL_HIGH_WATER (1024 * 1024)   /* stop reading content while the disk catches up */
+#define HEADER_SCAN_MAX 998
+
+typedef struct session {
+    server_t *srv;
+    smtpd_svc_t *sv;
+    const params_t *p;
+    struct bufferevent *bev;
+    struct event *timer;         /* error sleep and spool backpressure */
+    struct sockaddr_storage peer;
+    char addr[INET6_ADDRSTRLEN];
+    char name[16];               /* client host name; reverse DNS arrives with the DNS module */
+    char client[300];            /* "name[addr]" for log lines */
+    int state;
+    bool closing, reaping, busy, eof, paused, skipping, shutdown;
+    bool quit_sent;
+    const char *last_cmd;        /* for "timeout after X" */
+    char *helo;
+    bool esmtp;
+    unsigned errors, junk;
+    unsigned ok[C__COUNT], total[C__COUNT];
+    char *delayed_reply;         /* an error reply waiting for smtpd_error_sleep_time */
+
+    /* transaction */
+    bool in_mail;
+    addr_t sender;
+    char **rcpts;
+    size_t nrcpt;
+    char qid[QUEUE_ID_MAX];
+    long long arrival;
+    bool smtputf8;
+    char body_type[12];
+    spool_writer_t *writer;
+    data_dec_t dec;
+    buf_t chunk;
+    size_t msg_size;
+    bool too_big, bdat_used, bdat_last, bdat_discard;
+    unsigned long long bdat_left, bdat_size;
+    const char *bdat_error;      /* reply for a discarded BDAT chunk */
+    bool in_headers;
+    buf_t hline;
+    char *message_id;
+} session_t;
+
+static void process_input(session_t *s);
+static void session_close(session_t *s);
+
+/* ---------- replies and logging ---------- */
+
+static void reply_raw(session_t *s, const char *text, size_t len)
+{
+    if (!s->bev || s->reaping)
+        return;
+    bufferevent_write(s->bev, text, len);
+}
+
+static void reply(session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reply(session_t *s, const char *fmt, ...)
+{
+    buf_t b = BUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    buf_puts(&b, "\r\n");
+    reply_raw(s, b.data, b.len);
+    buf_free(&b);
+}
+
+static void error_sleep_done(evutil_socket_t fd, short what, void *arg)
+{
+    session_t *s = arg;
+    if (s->delayed_reply) {
+        reply_raw(s, s->delayed_reply, strlen(s->delayed_reply));
+        xfree(&s->delayed_reply);
+    }
+    s->busy = false;
+    process_input(s);
+}
+
+/* An error reply: counts toward the soft and hard limits, and past the soft
+ * limit is sent only after smtpd_error_sleep_time (tarpitting). */
+static void reply_error(session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void reply_error(session_t *s, const char *fmt, ...)
+{
+    buf_t b = BUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    buf_puts(&b, "\r\n");
+    s->errors++;
+    long long sleep_s = param_int(s->p, PARAM_smtpd_error_sleep_time);
+    if (s->errors >= (unsigned)param_int(s->p, PARAM_smtpd_soft_error_limit) && sleep_s > 0
+        && !s->closing) {
+        struct timeval tv = {(time_t)sleep_s, 0};
+        s->delayed_reply = buf_steal(&b);
+        s->busy = true;
+        evtimer_del(s->timer);
+        event_assign(s->timer, server_base(s->srv), -1, 0, error_sleep_done, s);
+        evtimer_add(s->timer, &tv);
+        return;
+    }
+    reply_raw(s, b.data, b.len);
+    buf_free(&b);
+}
+
+static const char *proto_name(const session_t *s)
+{
+    return s->esmtp ? "ESMTP" : "SMTP";
+}
+
+/* "NOQUEUE: reject: RCPT from host[addr]: 554 5.7.1 text; from=<> to=<> proto=ESMTP helo=<>" */
+static void log_reject(session_t *s, const char *stage, const char *replytext, const char *to)
+{
+    buf_t b = BUF_INIT;
+    buf_printf(&b, "%s: reject: %s from %s: %s;", s->qid[0] ? s->qid : "NOQUEUE", stage, s->client,
+               replytext);
+    if (s->in_mail)
+        buf_printf(&b, " from=<%s>", s->sender.full);
+    if (to)
+        buf_printf(&b, " to=<%s>", to);
+    buf_printf(&b, " proto=%s", proto_name(s));
+    if (s->helo)
+        buf_printf(&b, " helo=<%s>", s->helo);
+    log_info("smtpd", "%s", buf_cstr(&b));
+    buf_free(&b);
+}
+
+/* ---------- transaction state ---------- */
+
+static void reset_transaction(session_t *s)
+{
+    if (s->writer) {
+        spool_writer_abort(s->writer);
+        s->writer = NULL;
+    }
+    addr_free(&s->sender);
+    for (size_t i = 0; i < s->nrcpt; i++)
+        free(s->rcpts[i]);
+    xfree(&s->rcpts);
+    s->nrcpt = 0;
+    s->in_mail = false;
+    s->qid[0] = 0;
+    s->smtputf8 = false;
+    s->body_type[0] = 0;
+    s->msg_size = 0;
+    s->too_big = s->bdat_used = s->bdat_last = s->bdat_discard = false;
+    s->bdat_left = s->bdat_size = 0;
+    s->bdat_error = NULL;
+    buf_reset(&s->chunk);
+    buf_reset(&s->hline);
+    xfree(&s->message_id);
+}
+
+/* ---------- lifecycle ---------- */
+
+static void log_disconnect(session_t *s)
+{
+    static const char *names[C__COUNT] = {"helo", "ehlo", "mail", "rcpt", "data", "bdat",
+                                          "rset", "noop", "vrfy", "help", "quit", "unknown"};
+    buf_t b = BUF_INIT;
+    unsigned ok = 0, total = 0;
+    buf_printf(&b, "disconnect from %s", s->client);
+    for (int i = 0; i < C__COUNT; i++) {
+        if (!s->total[i])
+            continue;
+        ok += s->ok[i];
+        total += s->total[i];
+        if (s->ok[i] == s->total[i])
+            buf_printf(&b, " %s=%u", names[i], s->ok[i]);
+        else
+            buf_printf(&b, " %s=%u/%u", names[i], s->ok[i], s->total[i]);
+    }
+    if (ok == total)
+        buf_printf(&b, " commands=%u", ok);
+    else
+        buf_printf(&b, " commands=%u/%u", ok, total);
+    log_info("smtpd", "%s", buf_cstr(&b));
+    buf_free(&b);
+}
+
+static void reap(evutil_socket_t fd, short what, void *arg)
+{
+    session_t *s = arg;
+    if (s->state != ST_PROXY)
+        log_disconnect(s);
+    reset_transaction(s);
+    if (s->bev)
+        bufferevent_free(s->bev);
+    event_free(s->timer);
+    free(s->helo);
+    free(s->delayed_reply);
+    buf_free(&s->chunk);
+    buf_free(&s->hline);
+    server_session_removed(s->srv, (struct session *)s);
+    s->sv->nsessions--;
+    gen_release(s->sv->gen);
+    free(s);
+}
+
+/* Free on a fresh loop callback, never inside our own.  A pending spool
+ * commit keeps the session alive until its callback has run. */
+static void reap_later(session_t *s)
+{
+    if (s->reaping)
+        return;
+    s->closing = true;
+    if (s->busy && s->writer)
+        return;   /* commit_done() calls us again */
+    s->reaping = true;
+    evtimer_del(s->timer);
+    if (s->bev)
+        bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+    event_base_once(server_base(s->srv), -1, EV_TIMEOUT, reap, s, NULL);
+}
+
+/* Close after the queued replies are written. */
+static void session_close(session_t *s)
+{
+    if (s->closing)
+        return;
+    s->closing = true;
+    if (!s->bev) {
+        reap_later(s);
+        return;
+    }
+    bufferevent_disable(s->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+        reap_later(s);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    session_t *s = arg;
+    if (s->closing) {
+        reap_later(s);
+        return;
+    }
+    if (s->paused) {
+        s->paused = false;
+        process_input(s);
+    }
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    session_t *s = arg;
+    if (what & BEV_EVENT_TIMEOUT) {
+        if (s->closing) {
+            reap_later(s);
+            return;
+        }
+        if (s->state == ST_PROXY) {
+            log_warn("smtpd", "haproxy read: time limit exceeded from [%s]", s->addr);
+            reap_later(s);
+            return;
+        }
+        log_info("smtpd", "timeout after %s from %s", s->last_cmd, s->client);
+        reply(s, "421 4.4.2 %s Error: timeout exceeded", s->sv->myhostname);
+        session_close(s);
+        return;
+    }
+    if (what & BEV_EVENT_EOF) {
+        s->eof = true;
+        if (s->busy)
+            return;   /* finish the commit first; process_input closes after */
+        process_input(s);
+        return;
+    }
+    /* BEV_EVENT_ERROR: the connection is gone. */
+    if (!s->closing && !s->quit_sent && s->state != ST_PROXY)
+        log_info("smtpd", "lost connection after %s from %s", s->last_cmd, s->client);
+    if (s->bev) {
+        bufferevent_free(s->bev);
+        s->bev = NULL;
+    }
+    reap_later(s);
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    process_input(arg);
+}
+
+static void set_client(session_t *s, const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const void *)sa;
+        inet_ntop(AF_INET, &in->sin_addr, s->addr, sizeof s->addr);
+        memcpy(&s->peer, sa, sizeof *in);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const void *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+            struct sockaddr_in in = {0};
+            in.sin_family = AF_INET;
+            in.sin_port = in6->sin6_port;
+            memcpy(&in.sin_addr, &in6->sin6_addr.s6_addr[12], 4);
+            set_client(s, (const struct sockaddr *)&in);
+            return;
+        }
+        inet_ntop(AF_INET6, &in6->sin6_addr, s->addr, sizeof s->addr);
+        memcpy(&s->peer, sa, sizeof *in6);
+    } else {
+        str_copy(s->addr, "unknown", sizeof s->addr);
+    }
+    str_copy(s->name, "unknown", sizeof s->name);
+    snprintf(s->client, sizeof s->client, "%s[%s]", s->name, s->addr);
+}
+
+static void greet(session_t *s)
+{
+    s->state = ST_CMD;
+    s->last_cmd = "CONNECT";
+    log_info("smtpd", "connect from %s", s->client);
+    long long t = param_int(s->p, PARAM_smtpd_timeout);
+    struct timeval tv = {(time_t)t, 0};
+    bufferevent_set_timeouts(s->bev, &tv, &tv);
+    if (s->shutdown) {
+        reply(s, "421 4.3.2 %s Service shutting down", s->sv->myhostname);
+        session_close(s);
+        return;
+    }
+    reply(s, "220 %s", param_str(s->p, PARAM_smtpd_banner));
+}
+
+void session_start(server_t *srv, smtpd_svc_t *sv, int fd, const struct sockaddr *peer,
+                   int peerlen, const struct sockaddr *local, int locallen)
+{
+    session_t *s = xcalloc(1, sizeof *s);
+    s->srv = srv;
+    s->sv = sv;
+    s->p = sv->p;
+    sv->gen->refs++;
+    sv->nsessions++;
+    set_client(s, peer);
+    s->bev = bufferevent_socket_new(server_base(srv), fd, BEV_OPT_CLOSE_ON_FREE);
+    s->timer = evtimer_new(server_base(srv), error_sleep_done, s);
+    bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
+    /* Bound what one client can make us buffer; reading resumes as we drain. */
+    bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH_WATER);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    server_session_added(srv, (struct session *)s);
+    s->last_cmd = "CONNECT";
+    if (sv->proxy) {
+        s->state = ST_PROXY;
+        long long t = param_int(s->p, PARAM_smtpd_upstream_proxy_timeout);
+        struct timeval tv = {(time_t)t, 0};
+        bufferevent_set_timeouts(s->bev, &tv, &tv);
+        return;
+    }
+    greet(s);
+}
+
+void session_shutdown(struct session *ss, bool now)
+{
+    session_t *s = (session_t *)ss;
+    s->shutdown = true;
+    if (s->closing || s->state == ST_PROXY)
+        return;
+    if (now || (!s->in_mail && !s->busy && s->state == ST_CMD)) {
+        reply(s, "421 4.3.2 %s Service shutting down", s->sv->myhostname);
+        if (s->writer && !s->busy) {
+            spool_writer_abort(s->writer);
+            s->writer = NULL;
+        }
+        session_close(s);
+    }
+}
+
+/* ---------- PROXY protocol ---------- */
+
+static bool read_proxy(session_t *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    size_t len = evbuffer_get_length(in);
+    if (len == 0)
+        return false;
+    if (len > PROXY_V2_MAX)
+        len = PROXY_V2_MAX;
+    const unsigned char *data = evbuffer_pullup(in, (ev_ssize_t)len);
+    proxy_info_t info;
+    const char *why = "malformed header";
+    long n = proxy_parse(data, len, &info, &why);
+    if (n == 0 && len < PROXY_V2_MAX)
+        return false;
+    if (n <= 0) {
+        log_warn("smtpd", "haproxy read: %s from [%s]", n == 0 ? "header too long" : why, s->addr);
+        reap_later(s);
+        return false;
+    }
+    evbuffer_drain(in, (size_t)n);
+    if (!info.local)
+        set_client(s, (const struct sockaddr *)&info.src);
+    greet(s);
+    return true;
+}
+
+/* ---------- commands ---------- */
+
+static bool pipelining_violation(session_t *s, const char *verb, bool last_in_group)
+{
+    if (!param_bool(s->p, PARAM_smtpd_forbid_unauth_pipelining))
+        return false;
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    if (evbuffer_get_length(in) == 0)
+        return false;
+    if (s->esmtp && !last_in_group)
+        return false;
+    char peek[64];
+    size_t n = evbuffer_copyout(in, peek, sizeof peek - 1);
+    peek[n] = 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)peek[i] < 0x20 || (unsigned char)peek[i] > 0x7e)
+            peek[i] = '?';
+    log_info("smtpd", "improper command pipelining after %s from %s: %s", verb, s->client, peek);
+    reply(s, "554 5.5.0 Error: SMTP protocol synchronization");
+    session_close(s);
+    return true;
+}
+
+static int cmd_helo_common(session_t *s, char *arg, bool esmtp)
+{
+    char *name = arg;
+    while (*name == ' ')
+        name++;
+    char *end = name;
+    while (*end && *end != ' ')
+        end++;
+    *end = 0;
+    if (!*name) {
+        reply_error(s, "501 5.5.4 Syntax: %s hostname", esmtp ? "EHLO" : "HELO");
+        return -1;
+    }
+    if (strlen(name) > 255)
+        name[255] = 0;
+    reset_transaction(s);
+    free(s->helo);
+    s->helo = xstrdup(name);
+    s->esmtp = esmtp;
+    if (esmtp)
+        reply(s, "%s", s->sv->ehlo_reply);
+    else
+        reply(s, "250 %s", s->sv->myhostname);
+    return 0;
+}
+
+static int cmd_helo(session_t *s, char *arg) { return cmd_helo_common(s, arg, false); }
+static int cmd_ehlo(session_t *s, char *arg) { return cmd_helo_common(s, arg, true); }
+
+/* Split "KEY=VALUE KEY ..." parameters; returns the next one or NULL. */
+static char *next_param(char **cursor, char **value)
+{
+    char *p = *cursor;
+    while (*p == ' ')
+        p++;
+    if (!*p)
+        return NULL;
+    char *key = p;
+    while (*p && *p != ' ')
+        p++;
+    if (*p)
+        *p++ = 0;
+    *cursor = p;
+    char *eq = strchr(key, '=');
+    *value = NULL;
+    if (eq) {
+        *eq = 0;
+        *value = eq + 1;
+    }
+    return key;
+}
+
+static int cmd_mail(session_t *s, char *arg)
+{
+    if (param_bool(s->p, PARAM_smtpd_helo_required) && !s->helo) {
+        reply_error(s, "503 5.5.1 Error: send HELO/EHLO first");
+        return -1;
+    }
+    if (s->in_mail) {
+        reply_error(s, "503 5.5.1 Error: nested MAIL command");
+        return -1;
+    }
+    if (!str_istarts(arg, "FROM:")) {
+        reply_error(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+        return -1;
+    }
+    const char *rest, *why;
+    addr_t a;
+    if (addr_parse_path(arg + 5, ADDR_ALLOW_NULL | ADDR_UTF8, true, &a, &rest, &why) != 0) {
+        reply_error(s, "501 %s", why);
+        return -1;
+    }
+    char *params = xstrdup(rest), *cursor = params, *key, *val;
+    bool utf8 = false;
+    char body[12] = "";
+    int rc = 0;
+    long long limit = param_int(s->p, PARAM_message_size_limit);
+    while (rc == 0 && (key = next_param(&cursor, &val))) {
+        if (str_ieq(key, "SIZE")) {
+            char *end;
+            errno = 0;
+            unsigned long long n = val ? strtoull(val, &end, 10) : 0;
+            if (!val || !*val || *end || errno || !isdigit((unsigned char)*val)) {
+                reply_error(s, "501 5.5.4 Bad message size syntax");
+                rc = -1;
+            } else if (limit > 0 && n > (unsigned long long)limit) {
+                reply_error(s, "552 5.3.4 Message size exceeds fixed limit");
+                rc = -1;
+            }
+        } else if (str_ieq(key, "BODY")) {
+            if (val && (str_ieq(val, "8BITMIME") || str_ieq(val, "7BIT"))) {
+                str_copy(body, val, sizeof body);
+                str_lower(body);
+            } else {
+                reply_error(s, "501 5.5.4 Bad message body type");
+                rc = -1;
+            }
+        } else if (str_ieq(key, "SMTPUTF8") && !val && param_bool(s->p, PARAM_smtputf8_enable)) {
+            utf8 = true;
+        } else {
+            reply_error(s, "555 5.5.4 Unsupported option: %s", key);
+            rc = -1;
+        }
+    }
+    free(params);
+    if (rc == 0 && a.is_utf8 && !utf8) {
+        reply_error(s, "553 5.6.7 Must declare SMTPUTF8 to send unicode address");
+        rc = -1;
+    }
+    if (rc != 0) {
+        addr_free(&a);
+        return rc;
+    }
+    s->sender = a;
+    s->in_mail = true;
+    s->smtputf8 = utf8;
+    str_copy(s->body_type, body[0] == '8' ? "8BITMIME" : body[0] ? "7BIT" : "", sizeof s->body_type);
+    s->arrival = now_usec();
+    reply(s, "250 2.1.0 Ok");
+    return 0;
+}
+
+static bool domain_is_local(const session_t *s, const char *domain)
+{
+    const char *const *items;
+    size_t n = param_list(s->p, PARAM_mydestination, &items);
+    for (size_t i = 0; i < n; i++)
+        if (str_ieq(items[i], domain))
+            return true;
+    return false;
+}
+
+static int cmd_rcpt(session_t *s, char *arg)
+{
+    if (!s->in_mail) {
+        reply_error(s, "503 5.5.1 Error: need MAIL command");
+        return -1;
+    }
+    if (!str_istarts(arg, "TO:")) {
+        reply_error(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+        return -1;
+    }
+    const char *rest, *why;
+    addr_t a;
+    if (addr_parse_path(arg + 3, ADDR_UTF8, false, &a, &rest, &why) != 0) {
+        reply_error(s, "501 %s", why);
+        return -1;
+    }
+    int rc = 0;
+    while (*rest == ' ')
+        rest++;
+    if (*rest) {
+        char *params = xstrdup(rest), *cursor = params, *val;
+        char *key = next_param(&cursor, &val);
+        reply_error(s, "555 5.5.4 Unsupported option: %s", key ? key : "");
+        free(params);
+        rc = -1;
+    } else if (a.is_utf8 && !s->smtputf8) {
+        reply_error(s, "553 5.6.7 Must declare SMTPUTF8 to send unicode address");
+        rc = -1;
+    } else if (s->nrcpt >= (size_t)param_int(s->p, PARAM_smtpd_recipient_limit)) {
+        reply_error(s, "452 4.5.3 Error: too many recipients");
+        rc = -1;
+    }
+    if (rc != 0) {
+        addr_free(&a);
+        return rc;
+    }
+    if (!a.domain[0]) {
+        /* RFC 5321 4.5.1: <postmaster> and other bare local parts are ours. */
+        buf_t full = BUF_INIT;
+        buf_printf(&full, "%s@%s", a.full, param_str(s->p, PARAM_myorigin));
+        free(a.full);
+        a.full = buf_steal(&full);
+        free(a.domain);
+        a.domain = xstrdup(param_str(s->p, PARAM_myorigin));
+        str_lower(a.domain);
+    }
+    if (!domain_is_local(s, a.domain)) {
+        buf_t text = BUF_INIT;
+        buf_printf(&text, "554 5.7.1 <%s>: Relay access denied", a.full);
+        log_reject(s, "RCPT", buf_cstr(&text), a.full);
+        reply_error(s, "%s", buf_cstr(&text));
+        buf_free(&text);
+        addr_free(&a);
+        return -1;
+    }
+    if (!s->qid[0]) {
+        spool_new_queue_id(server_spool(s->srv), s->qid);
+        log_info("smtpd", "%s: client=%s", s->qid, s->client);
+    }
+    s->rcpts = xrealloc(s->rcpts, (s->nrcpt + 1) * sizeof *s->rcpts);
+    s->rcpts[s->nrcpt++] = a.full;
+    a.full = NULL;
+    addr_free(&a);
+    reply(s, "250 2.1.5 Ok");
+    return 0;
+}
+
+/* RFC 5322 date for Received: */
+static void rfc5322_date(char *out, size_t size)
+{
+    time_t t = time(NULL);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(out, size, "%a, %d %b %Y %H:%M:%S %z (%Z)", &tm);
+}
+
+static void start_message(session_t *s, data_mode mode)
+{
+    envelope_t env = {
+        .queue_id = s->qid,
+        .arrival_usec = s->arrival,
+        .client_name = s->name,
+        .client_addr = s->addr,
+        .helo = s->helo ? s->helo : "",
+        .protocol = proto_name(s),
+        .sender = s->sender.full,
+        .rcpts = (const char *const *)s->rcpts,
+        .nrcpt = s->nrcpt,
+        .body_type = s->body_type,
+        .smtputf8 = s->smtputf8,
+    };
+    s->writer = spool_writer_new(server_spool(s->srv), &env);
+    data_dec_init(&s->dec, mode);
+    s->msg_size = 0;
+    s->too_big = false;
+    s->in_headers = true;
+    buf_reset(&s->hline);
+
+    char date[64];
+    rfc5322_date(date, sizeof date);
+    buf_t r = BUF_INIT;
+    buf_printf(&r, "Received: from %s (%s [%s])\n", s->helo ? s->helo : s->name, s->name, s->addr);
+    buf_printf(&r, "\tby %s (%s) with %s%s id %s", s->sv->myhostname,
+               param_str(s->p, PARAM_mail_name), s->smtputf8 ? "UTF8" : "", 
+               s->smtputf8 ? "SMTP" : proto_name(s), s->qid);
+    if (s->nrcpt == 1)
+        buf_printf(&r, "\n\tfor <%s>; %s\n", s->rcpts[0], date);
+    else
+        buf_printf(&r, ";\n\t%s\n", date);
+    spool_writer_append(s->writer, r.data, r.len);
+    buf_free(&r);
+}
+
+/* Watch the primary header section for Message-ID (for the cleanup log line). */
+static void scan_headers(session_t *s, const char *p, size_t n)
+{
+    while (n && s->in_headers) {
+        const char *nl = memchr(p, '\n', n);
+        size_t take = nl ? (size_t)(nl - p) : n;
+        if (s->hline.len < HEADER_SCAN_MAX)
+            buf_append(&s->hline, p, take < HEADER_SCAN_MAX - s->hline.len ? take
+                                                                         : HEADER_SCAN_MAX - s->hline.len);
+        if (!nl)
+            return;
+        const char *line = buf_cstr(&s->hline);
+        if (s->hline.len == 0) {
+            s->in_headers = false;
+        } else if (!s->message_id && str_istarts(line, "message-id:")) {
+            char *v = xstrdup(line + 11);
+            str_trim(v);
+            size_t vl = strlen(v);
+            if (vl >= 2 && v[0] == '<' && v[vl - 1] == '>') {
+                memmove(v, v + 1, vl - 2);
+                v[vl - 2] = 0;
+            }
+            s->message_id = v;
+        }
+        buf_reset(&s->hline);
+        p = nl + 1;
+        n -= take + 1;
+    }
+}
+
+/* Decoded content → size check, header scan, spool. */
+static void take_chunk(session_t *s)
+{
+    if (!s->chunk.len)
+        return;
+    long long limit = param_int(s->p, PARAM_message_size_limit);
+    s->msg_size += s->chunk.len;
+    if (limit > 0 && s->msg_size > (size_t)limit)
+        s->too_big = true;
+    if (!s->too_big && s->writer) {
+        scan_headers(s, s->chunk.data, s->chunk.len);
+        spool_writer_append(s->writer, s->chunk.data, s->chunk.len);
+    }
+    buf_reset(&s->chunk);
+}
+
+static bool bare_newline_rejected(session_t *s)
+{
+    if (s->sv->bare_nl_mode != BARE_NL_REJECT)
+        return false;
+    if (s->dec.bare_lf == 0 && s->dec.bare_cr == 0)
+        return false;
+    return !netlist_match(s->sv->bare_nl_exclusions, (const struct sockaddr *)&s->peer);
+}
+
+static void commit_done(void *arg, bool ok, const char *errtext)
+{
+    session_t *s = arg;
+    s->writer = NULL;
+    s->busy = false;
+    if (ok) {
+        log_info("cleanup", "%s: message-id=<%s>", s->qid, s->message_id ? s->message_id : "");
+        qmgr_enqueue(server_qmgr(s->srv), s->qid);
+        reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
+        s->ok[s->bdat_used ? C_BDAT : C_DATA]++;
+    } else {
+        log_warn("cleanup", "%s: queue file write error: %s", s->qid, errtext ? errtext : "unknown");
+        reply(s, "451 4.3.0 Error: queue file write error");
+    }
+    reset_transaction(s);
+    if (s->closing) {
+        reap_later(s);
+        return;
+    }
+    if (s->shutdown) {
+        session_shutdown((struct session *)s, false);
+        return;
+    }
+    process_input(s);
+}
+
+/* The end of DATA or BDAT LAST: reject, or commit and answer when durable. */
+static void finish_message(session_t *s)
+{
+    s->state = ST_CMD;
+    if (s->too_big) {
+        log_reject(s, "END-OF-MESSAGE", "552 5.3.4 Message size exceeds fixed limit", NULL);
+        reply_error(s, "552 5.3.4 Message size exceeds fixed limit");
+        reset_transaction(s);
+        return;
+    }
+    if (bare_newline_rejected(s)) {
+        long long code = param_int(s->p, PARAM_smtpd_forbid_bare_newline_reject_code);
+        buf_t t = BUF_INIT;
+        buf_printf(&t, "%lld 5.5.2 Error: bare <%s> received", code, s->dec.bare_lf ? "LF" : "CR");
+        log_reject(s, "END-OF-MESSAGE", buf_cstr(&t), NULL);
+        reply_error(s, "%s", buf_cstr(&t));
+        buf_free(&t);
+        reset_transaction(s);
+        return;
+    }
+    s->busy = true;
+    spool_writer_commit(s->writer, commit_done, s);
+}
+
+static int cmd_data(session_t *s, char *arg)
+{
+    if (*arg) {
+        reply_error(s, "501 5.5.4 Syntax: DATA");
+        return -1;
+    }
+    if (!s->in_mail) {
+        reply_error(s, "503 5.5.1 Error: need MAIL command");
+        return -1;
+    }
+    if (s->bdat_used) {
+        reply_error(s, "503 5.5.1 Error: DATA after BDAT");
+        return -1;
+    }
+    if (!s->nrcpt) {
+        reply_error(s, "503 5.5.1 Error: need RCPT command");
+        return -1;
+    }
+    start_message(s, DATA_MODE_DOT);
+    s->state = ST_DATA;
+    reply(s, "354 End data with <CR><LF>.<CR><LF>");
+    return 1;   /* counted when the message is queued */
+}
+
+static int cmd_bdat(session_t *s, char *arg)
+{
+    char *p = arg, *end;
+    bool last = false;
+    if (!isdigit((unsigned char)*p) || strlen(p) > 40) {
+        reply(s, "501 5.5.4 Syntax: BDAT count [LAST]");
+        session_close(s);
+        return -1;
+    }
+    errno = 0;
+    unsigned long long n = strtoull(p, &end, 10);
+    while (*end == ' ')
+        end++;
+    if (str_ieq(end, "LAST"))
+        last = true;
+    else if (*end || errno) {
+        reply(s, "501 5.5.4 Syntax: BDAT count [LAST]");
+        session_close(s);
+        return -1;
+    }
+    s->state = ST_BDAT;
+    s->bdat_left = n;
+    s->bdat_size = n;
+    s->bdat_last = last;
+    s->bdat_error = NULL;
+    if (!s->in_mail)
+        s->bdat_error = "503 5.5.1 Error: need MAIL command";
+    else if (!s->nrcpt)
+        s->bdat_error = "503 5.5.1 Error: need RCPT command";
+    else if (s->bdat_discard)
+        s->bdat_error = "503 5.5.1 Error: BDAT after failed BDAT";
+    if (s->bdat_error)
+        return 1;   /* the reply follows the chunk */
+    if (!s->bdat_used) {
+        s->bdat_used = true;
+        start_message(s, DATA_MODE_BDAT);
+    }
+    return 1;
+}
+
+static int cmd_rset(session_t *s, char *arg)
+{
+    reset_transaction(s);
+    reply(s, "250 2.0.0 Ok");
+    return 0;
+}
+
+static int cmd_noop(session_t *s, char *arg)
+{
+    reply(s, "250 2.0.0 Ok");
+    return 0;
+}
+
+static int cmd_vrfy(session_t *s, char *arg)
+{
+    if (param_bool(s->p, PARAM_disable_vrfy_command)) {
+        reply_error(s, "502 5.5.1 VRFY command is disabled");
+        return -1;
+    }
+    while (*arg == ' ')
+        arg++;
+    if (!*arg) {
+        reply_error(s, "501 5.5.4 Syntax: VRFY address");
+        return -1;
+    }
+    const char *rest, *why;
+    addr_t a;
+    if (addr_parse_path(arg, ADDR_UTF8, false, &a, &rest, &why) != 0) {
+        reply_error(s, "501 %s", why);
+        return -1;
+    }
+    reply(s, "252 2.0.0 %s", a.full);
+    addr_free(&a);
+    return 0;
+}
+
+static int cmd_help(session_t *s, char *arg)
+{
+    reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT");
+    return 0;
+}
+
+static int cmd_quit(session_t *s, char *arg)
+{
+    reply(s, "221 2.0.0 Bye");
+    s->quit_sent = true;
+    session_close(s);
+    return 0;
+}
+
+static const struct command {
+    const char *verb;
+    int idx;
+    int (*fn)(session_t *s, char *arg);
+    bool junk;            /* counts toward smtpd_junk_command_limit */
+    bool last_in_group;   /* RFC 2920: the client must wait for its reply */
+} commands[] = {
+    {"HELO", C_HELO, cmd_helo, false, true},
+    {"EHLO", C_EHLO, cmd_ehlo, false, true},
+    {"MAIL", C_MAIL, cmd_mail, false, false},
+    {"RCPT", C_RCPT, cmd_rcpt, false, false},
+    {"DATA", C_DATA, cmd_data, false, true},
+    {"BDAT", C_BDAT, cmd_bdat, false, false},
+    {"RSET", C_RSET, cmd_rset, true, false},
+    {"NOOP", C_NOOP, cmd_noop, true, true},
+    {"VRFY", C_VRFY, cmd_vrfy, true, true},
+    {"HELP", C_HELP, cmd_help, true, true},
+    {"QUIT", C_QUIT, cmd_quit, false, false},
+};
+
+static void run_command(session_t *s, char *line)
+{
+    char *verb = line, *arg = line;
+    while (*arg && *arg != ' ')
+        arg++;
+    if (*arg)
+        *arg++ = 0;
+    const struct command *c = NULL;
+    for (size_t i = 0; i < ARRAY_LEN(commands); i++)
+        if (str_ieq(verb, commands[i].verb))
+            c = &commands[i];
+    if (!c) {
+        s->total[C_UNKNOWN]++;
+        s->last_cmd = "UNKNOWN";
+        reply_error(s, "502 5.5.2 Error: command not recognized");
+        return;
+    }
+    s->last_cmd = c->verb;
+    s->total[c->idx]++;
+    if (c->junk && ++s->junk > (unsigned)param_int(s->p, PARAM_smtpd_junk_command_limit))
+        s->errors++;
+    if (pipelining_violation(s, c->verb, c->last_in_group))
+        return;
+    int rc = c->fn(s, arg);
+    if (rc == 0)
+        s->ok[c->idx]++;
+}
+
+/* ---------- input ---------- */
+
+/* Feed DATA content from the input buffer to the decoder. */
+static void read_data(session_t *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    while (s->state == ST_DATA && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        bool done = false;
+        size_t used = data_dec_feed(&s->dec, v.iov_base, v.iov_len, &s->chunk, &done);
+        evbuffer_drain(in, used);
+        take_chunk(s);
+        if (done)
+            finish_message(s);
+    }
+}
+
+static void read_bdat(session_t *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    while (s->state == ST_BDAT && s->bdat_left > 0 && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            break;
+        size_t n = v.iov_len;
+        if (n > s->bdat_left)
+            n = (size_t)s->bdat_left;
+        if (s->bdat_error) {
+            evbuffer_drain(in, n);
+        } else {
+            bool done;
+            data_dec_feed(&s->dec, v.iov_base, n, &s->chunk, &done);
+            evbuffer_drain(in, n);
+            take_chunk(s);
+        }
+        s->bdat_left -= n;
+    }
+    if (s->state != ST_BDAT || s->bdat_left > 0)
+        return;
+    s->state = ST_CMD;
+    if (s->bdat_error) {
+        reply_error(s, "%s", s->bdat_error);
+        if (s->bdat_used)
+            s->bdat_discard = true;
+        return;
+    }
+    if (s->bdat_last) {
+        data_dec_finish(&s->dec, &s->chunk);
+        take_chunk(s);
+        finish_message(s);
+        return;
+    }
+    s->ok[C_BDAT]++;
+    reply(s, "250 2.0.0 Ok: %llu bytes", s->bdat_size);
+}
+
+static void resume_after_backlog(evutil_socket_t fd, short what, void *arg)
+{
+    session_t *s = arg;
+    s->busy = false;
+    process_input(s);
+}
+
+/* One command line, or false when none is complete yet. */
+static bool read_command(session_t *s)
+{
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    size_t limit = (size_t)param_int(s->p, PARAM_line_length_limit);
+    struct evbuffer_ptr lf = evbuffer_search(in, "\n", 1, NULL);
+    if (lf.pos < 0) {
+        size_t len = evbuffer_get_length(in);
+        if (len > limit) {
+            /* Over-long: discard what we have; reply when the line ends. */
+            evbuffer_drain(in, len);
+            s->skipping = true;
+        }
+        return false;
+    }
+    size_t linelen = (size_t)lf.pos;   /* without the LF */
+    if (s->skipping || linelen > limit) {
+        evbuffer_drain(in, linelen + 1);
+        s->skipping = false;
+        s->last_cmd = "UNKNOWN";
+        reply_error(s, "500 5.5.2 Error: line too long");
+        return true;
+    }
+    char *line = xmalloc(linelen + 1);
+    evbuffer_remove(in, line, linelen + 1);
+    line[linelen] = 0;
+    bool bare_lf = !(linelen > 0 && line[linelen - 1] == '\r');
+    if (!bare_lf)
+        line[--linelen] = 0;
+    if (bare_lf && s->sv->bare_nl_mode == BARE_NL_REJECT
+        && !netlist_match(s->sv->bare_nl_exclusions, (const struct sockaddr *)&s->peer)) {
+        long long code = param_int(s->p, PARAM_smtpd_forbid_bare_newline_reject_code);
+        log_info("smtpd", "disconnect: bare <LF> received from %s", s->client);
+        reply(s, "%lld 5.5.2 Error: bare <LF> received", code);
+        session_close(s);
+        free(line);
+        return true;
+    }
+    if (memchr(line, 0, linelen)) {
+        s->last_cmd = "UNKNOWN";
+        reply_error(s, "500 5.5.2 Error: NUL character in command");
+    } else {
+        run_command(s, line);
+    }
+    free(line);
+    return true;
+}
+
+static void process_input(session_t *s)
+{
+    while (!s->closing && !s->busy && s->bev) {
+        if (s->errors >= (unsigned)param_int(s->p, PARAM_smtpd_hard_error_limit)) {
+            log_info("smtpd", "too many errors after %s from %s", s->last_cmd, s->client);
+            reply(s, "421 4.7.0 %s Error: too many errors", s->sv->myhostname);
+            session_close(s);
+            return;
+        }
+        if (evbuffer_get_length(bufferevent_get_output(s->bev)) > OUTPUT_HIGH_WATER) {
+            s->paused = true;   /* on_write resumes us */
+            return;
+        }
+        if (s->writer && spool_writer_backlog(s->writer) > SPOOL_HIGH_WATER) {
+            struct timeval tv = {0, 10000};
+            s->busy = true;
+            evtimer_del(s->timer);
+            event_assign(s->timer, server_base(s->srv), -1, 0, resume_after_backlog, s);
+            evtimer_add(s->timer, &tv);
+            return;
+        }
+        size_t before = evbuffer_get_length(bufferevent_get_input(s->bev));
+        int state = s->state;
+        switch (s->state) {
+        case ST_PROXY:
+            if (!read_proxy(s))
+                goto out;
+            break;
+        case ST_DATA:
+            read_data(s);
+            break;
+        case ST_BDAT:
+            read_bdat(s);
+            break;
+        default:
+            if (!read_command(s))
+                goto out;
+            break;
+        }
+        if (state == s->state && before == evbuffer_get_length(bufferevent_get_input(s->bev))
+            && s->state != ST_CMD)
+            break;   /* waiting for more content */
+    }
+out:
+    if (s->eof && !s->busy && !s->closing) {
+        if (!s->quit_sent)
+            log_info("smtpd", "lost connection after %s from %s", s->last_cmd, s->client);
+        session_close(s);
+    }
+}

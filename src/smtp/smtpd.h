@@ -1,0 +1,79 @@
+/*
+ * smtpd: the SMTP server side — listeners (server.c) and sessions
+ * (session.c).  This header is the contract between the two and the
+ * daemon (cli/serve.c).
+ *
+ * A configuration generation (gen) holds one loaded config_t and, per
+ * smtpd service, the values compiled from it once (network lists,
+ * domain lists).  Sessions hold a reference to the generation they started
+ * with, so a reload never changes a session under its feet; a generation
+ * is freed when it is no longer current and its last session ends.
+ */
+#ifndef MOAT_SMTP_SMTPD_H
+#define MOAT_SMTP_SMTPD_H
+
+#include <stdbool.h>
+
+#include "config/config.h"
+#include "core/buf.h"
+#include "core/pool.h"
+#include "policy/netlist.h"
+#include "queue/qmgr.h"
+#include "queue/spool.h"
+
+struct event_base;
+typedef struct server server_t;
+typedef struct gen gen_t;
+
+/* Per service, per generation: everything a session reads. */
+typedef struct smtpd_svc {
+    const service_t *svc;
+    const params_t *p;
+    gen_t *gen;
+    netlist_t *bare_nl_exclusions;  /* smtpd_forbid_bare_newline_exclusions */
+    int bare_nl_mode;               /* BARE_NL_* */
+    bool proxy;                     /* smtpd_upstream_proxy_protocol = haproxy */
+    char *ehlo_reply;               /* the complete EHLO reply, lines joined by CRLF, no final CRLF */
+    unsigned nsessions;             /* sessions of this service in this generation (maxproc) */
+    char *myhostname;
+} smtpd_svc_t;
+
+enum { BARE_NL_NO, BARE_NL_NORMALIZE, BARE_NL_REJECT };
+
+struct gen {
+    config_t *cfg;
+    int refs;                /* the server's "current" ref + one per session */
+    size_t nsvc;
+    smtpd_svc_t *svcs;
+};
+
+/* server.c */
+server_t *server_new(struct event_base *base, pool_t *pool, spool_t *spool, qmgr_t *qmgr);
+/* Install a loaded configuration: open listeners for its services
+ * (keeping open sockets whose address did not change across a reload,
+ * closing ones that went away).  On error (a port cannot be bound) returns
+ * -1 with the reason in err and keeps the previous configuration. */
+int server_configure(server_t *srv, config_t *cfg, buf_t *err);
+const config_t *server_config(const server_t *srv);
+void server_stop_listening(server_t *srv);
+unsigned server_nsessions(const server_t *srv);
+/* Tell every session to end: 421 at the next command boundary, or at once. */
+void server_close_sessions(server_t *srv, bool now);
+void server_free(server_t **srv);
+
+/* session.c: a new connection on fd, accepted by a listener of svc. */
+struct session;
+void session_start(server_t *srv, smtpd_svc_t *svc, int fd, const struct sockaddr *peer,
+                   int peerlen, const struct sockaddr *local, int locallen);
+void session_shutdown(struct session *s, bool now);
+
+/* server.c services for sessions */
+struct event_base *server_base(server_t *srv);
+pool_t *server_pool(server_t *srv);
+spool_t *server_spool(server_t *srv);
+qmgr_t *server_qmgr(server_t *srv);
+void server_session_added(server_t *srv, struct session *s);
+void server_session_removed(server_t *srv, struct session *s);
+void gen_release(gen_t *g);
+
+#endif
