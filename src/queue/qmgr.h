@@ -38,4 +38,13 @@ int local_deliver_maildir(const params_t *params, const qfile_t *q, size_t rcpt_
  * the name can never leave mail_spool_directory. */
 void local_mailbox_name(const char *local, const char *delimiters, buf_t *out);
 
+/* --- Added by the queue module (src/queue/local.c) --- */
+
+/* local_deliver_maildir() with the two parameter values given directly:
+ * spool_root is mail_spool_directory (must end in '/'), delimiters is
+ * recipient_delimiter.  The delivery job calls this with values copied on
+ * the loop thread (a reload may free the params_t meanwhile). */
+int local_deliver_to(const char *spool_root, const char *delimiters, const qfile_t *q,
+                     size_t rcpt_index, buf_t *detail);
+
 #endif

@@ -94,4 +94,23 @@ void qfile_free(qfile_t *q);
 /* Durably mark recipient i delivered (pwrite of its status byte + fdatasync). */
 int qfile_mark_done(qfile_t *q, size_t i, buf_t *err);
 
+/* --- Added by the queue module (src/queue/spool.c) --- */
+
+/* qfile_read() sets errno to EBADMSG when the file is malformed or
+ * incomplete, and leaves the system's errno (ENOENT, EIO, ...) otherwise. */
+
+/* The writer's queue ID (the one given in env, or a new one when env had none). */
+const char *spool_writer_id(const spool_writer_t *w);
+/* Is s a well-formed queue ID (1..QUEUE_ID_MAX-1 of [0-9A-F])?  Only such
+ * names are ever used as file names. */
+bool spool_valid_id(const char *s);
+/* out = the path of active/ID. */
+void spool_active_path(const spool_t *sp, const char *queue_id, buf_t *out);
+/* Blocking (pool threads): a message is fully delivered: unlink active/ID
+ * (already gone is fine) and fsync active/.  -1 with err on failure. */
+int spool_remove(spool_t *sp, const char *queue_id, buf_t *err);
+/* Blocking (pool threads): move an unreadable active/ID to corrupt/ID
+ * (corrupt/ID.USEC when that name is taken) and fsync both directories. */
+int spool_quarantine(spool_t *sp, const char *queue_id, buf_t *err);
+
 #endif

@@ -1,0 +1,479 @@
+/* Unit tests for src/queue/local.c: mailbox names and Maildir delivery. */
+#include "harness.h"
+
+#include "core/buf.h"
+#include "core/pool.h"
+#include "config/config.h"
+#include "core/util.h"
+#include "queue/qmgr.h"
+#include "queue/spool.h"
+
+#include <dirent.h>
+#include <event2/event.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)ftw;
+    return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+static void rm_rf(const char *dir)
+{
+    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Number of entries in dir (-1 when missing); the last name in *name. */
+static int list_dir(const char *dir, char **name)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *de;
+    if (name)
+        *name = NULL;
+    if (!d)
+        return -1;
+    while ((de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        n++;
+        if (name) {
+            free(*name);
+            *name = xstrdup(de->d_name);
+        }
+    }
+    closedir(d);
+    return n;
+}
+
+static char *slurp(const char *path)
+{
+    buf_t b = BUF_INIT;
+    char tmp[4096];
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return NULL;
+    ssize_t r;
+    while ((r = read(fd, tmp, sizeof tmp)) > 0)
+        buf_append(&b, tmp, (size_t)r);
+    close(fd);
+    return b.data ? buf_steal(&b) : xstrdup("");
+}
+
+static char *mkpath(const char *fmt_dir, const char *a, const char *b)
+{
+    buf_t p = BUF_INIT;
+    buf_printf(&p, "%s%s%s", fmt_dir, a, b ? b : "");
+    return buf_steal(&p);
+}
+
+static void name_is(const char *local, const char *delims, const char *want)
+{
+    buf_t b = BUF_INIT;
+    buf_puts(&b, "stale");
+    local_mailbox_name(local, delims, &b);
+    CHECK_STR(buf_cstr(&b), want);
+    buf_free(&b);
+}
+
+TEST(local_mailbox_names)
+{
+    name_is("User", "+", "user");
+    name_is("user+ext", "+", "user");
+    name_is("user-ext+x", "+-", "user");
+    name_is("user+ext", "", "user%2Bext");
+    name_is("user+ext", NULL, "user%2Bext");
+    name_is("+foo", "+", "%2Bfoo");            /* never an empty base */
+    name_is("a+", "+", "a");
+    name_is("John.Smith_1-2", "", "john.smith_1-2");
+    name_is(".", "", "%2E");
+    name_is("..", "", "%2E.");
+    name_is("../etc/passwd", "", "%2E.%2Fetc%2Fpasswd");
+    name_is(".hidden", "", "%2Ehidden");
+    name_is("a/b", "", "a%2Fb");
+    name_is("a%b", "", "a%25b");                /* '%' escaped: the mapping is one-to-one */
+    name_is("john doe", "", "john%20doe");
+    name_is("\xC3\x84" "B", "", "%C3%84b");    /* UTF-8 bytes, ASCII lower-cased */
+    name_is("", "+", "%00");
+}
+
+/* A fixture: a spool with one committed message, read back as a qfile. */
+typedef struct lfx {
+    char dir[64];
+    char root[128];
+    struct event_base *base;
+    pool_t *pool;
+    spool_t *sp;
+    qfile_t q;
+} lfx_t;
+
+static void on_commit(void *arg, bool ok, const char *errtext)
+{
+    (void)errtext;
+    *(int *)arg = ok ? 1 : -1;
+}
+
+static int lfx_open(lfx_t *fx, const char *const *rcpts, size_t nrcpt, const char *content)
+{
+    buf_t err = BUF_INIT, p = BUF_INIT;
+    char id[QUEUE_ID_MAX];
+    int done = 0;
+    memset(fx, 0, sizeof *fx);
+    str_copy(fx->dir, "/tmp/moat-local-XXXXXX", sizeof fx->dir);
+    if (!mkdtemp(fx->dir))
+        return -1;
+    snprintf(fx->root, sizeof fx->root, "%s/mail/", fx->dir);
+    if (mkdir(fx->root, 0700) != 0)
+        return -1;
+    fx->base = event_base_new();
+    fx->pool = pool_new(fx->base, 2);
+    buf_printf(&p, "%s/queue", fx->dir);
+    fx->sp = spool_open(buf_cstr(&p), fx->pool, &err);
+    if (!fx->sp)
+        return -1;
+    spool_new_queue_id(fx->sp, id);
+    envelope_t e = {.queue_id = id, .arrival_usec = now_usec(), .client_name = "localhost",
+                    .client_addr = "127.0.0.1", .helo = "client.test", .protocol = "ESMTP",
+                    .sender = "alice@example.org", .rcpts = rcpts, .nrcpt = nrcpt,
+                    .body_type = "", .smtputf8 = false};
+    spool_writer_t *w = spool_writer_new(fx->sp, &e);
+    spool_writer_append(w, content, strlen(content));
+    spool_writer_commit(w, on_commit, &done);
+    while (!done)
+        event_base_loop(fx->base, EVLOOP_ONCE);
+    if (done != 1)
+        return -1;
+    spool_active_path(fx->sp, id, &p);
+    int rc = qfile_read(buf_cstr(&p), &fx->q, &err);
+    buf_free(&p);
+    buf_free(&err);
+    return rc;
+}
+
+static void lfx_close(lfx_t *fx)
+{
+    qfile_free(&fx->q);
+    spool_close(&fx->sp);
+    pool_free(&fx->pool);
+    if (fx->base)
+        event_base_free(fx->base);
+    rm_rf(fx->dir);
+}
+
+static const char *const rcpts3[] = {"User+Box@Example.COM", "\"john doe\"@example.com",
+                                     "postmaster"};
+static const char body[] = "Received: from client.test\nSubject: test\n\nHello.\n.dot line\n";
+
+TEST(local_delivery_writes_one_file)
+{
+    lfx_t fx;
+    REQUIRE(lfx_open(&fx, rcpts3, 3, body) == 0);
+    buf_t detail = BUF_INIT;
+    CHECK(local_deliver_to(fx.root, "+", &fx.q, 0, &detail) == 0);
+
+    char *mbox = mkpath(fx.root, "user", NULL);
+    char *newd = mkpath(mbox, "/new", NULL), *tmpd = mkpath(mbox, "/tmp", NULL);
+    char *curd = mkpath(mbox, "/cur", NULL);
+    char *name = NULL;
+    CHECK_INT(list_dir(newd, &name), 1);
+    CHECK_INT(list_dir(tmpd, NULL), 0);
+    CHECK_INT(list_dir(curd, NULL), 0);
+    REQUIRE(name);
+    char *file = mkpath(newd, "/", name);
+    CHECK_STR(buf_cstr(&detail), file);   /* detail names the delivered file */
+    char *got = slurp(file);
+    buf_t want = BUF_INIT;
+    buf_printf(&want, "Return-Path: <alice@example.org>\nDelivered-To: User+Box@Example.COM\n%s", body);
+    CHECK_STR(got, buf_cstr(&want));
+    struct stat st;
+    CHECK(stat(file, &st) == 0 && (st.st_mode & 0777) == 0600);
+    CHECK(stat(mbox, &st) == 0 && (st.st_mode & 0777) == 0700);
+    /* time.M<usec>P<pid>Q<n>.<host> */
+    CHECK(strstr(name, ".M") != NULL && strstr(name, "P") != NULL && strstr(name, "Q") != NULL);
+    CHECK(strchr(name, '/') == NULL && strchr(name, ':') == NULL);
+
+    /* A second delivery gets its own name. */
+    CHECK(local_deliver_to(fx.root, "+", &fx.q, 0, &detail) == 0);
+    CHECK_INT(list_dir(newd, NULL), 2);
+
+    /* Quoted local part; unqualified address. */
+    CHECK(local_deliver_to(fx.root, "+", &fx.q, 1, &detail) == 0);
+    char *jd = mkpath(fx.root, "john%20doe/new", NULL);
+    CHECK_INT(list_dir(jd, NULL), 1);
+    CHECK(local_deliver_to(fx.root, "+", &fx.q, 2, &detail) == 0);
+    char *pm = mkpath(fx.root, "postmaster/new", NULL);
+    CHECK_INT(list_dir(pm, NULL), 1);
+    CHECK(local_deliver_to(fx.root, "+", &fx.q, 3, &detail) == -1);
+
+    free(jd);
+    free(pm);
+    free(got);
+    free(file);
+    free(name);
+    free(mbox);
+    free(newd);
+    free(tmpd);
+    free(curd);
+    buf_free(&want);
+    buf_free(&detail);
+    lfx_close(&fx);
+}
+
+TEST(local_delivery_refuses_bad_roots)
+{
+    lfx_t fx;
+    REQUIRE(lfx_open(&fx, rcpts3, 1, body) == 0);
+    buf_t detail = BUF_INIT;
+    char *noslash = mkpath(fx.dir, "/mail", NULL);
+    CHECK(local_deliver_to(noslash, "+", &fx.q, 0, &detail) == -1);
+    CHECK(strstr(buf_cstr(&detail), "Maildir") != NULL);
+    CHECK(local_deliver_to("", "+", &fx.q, 0, &detail) == -1);
+    CHECK(local_deliver_to(NULL, "+", &fx.q, 0, &detail) == -1);
+    char *missing = mkpath(fx.dir, "/nomail/", NULL);
+    CHECK(local_deliver_to(missing, "+", &fx.q, 0, &detail) == -1);
+    CHECK(strstr(buf_cstr(&detail), "No such file") != NULL);
+    CHECK(access(missing, F_OK) != 0);   /* the root is never created */
+    CHECK_INT(list_dir(fx.root, NULL), 0);
+
+    /* A non-directory where the mailbox belongs. */
+    char *blocker = mkpath(fx.root, "user", NULL);
+    int fd = open(blocker, O_WRONLY | O_CREAT, 0600);
+    REQUIRE(fd >= 0);
+    close(fd);
+    CHECK(local_deliver_to(fx.root, "+", &fx.q, 0, &detail) == -1);
+    CHECK(strstr(buf_cstr(&detail), "user") != NULL);
+    free(blocker);
+    free(noslash);
+    free(missing);
+    buf_free(&detail);
+    lfx_close(&fx);
+}
+
+TEST(local_delivery_failure_leaves_nothing_in_new)
+{
+    /* A write that fails part-way (a file size limit stands in for a full
+     * disk; it applies to root too): -1, and neither tmp/ nor new/ keeps
+     * a partial file. */
+    buf_t big = BUF_INIT;
+    for (int i = 0; i < 4000; i++)
+        buf_puts(&big, "0123456789012345678901234567890123456789012345678901234567890123\n");
+    struct rlimit old, lim;
+    REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    lfx_t fx;
+    REQUIRE(lfx_open(&fx, rcpts3, 1, buf_cstr(&big)) == 0);
+    void (*oldsig)(int) = signal(SIGXFSZ, SIG_IGN);
+    lim = old;
+    lim.rlim_cur = 100000;
+    REQUIRE(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    buf_t detail = BUF_INIT;
+    int rc = local_deliver_to(fx.root, "+", &fx.q, 0, &detail);
+    setrlimit(RLIMIT_FSIZE, &old);
+    signal(SIGXFSZ, oldsig);
+    CHECK(rc == -1);
+    CHECK(strstr(buf_cstr(&detail), "write maildir file") != NULL);
+    char *newd = mkpath(fx.root, "user/new", NULL), *tmpd = mkpath(fx.root, "user/tmp", NULL);
+    CHECK_INT(list_dir(newd, NULL), 0);
+    CHECK_INT(list_dir(tmpd, NULL), 0);
+    free(newd);
+    free(tmpd);
+    buf_free(&detail);
+    buf_free(&big);
+    lfx_close(&fx);
+}
+
+/* ---------- qmgr: the delivery loop end to end ---------- */
+
+typedef struct qfx {
+    char dir[64];
+    struct event_base *base;
+    pool_t *pool;
+    spool_t *sp;
+    config_t *cfg;
+    qmgr_t *qm;
+} qfx_t;
+
+static int qfx_open(qfx_t *fx, const char *extra_main_cf)
+{
+    buf_t main_cf = BUF_INIT, err = BUF_INIT, p = BUF_INIT;
+    memset(fx, 0, sizeof *fx);
+    str_copy(fx->dir, "/tmp/moat-qmgr-XXXXXX", sizeof fx->dir);
+    if (!mkdtemp(fx->dir))
+        return -1;
+    buf_printf(&main_cf,
+               "queue_directory = %s/queue\n"
+               "mail_spool_directory = %s/mail/\n"
+               "myhostname = host.example\n"
+               "mydestination = example.com, localhost, $myhostname\n"
+               "recipient_delimiter = +\n"
+               "queue_run_delay = 1s\n%s",
+               fx->dir, fx->dir, extra_main_cf ? extra_main_cf : "");
+    fx->cfg = config_load_text(buf_cstr(&main_cf), NULL, &err, NULL);
+    if (!fx->cfg) {
+        fprintf(stderr, "config_load_text: %s\n", buf_cstr(&err));
+        return -1;
+    }
+    fx->base = event_base_new();
+    fx->pool = pool_new(fx->base, 2);
+    buf_printf(&p, "%s/queue", fx->dir);
+    fx->sp = spool_open(buf_cstr(&p), fx->pool, &err);
+    fx->qm = qmgr_new(fx->base, fx->pool, fx->sp, config_main(fx->cfg));
+    buf_free(&main_cf);
+    buf_free(&err);
+    buf_free(&p);
+    return fx->sp ? 0 : -1;
+}
+
+static void qfx_close(qfx_t *fx)
+{
+    qmgr_free(&fx->qm);
+    while (fx->pool && pool_pending(fx->pool) > 0)
+        event_base_loop(fx->base, EVLOOP_ONCE);
+    spool_close(&fx->sp);
+    pool_free(&fx->pool);
+    if (fx->base)
+        event_base_free(fx->base);
+    config_free(&fx->cfg);
+    rm_rf(fx->dir);
+}
+
+static void qfx_commit(qfx_t *fx, const char *const *rcpts, size_t n, char id[QUEUE_ID_MAX])
+{
+    int done = 0;
+    spool_new_queue_id(fx->sp, id);
+    envelope_t e = {.queue_id = id, .arrival_usec = now_usec(), .client_name = "localhost",
+                    .client_addr = "127.0.0.1", .helo = "client.test", .protocol = "ESMTP",
+                    .sender = "alice@example.org", .rcpts = rcpts, .nrcpt = n,
+                    .body_type = "", .smtputf8 = false};
+    spool_writer_t *w = spool_writer_new(fx->sp, &e);
+    spool_writer_append(w, body, strlen(body));
+    spool_writer_commit(w, on_commit, &done);
+    while (!done)
+        event_base_loop(fx->base, EVLOOP_ONCE);
+}
+
+static void qfx_run(qfx_t *fx)
+{
+    while (qmgr_busy(fx->qm) > 0)
+        event_base_loop(fx->base, EVLOOP_ONCE);
+}
+
+static int qfx_count(qfx_t *fx, const char *sub)
+{
+    char *p = mkpath(fx->dir, "/", sub);
+    int n = list_dir(p, NULL);
+    free(p);
+    return n;
+}
+
+TEST(qmgr_delivers_local_and_defers_the_rest)
+{
+    qfx_t fx;
+    REQUIRE(qfx_open(&fx, NULL) == 0);
+    char *root = mkpath(fx.dir, "/mail", NULL);
+    mkdir(root, 0700);
+    free(root);
+
+    static const char *const r1[] = {"a@example.com", "B+x@EXAMPLE.COM", "c@elsewhere.test",
+                                     "root@host.example"};
+    char id[QUEUE_ID_MAX];
+    qfx_commit(&fx, r1, 4, id);
+    qmgr_enqueue(fx.qm, id);
+    qmgr_enqueue(fx.qm, id);   /* a duplicate request is folded into the one message */
+    CHECK_INT(qmgr_busy(fx.qm), 1);
+    qfx_run(&fx);
+    CHECK_INT(qfx_count(&fx, "mail/a/new"), 1);
+    CHECK_INT(qfx_count(&fx, "mail/b/new"), 1);
+    CHECK_INT(qfx_count(&fx, "mail/root/new"), 1);
+    CHECK_INT(qfx_count(&fx, "mail/c"), -1);
+    /* c@elsewhere.test is deferred: the file stays, with three recorded done. */
+    buf_t p = BUF_INIT, err = BUF_INIT;
+    spool_active_path(fx.sp, id, &p);
+    qfile_t q;
+    REQUIRE(qfile_read(buf_cstr(&p), &q, &err) == 0);
+    CHECK(q.rcpt_done[0] && q.rcpt_done[1] && !q.rcpt_done[2] && q.rcpt_done[3]);
+    qfile_free(&q);
+
+    /* Asking again delivers nobody twice. */
+    qmgr_enqueue(fx.qm, id);
+    qfx_run(&fx);
+    CHECK_INT(qfx_count(&fx, "mail/a/new"), 1);
+    CHECK_INT(qfx_count(&fx, "queue/active"), 1);
+
+    /* An all-local message is delivered and removed. */
+    static const char *const r2[] = {"a@example.com"};
+    char id2[QUEUE_ID_MAX];
+    qfx_commit(&fx, r2, 1, id2);
+    qmgr_enqueue(fx.qm, id2);
+    qfx_run(&fx);
+    CHECK_INT(qfx_count(&fx, "mail/a/new"), 2);
+    spool_active_path(fx.sp, id2, &p);
+    CHECK(access(buf_cstr(&p), F_OK) != 0);
+    CHECK_INT(qfx_count(&fx, "queue/active"), 1);
+
+    buf_free(&p);
+    buf_free(&err);
+    qfx_close(&fx);   /* with a retry timer pending */
+}
+
+TEST(qmgr_retries_after_failure)
+{
+    qfx_t fx;
+    REQUIRE(qfx_open(&fx, NULL) == 0);
+    /* No mail_spool_directory yet: the delivery is deferred. */
+    static const char *const r[] = {"user@localhost"};
+    char id[QUEUE_ID_MAX];
+    qfx_commit(&fx, r, 1, id);
+    qmgr_enqueue(fx.qm, id);
+    qfx_run(&fx);
+    CHECK_INT(qfx_count(&fx, "queue/active"), 1);
+
+    char *root = mkpath(fx.dir, "/mail", NULL);
+    REQUIRE(mkdir(root, 0700) == 0);
+    free(root);
+    /* The retry timer (queue_run_delay) delivers it; bounded wait, no timing asserted. */
+    double give_up = now_mono() + 30;
+    while (qfx_count(&fx, "queue/active") > 0 && now_mono() < give_up)
+        event_base_loop(fx.base, EVLOOP_ONCE);
+    CHECK_INT(qfx_count(&fx, "queue/active"), 0);
+    CHECK_INT(qfx_count(&fx, "mail/user/new"), 1);
+    qfx_close(&fx);
+}
+
+TEST(qmgr_quarantines_corrupt_files)
+{
+    qfx_t fx;
+    REQUIRE(qfx_open(&fx, NULL) == 0);
+    char *bad = mkpath(fx.dir, "/queue/active/", "00AA00BB00CC");
+    int fd = open(bad, O_WRONLY | O_CREAT, 0600);
+    REQUIRE(fd >= 0);
+    CHECK(write(fd, "garbage\n", 8) == 8);
+    close(fd);
+    qmgr_enqueue(fx.qm, "00AA00BB00CC");
+    qmgr_enqueue(fx.qm, "../../etc");   /* not an ID: ignored */
+    qfx_run(&fx);
+    CHECK(access(bad, F_OK) != 0);
+    CHECK_INT(qfx_count(&fx, "queue/corrupt"), 1);
+
+    /* A sound file under another message's name is not delivered. */
+    static const char *const r[] = {"user@localhost"};
+    char id[QUEUE_ID_MAX];
+    qfx_commit(&fx, r, 1, id);
+    buf_t from = BUF_INIT;
+    spool_active_path(fx.sp, id, &from);
+    REQUIRE(rename(buf_cstr(&from), bad) == 0);
+    qmgr_enqueue(fx.qm, "00AA00BB00CC");
+    qfx_run(&fx);
+    CHECK_INT(qfx_count(&fx, "queue/corrupt"), 2);
+    CHECK_INT(qfx_count(&fx, "queue/active"), 0);
+    CHECK_INT(qfx_count(&fx, "mail"), -1);
+    buf_free(&from);
+    free(bad);
+    qfx_close(&fx);
+}
