@@ -82,6 +82,16 @@ static int open_log(const params_t *p)
                     param_str(p, PARAM_maillog_file));
 }
 
+/* data_directory and the Maildir root exist from the start (the embedded
+ * default keeps them under the current directory). */
+static void make_dirs(const params_t *p)
+{
+    const char *dirs[] = {param_str(p, PARAM_data_directory), param_str(p, PARAM_mail_spool_directory)};
+    for (size_t i = 0; i < ARRAY_LEN(dirs); i++)
+        if (*dirs[i] && mkdir_p(dirs[i], 0755) != 0)
+            log_warn("master", "cannot create directory %s: %m", dirs[i]);
+}
+
 static void reload(daemon_t *d)
 {
     buf_t err = BUF_INIT, warn = BUF_INIT;
@@ -103,6 +113,7 @@ static void reload(daemon_t *d)
     }
     /* cfg now belongs to the server's current generation. */
     qmgr_set_params(d->qmgr, p);
+    make_dirs(p);
     if (open_log(p) != 0)
         log_warn("master", "cannot open maillog_file %s: %m", param_str(p, PARAM_maillog_file));
     log_config_notes(cfg, &warn);
@@ -214,12 +225,15 @@ int cmd_serve(int argc, char **argv)
     d.base = event_base_new();
     d.queue_dir = xstrdup(param_str(p, PARAM_queue_directory));
     d.pool = pool_new(d.base, (int)param_int(p, PARAM_moat_io_threads));
+    int status = 1;
     d.spool = spool_open(d.queue_dir, d.pool, &err);
     if (!d.spool) {
         fprintf(stderr, "moat: %s\n", buf_cstr(&err));
         log_error("master", "%s", buf_cstr(&err));
-        return 1;
+        config_free(&cfg);
+        goto done;
     }
+    make_dirs(p);
     d.qmgr = qmgr_new(d.base, d.pool, d.spool, p);
     d.srv = server_new(d.base, d.pool, d.spool, d.qmgr);
 
@@ -229,12 +243,11 @@ int cmd_serve(int argc, char **argv)
     if (server_configure(d.srv, cfg, &err) != 0) {
         fputs(buf_cstr(&err), stderr);
         log_errors(&err);
-        return 1;
+        config_free(&cfg);
+        goto done;
     }
     log_info("master", "daemon started -- version %s, configuration %s", MOAT_VERSION, confname(&d));
     log_config_notes(cfg, &warn);
-    buf_free(&err);
-    buf_free(&warn);
 
     d.sig_term = evsignal_new(d.base, SIGTERM, on_signal, &d);
     d.sig_int = evsignal_new(d.base, SIGINT, on_signal, &d);
@@ -251,6 +264,10 @@ int cmd_serve(int argc, char **argv)
     event_free(d.sig_int);
     event_free(d.sig_hup);
     event_free(d.drain_timer);
+    status = 0;
+done:
+    buf_free(&err);
+    buf_free(&warn);
     server_free(&d.srv);
     pool_free(&d.pool);        /* nothing pending: drain_check waited for it */
     qmgr_free(&d.qmgr);
@@ -258,5 +275,5 @@ int cmd_serve(int argc, char **argv)
     free(d.queue_dir);
     event_base_free(d.base);
     log_close();
-    return 0;
+    return status;
 }

@@ -8,6 +8,8 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 
 void *xmalloc(size_t n)
@@ -112,4 +114,35 @@ long long now_usec(void)
     struct timeval tv;
     gettimeofday(&tv, NULL);
     return (long long)tv.tv_sec * 1000000LL + tv.tv_usec;
+}
+
+int mkdir_p(const char *path, unsigned mode)
+{
+    char *p = xstrdup(path);
+    int rc = 0;
+    for (char *s = p + 1;; s++) {
+        if (*s != '/' && *s != 0)
+            continue;
+        char c = *s;
+        *s = 0;
+        struct stat st;
+        if (mkdir(p, (mode_t)mode) != 0) {
+            if (errno != EEXIST) {
+                rc = -1;
+                break;
+            }
+            if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode)) {
+                errno = ENOTDIR;
+                rc = -1;
+                break;
+            }
+        }
+        *s = c;
+        if (!c)
+            break;
+    }
+    int saved = errno;
+    free(p);
+    errno = saved;
+    return rc;
 }

@@ -32,6 +32,10 @@ char *str_trim(char *s);
 /* Copy with truncation; always NUL-terminates when size > 0. Returns strlen(src). */
 size_t str_copy(char *dst, const char *src, size_t size);
 
+/* mkdir -p: create path and any missing parents (mode for each).  0, or -1
+ * with errno (ENOTDIR when a component exists and is not a directory). */
+int mkdir_p(const char *path, unsigned mode);
+
 /* Monotonic clock in seconds (double) and wall clock in microseconds. */
 double now_mono(void);
 long long now_usec(void);

@@ -138,13 +138,8 @@ static int rename_noreplace(const char *from, const char *to)
 
 static int make_dir(const char *path, buf_t *err)
 {
-    struct stat st;
-    if (mkdir(path, 0700) == 0)
+    if (mkdir_p(path, 0700) == 0)
         return 0;
-    if (errno == EEXIST && stat(path, &st) == 0 && S_ISDIR(st.st_mode))
-        return 0;
-    if (errno == EEXIST)
-        errno = ENOTDIR;
     buf_printf(err, "create directory %s: %s", path, strerror(errno));
     return -1;
 }
