@@ -422,6 +422,11 @@ const config_t *server_config(const server_t *srv)
     return srv->gen ? srv->gen->cfg : NULL;
 }
 
+smtpd_svc_t *server_service(server_t *srv, size_t i)
+{
+    return srv->gen && i < srv->gen->nsvc ? &srv->gen->svcs[i] : NULL;
+}
+
 void server_stop_listening(server_t *srv)
 {
     while (srv->listeners) {

@@ -55,6 +55,9 @@ server_t *server_new(struct event_base *base, pool_t *pool, spool_t *spool, qmgr
  * -1 with the reason in err and keeps the previous configuration. */
 int server_configure(server_t *srv, config_t *cfg, buf_t *err);
 const config_t *server_config(const server_t *srv);
+/* The current generation's i-th smtpd service (tests and fuzzing feed
+ * sessions through it without a listener). */
+smtpd_svc_t *server_service(server_t *srv, size_t i);
 void server_stop_listening(server_t *srv);
 unsigned server_nsessions(const server_t *srv);
 /* Tell every session to end: 421 at the next command boundary, or at once. */
