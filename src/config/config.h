@@ -90,4 +90,27 @@ int config_show(const config_t *cfg, int flags, char *const *names, int nnames, 
 /* The registry itself, for docs generation: `moat config doc`. */
 void config_doc(buf_t *out);
 
+/* --- Added with the config module (declarations below the original ones) --- */
+
+/* Flag: the value is a template expanded later with per-message names
+ * ($rbl_code, $home ...), so it is kept as written, never expanded at load. */
+#define PF_RAW 0x10
+
+/* config_show flag: `moat config show -M`, the master.cf services moat runs,
+ * one line each like `postconf -M`. */
+#define CONFIG_SHOW_MASTER 8
+
+/* Load from text instead of a directory (tests, the fuzzer).  Messages
+ * name "<text>/main.cf:N"; master_cf NULL behaves like a missing master.cf.
+ * Relative paths resolve against the current directory. */
+config_t *config_load_text(const char *main_cf, const char *master_cf, buf_t *err, buf_t *warn);
+
+/* master.cf lines moat does not run (unix/fifo/pass services, inet services
+ * with commands other than smtpd), as "name/type (command), ..."; "" when none. */
+const char *config_ignored_services(const config_t *cfg);
+
+/* Where the value came from (main.cf or a master.cf -o), for traces that
+ * name config file:line.  false (and *file NULL, *line 0) for a default. */
+bool param_origin(const params_t *p, param_id id, const char **file, int *line);
+
 #endif

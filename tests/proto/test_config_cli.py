@@ -1,0 +1,207 @@
+"""`moat config check|show|doc` through the real binary.
+
+The binary is $MOAT_BIN (default build/asan/moat).  Each test writes its
+configuration into pytest's tmp_path; nothing listens on the network.
+"""
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MOAT = os.environ.get("MOAT_BIN", str(ROOT / "build" / "asan" / "moat"))
+SEED_GATEWAY = Path(os.environ.get("MOAT_SEED_GATEWAY", "/work/shared/examples/seed-gateway"))
+
+
+def moat(*args, cwd=None):
+    return subprocess.run([MOAT, "config", *args], capture_output=True, text=True, cwd=cwd, timeout=60)
+
+
+def confdir(tmp_path, main_cf, master_cf="127.0.0.1:2525 inet n - n - - smtpd\n"):
+    (tmp_path / "main.cf").write_text(main_cf)
+    if master_cf is not None:
+        (tmp_path / "master.cf").write_text(master_cf)
+    return str(tmp_path)
+
+
+def test_check_embedded_default(tmp_path):
+    r = moat("check", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "moat: configuration OK: 1 services\n"
+    assert r.stderr == ""
+
+
+def test_check_good_directory_with_warnings(tmp_path):
+    d = confdir(tmp_path,
+                "myhostname = mx.example.test\n"
+                "my_nets = 10.0.0.0/8\n"
+                "mynetworks = $my_nets 127.0.0.0/8\n"
+                "biff = no\n"
+                "my_note = unused\n",
+                "smtp inet n - n - - smtpd\n"
+                "127.0.0.1:10026 inet n - n - 10 smtpd -o smtpd_banner=filter\n"
+                "pickup unix n - y 60 1 pickup\n")
+    r = moat("check", "-c", d)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "moat: configuration OK: 2 services\n"
+    assert f"{d}/main.cf:5: warning: unused parameter: my_note=unused\n" in r.stderr
+    assert "services moat does not run (ignored): pickup/unix (pickup)" in r.stderr
+    assert "moat: ignored Postfix parameters (moat has no such part): biff\n" in r.stderr
+
+
+def test_check_bad_directory_names_file_and_line(tmp_path):
+    d = confdir(tmp_path,
+                "mail_name = x\n"
+                "message_size_limit = 10M\n"
+                "myhostname mx.example.test\n"
+                "smtpd_client_restrictions = reject\n"
+                "smtpd_frob = 1\n")
+    r = moat("check", "-c", d)
+    assert r.returncode == 1
+    assert r.stdout == ""
+    errors = [l for l in r.stderr.splitlines() if ": warning: " not in l]
+    assert f'{d}/main.cf:2: bad integer value for message_size_limit: "10M"' in errors
+    assert f"{d}/main.cf:3: missing '=' after parameter name" in errors
+    assert f"{d}/main.cf:4: smtpd_client_restrictions: not supported by this version of moat" in errors
+    assert (f"{d}/main.cf:5: unknown parameter smtpd_frob "
+            "(it looks like it affects filtering; moat will not ignore it)") in errors
+    assert len(errors) == 4
+
+
+def test_check_master_errors(tmp_path):
+    d = confdir(tmp_path, "mail_name = x\n", "pickup unix n - y 60 1 pickup\n")
+    r = moat("check", "-c", d)
+    assert r.returncode == 1
+    assert f"{d}/master.cf: no smtpd inet service: moat would not listen anywhere\n" in r.stderr
+    d = confdir(tmp_path, "mail_name = x\n", "2525 inet n - n - - smtpd -o smtpd_timeout=soon\n")
+    r = moat("check", "-c", d)
+    assert r.returncode == 1
+    assert f'{d}/master.cf:1: bad time value for smtpd_timeout: "soon"' in r.stderr
+
+
+def test_check_missing_master_uses_default_service(tmp_path):
+    d = confdir(tmp_path, "mail_name = x\n", master_cf=None)
+    r = moat("check", "-c", d)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "moat: configuration OK: 1 services\n"
+    assert "master.cf: warning: not found; using the default service" in r.stderr
+
+
+def test_check_missing_directory():
+    r = moat("check", "-c", "/nonexistent/moat-config")
+    assert r.returncode == 1
+    assert "/nonexistent/moat-config: cannot use as configuration directory" in r.stderr
+
+
+def test_seed_gateway_fails_closed_until_restrictions_land():
+    """The seeds' gateway uses restrictions and content checks this version
+    does not implement: it must refuse to load, naming each such line.
+    Later issues implement them and flip this test."""
+    if not (SEED_GATEWAY / "main.cf").exists():
+        pytest.skip(f"{SEED_GATEWAY} not present")
+    r = moat("check", "-c", str(SEED_GATEWAY))
+    assert r.returncode == 1
+    assert r.stdout == ""
+    lines = (SEED_GATEWAY / "main.cf").read_text().splitlines()
+    restriction_lines = [(i + 1, m.group(1)) for i, l in enumerate(lines)
+                         if (m := re.match(r"(smtpd_\w+_restrictions)\s*=", l))]
+    assert len(restriction_lines) >= 4
+    for n, name in restriction_lines:
+        assert f"{SEED_GATEWAY}/main.cf:{n}: {name}: not supported by this version of moat" in r.stderr
+    for name in ("header_checks", "body_checks", "transport_maps", "relay_domains"):
+        assert re.search(rf"main\.cf:\d+: {name}: not supported by this version of moat", r.stderr), name
+    # Set to the Postfix defaults: accepted, so not named.
+    assert "smtpd_delay_reject" not in r.stderr
+    assert "unverified_sender_reject_code" not in r.stderr
+
+
+def test_show_nondefault_raw_and_expanded(tmp_path):
+    d = confdir(tmp_path,
+                "myhostname = mx.example.test\n"
+                "smtpd_banner = $myhostname ready\n"
+                "queue_directory = queue\n"
+                "my_list = a,\n  b\n")
+    r = moat("show", "-c", d, "-n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ("my_list = a, b\n"
+                        "myhostname = mx.example.test\n"
+                        "queue_directory = queue\n"
+                        "smtpd_banner = $myhostname ready\n")
+    r = moat("show", "-c", d, "-n", "-x")
+    real = os.path.realpath(d)
+    assert r.stdout == ("my_list = a, b\n"
+                        "myhostname = mx.example.test\n"
+                        f"queue_directory = {real}/queue\n"
+                        "smtpd_banner = mx.example.test ready\n")
+
+
+def test_show_names_defaults_and_unknown(tmp_path):
+    d = confdir(tmp_path, "myhostname = mx.example.test\nsmtpd_timeout = 5m\n")
+    r = moat("show", "-c", d, "smtpd_timeout", "mydomain", "smtpd_banner")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ("smtpd_timeout = 5m\n"
+                        "mydomain = example.test\n"
+                        "smtpd_banner = $myhostname ESMTP $mail_name\n")
+    r = moat("show", "-c", d, "-d", "smtpd_timeout")
+    assert r.stdout == "smtpd_timeout = 300s\n"
+    r = moat("show", "-c", d, "-x", "smtpd_banner")
+    assert r.stdout == "smtpd_banner = mx.example.test ESMTP moat\n"
+    r = moat("show", "-c", d, "no_such_thing")
+    assert r.returncode == 1
+    assert r.stderr == "moat: warning: no_such_thing: unknown parameter\n"
+
+
+def test_show_everything_is_sorted(tmp_path):
+    r = moat("show", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    names = [l.split(" ", 1)[0] for l in r.stdout.splitlines()]
+    assert names == sorted(names)
+    assert {"smtpd_banner", "biff", "smtpd_client_restrictions", "mydestination"} <= set(names)
+    assert "mydestination = localhost, example.test" in r.stdout.splitlines()
+
+
+def test_show_master(tmp_path):
+    d = confdir(tmp_path, "mail_name = x\n",
+                "smtp inet n - n - - smtpd\n"
+                "127.0.0.1:10026 inet n - n - 10 smtpd\n"
+                "  -o smtpd_banner=filter\n"
+                "pickup unix n - y 60 1 pickup\n")
+    r = moat("show", "-c", d, "-M")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ("smtp       inet  n       -       n       -       -       smtpd\n"
+                        "127.0.0.1:10026 inet  n       -       n       -       10      smtpd -o smtpd_banner=filter\n")
+
+
+def test_show_fails_on_bad_config(tmp_path):
+    d = confdir(tmp_path, "smtpd_timeout = never\n")
+    r = moat("show", "-c", d)
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert "main.cf:1: bad time value for smtpd_timeout" in r.stderr
+
+
+def test_help_and_usage_errors():
+    r = moat("--help")
+    assert r.returncode == 0 and "usage: moat config check" in r.stdout
+    for sub in ("check", "show", "doc"):
+        r = moat(sub, "--help")
+        assert r.returncode == 0 and r.stdout.startswith(f"usage: moat config {sub}")
+        r = moat("help", sub)
+        assert r.returncode == 0 and r.stdout.startswith(f"usage: moat config {sub}")
+    r = moat("frobnicate")
+    assert r.returncode == 2 and 'unknown command "frobnicate"' in r.stderr
+    r = moat("show", "-n", "-d")
+    assert r.returncode == 2
+    r = moat("check", "-Z")
+    assert r.returncode == 2 and "usage: moat config check" in r.stderr
+
+
+def test_doc_matches_committed_reference():
+    """docs/configuration.md is `moat config doc` output; regenerate it with
+    `moat config doc > docs/configuration.md` after changing params.def."""
+    r = moat("doc")
+    assert r.returncode == 0, r.stderr
+    committed = (ROOT / "docs" / "configuration.md").read_text()
+    assert r.stdout == committed, "docs/configuration.md is stale: run `moat config doc > docs/configuration.md`"
