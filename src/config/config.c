@@ -26,7 +26,8 @@
  * the terminal. */
 const char cf_embedded_main[] =
     "# moat's embedded default: runs unprivileged in a source checkout\n"
-    "mydestination = localhost, example.test\n"
+    "# $myhostname too, so <postmaster> (completed with $myorigin) is local\n"
+    "mydestination = $myhostname, localhost, example.test\n"
     "queue_directory = var/queue\n"
     "data_directory = var/data\n"
     "mail_spool_directory = var/mail/\n"

@@ -4,6 +4,8 @@
  */
 #include "harness.h"
 
+#include "core/log.h"
+
 #include <stdarg.h>
 #include <stdlib.h>
 
@@ -37,6 +39,9 @@ void harness_fail(const char *file, int line, const char *fmt, ...)
 int main(int argc, char **argv)
 {
     int passed = 0, failed = 0;
+    /* Modules log as they work; keep the runner's output to results. */
+    const char *logfile = getenv("MOAT_UNIT_LOG");
+    log_open("moat", "mail", logfile ? logfile : "/dev/null");
     for (int i = 0; i < ntests; i++) {
         if (argc > 1 && !strstr(tests[i].name, argv[1]))
             continue;

@@ -128,10 +128,14 @@ TEST(config_embedded_default_loads)
     CHECK_STR(param_str(p, PARAM_maillog_file), "/dev/stderr");
     CHECK_STR(param_str(p, PARAM_config_directory), cwd);
     const char *const *items;
-    REQUIRE(param_list(p, PARAM_mydestination, &items) == 2);
-    CHECK_STR(items[0], "localhost");
-    CHECK_STR(items[1], "example.test");
-    CHECK(items[2] == NULL);
+    size_t n = param_list(p, PARAM_mydestination, &items);
+    CHECK_INT(n, 3);
+    if (n == 3) {
+        CHECK_STR(items[0], param_str(p, PARAM_myhostname));
+        CHECK_STR(items[1], "localhost");
+        CHECK_STR(items[2], "example.test");
+        CHECK(items[3] == NULL);
+    }
     config_free(&cfg);
     CHECK(cfg == NULL);
     config_free(&cfg);   /* NULL is fine */
