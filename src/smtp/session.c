@@ -600,6 +600,18 @@ static bool domain_is_local(const session_t *s, const char *domain)
     return false;
 }
 
+/* The domain that completes a recipient without one: $myorigin when it is
+ * local, else the first mydestination domain; NULL when nothing is local. */
+static const char *local_domain_for_bare(const session_t *s)
+{
+    const char *origin = param_str(s->p, PARAM_myorigin);
+    if (domain_is_local(s, origin))
+        return origin;
+    const char *const *items;
+    size_t n = param_list(s->p, PARAM_mydestination, &items);
+    return n ? items[0] : NULL;
+}
+
 static int cmd_rcpt(session_t *s, char *arg)
 {
     if (!s->in_mail) {
@@ -637,14 +649,17 @@ static int cmd_rcpt(session_t *s, char *arg)
         return rc;
     }
     if (!a.domain[0]) {
-        /* RFC 5321 4.5.1: <postmaster> and other bare local parts are ours. */
-        buf_t full = BUF_INIT;
-        buf_printf(&full, "%s@%s", a.full, param_str(s->p, PARAM_myorigin));
-        free(a.full);
-        a.full = buf_steal(&full);
-        free(a.domain);
-        a.domain = xstrdup(param_str(s->p, PARAM_myorigin));
-        str_lower(a.domain);
+        /* RFC 5321 4.5.1: <postmaster> (and any bare local part) is ours. */
+        const char *dom = local_domain_for_bare(s);
+        if (dom) {
+            buf_t full = BUF_INIT;
+            buf_printf(&full, "%s@%s", a.full, dom);
+            free(a.full);
+            a.full = buf_steal(&full);
+            free(a.domain);
+            a.domain = xstrdup(dom);
+            str_lower(a.domain);
+        }
     }
     if (!domain_is_local(s, a.domain)) {
         buf_t text = BUF_INIT;
@@ -825,7 +840,7 @@ static int cmd_data(session_t *s, char *arg)
         return -1;
     }
     if (!s->in_mail) {
-        reply_error(s, "503 5.5.1 Error: need MAIL command");
+        reply_error(s, "503 5.5.1 Error: need RCPT command");   /* Postfix's text */
         return -1;
     }
     if (s->bdat_used) {
@@ -867,9 +882,7 @@ static int cmd_bdat(session_t *s, char *arg)
     s->bdat_size = n;
     s->bdat_last = last;
     s->bdat_error = NULL;
-    if (!s->in_mail)
-        s->bdat_error = "503 5.5.1 Error: need MAIL command";
-    else if (!s->nrcpt)
+    if (!s->nrcpt)
         s->bdat_error = "503 5.5.1 Error: need RCPT command";
     else if (s->bdat_discard)
         s->bdat_error = "503 5.5.1 Error: BDAT after failed BDAT";
@@ -959,6 +972,8 @@ static void run_command(session_t *s, char *line)
         arg++;
     if (*arg)
         *arg++ = 0;
+    while (*arg == ' ' || *arg == '\t')
+        arg++;   /* Postfix splits on any run of white space */
     const struct command *c = NULL;
     for (size_t i = 0; i < ARRAY_LEN(commands); i++)
         if (str_ieq(verb, commands[i].verb))

@@ -159,7 +159,7 @@ def test_show_everything_is_sorted(tmp_path):
     names = [l.split(" ", 1)[0] for l in r.stdout.splitlines()]
     assert names == sorted(names)
     assert {"smtpd_banner", "biff", "smtpd_client_restrictions", "mydestination"} <= set(names)
-    assert "mydestination = localhost, example.test" in r.stdout.splitlines()
+    assert "mydestination = $myhostname, localhost, example.test" in r.stdout.splitlines()
 
 
 def test_show_master(tmp_path):

@@ -1,0 +1,102 @@
+"""pytest fixtures for moat's protocol tests.
+
+Owns: starting and stopping moat daemons for tests (by PID, always), and
+failing a test whose daemon printed a sanitizer report, a UBSan "runtime
+error:", a panic, or died on its own.
+
+  moat_factory(main={...}, master=[...], smtpd_opts={...}, start=True)
+      a fresh daemon in its own temp dir, stopped at the end of the test.
+  shared_moat
+      one daemon per test module, for tests that do not change config;
+      the module may set SHARED_MAIN / SHARED_SMTPD_OPTS dicts and a
+      shared_setup(moat) function (extra services...) run before start.
+"""
+
+import os
+
+import pytest
+
+from moatlib import Moat, moat_bin
+
+_LIVE = []   # every daemon started and not yet stopped
+
+
+def _require_binary():
+    path = moat_bin()
+    if not os.access(path, os.X_OK):
+        pytest.fail("moat binary %s not found; run `make build/asan/moat` (or `make proto`)" % path)
+
+
+def _report(problems):
+    if problems:
+        pytest.fail("daemon problems:\n" + "\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def moat_factory(tmp_path):
+    _require_binary()
+    made = []
+
+    def make(main=None, master=None, smtpd_opts=None, start=True):
+        m = Moat(tmp_path / ("moat%d" % len(made)), main=main, master=master,
+                 smtpd_opts=smtpd_opts)
+        made.append(m)
+        _LIVE.append(m)
+        if start:
+            m.start()
+        return m
+
+    yield make
+    problems = []
+    for m in made:
+        try:
+            rc = m.stop()
+            if rc not in (None, 0):
+                problems.append("moat (pid %d) stopped by SIGTERM exited with %s:\n%s"
+                                % (m.pid, rc, m.stderr()[-3000:]))
+        finally:
+            problems += m.problems()
+            _LIVE.remove(m)
+    _report(problems)
+
+
+@pytest.fixture(scope="module")
+def shared_moat(request, tmp_path_factory):
+    _require_binary()
+    main = dict(getattr(request.module, "SHARED_MAIN", {}))
+    opts = dict(getattr(request.module, "SHARED_SMTPD_OPTS", {}))
+    m = Moat(tmp_path_factory.mktemp("shared"), main=main, smtpd_opts=opts)
+    setup = getattr(request.module, "shared_setup", None)
+    if setup:
+        setup(m)
+    try:
+        m.start()
+    except BaseException:
+        m.stop()
+        raise
+    _LIVE.append(m)
+    yield m
+    problems = []
+    try:
+        rc = m.stop()
+        if rc not in (None, 0):
+            problems.append("moat (pid %d) stopped by SIGTERM exited with %s:\n%s"
+                            % (m.pid, rc, m.stderr()[-3000:]))
+    finally:
+        _LIVE.remove(m)
+    _report(problems + m.problems())
+
+
+@pytest.fixture(autouse=True)
+def _daemon_watch():
+    """After every test: any live daemon that reported a sanitizer error or
+    died by itself fails the test that was running."""
+    yield
+    problems = []
+    for m in list(_LIVE):
+        problems += m.problems()
+        if m.proc is not None and m.returncode is None and m.proc.poll() is not None:
+            problems.append("moat (pid %d) exited by itself with status %s:\n%s"
+                            % (m.proc.pid, m.proc.returncode, m.stderr()[-3000:]))
+            m.returncode = m.proc.returncode
+    _report(problems)
