@@ -417,8 +417,8 @@ def test_rset(shared_moat):
         c.mail()
         c.rcpt("u@example.test")
         c.expect("RSET", 250, "2.0.0", "Ok")
-        # The transaction is gone (DATA without MAIL: test_data_without_mail).
         c.expect("RCPT TO:<u@example.test>", 503, "5.5.1", "Error: need MAIL command")
+        c.expect("DATA", 503, "5.5.1", "Error: need RCPT command")
         c.mail()
         c.quit()
 

@@ -4,7 +4,7 @@ an interrupted write never turns into a delivery."""
 import os
 import re
 
-from moatlib import simple_message, wait_for
+from moatlib import check, simple_message, wait_for
 
 
 def blocked_spool(m):
@@ -87,6 +87,31 @@ def test_deferred_retry_after_reload(moat_factory):
     m.wait_mails("dur-retry", 1, timeout=20)
     m.wait_queue_empty()
     assert len(m.mails("dur-retry")) == 1
+
+
+def test_kill9_mid_data_delivers_nothing(moat_factory):
+    # Killed before the 250: the half-written message is not accepted, so
+    # it must never be delivered; its incoming/ file is cleaned at start.
+    m = moat_factory()
+    c = m.connect()
+    try:
+        c.ehlo()
+        c.mail()
+        c.rcpt("dur-half@example.test")
+        check(c.cmd("DATA"), 354)
+        c.send(b"Subject: half\r\n\r\n" + b"some content\r\n" * 20000)
+        m.kill9()
+    finally:
+        c.close()
+    m.start()
+    assert m.queue_files("incoming") == []
+    with m.connect() as c:
+        c.ehlo()
+        c.sendmail("a@b.test", ["dur-whole@example.test"], simple_message("whole"))
+        c.quit()
+    m.wait_mails("dur-whole", 1)
+    m.wait_queue_empty()
+    assert m.mails("dur-half") == []
 
 
 def test_incoming_leftovers_removed_at_start(moat_factory):

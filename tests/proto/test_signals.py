@@ -108,6 +108,25 @@ def test_reload_invalid_config_keeps_old(moat_factory, bad):
              what="the fixed banner")
 
 
+def test_reload_changes_mydestination(moat_factory):
+    m = moat_factory()
+    with m.connect() as c:
+        c.ehlo()
+        c.mail()
+        c.expect("RCPT TO:<sig-dest@other.test>", 554, "5.7.1", "<sig-dest@other.test>: Relay access denied")
+        c.quit()
+    m.main["mydestination"] = "localhost, example.test, other.test"
+    m.main["smtpd_banner"] = "$myhostname ESMTP dest"
+    m.reload()
+    wait_for(lambda: banner(m) == "%s ESMTP dest" % HOSTNAME, timeout=10, interval=0.2,
+             what="reloaded config")
+    with m.connect() as c:
+        c.ehlo()
+        c.sendmail("a@b.test", ["sig-dest@other.test"], simple_message("dest"))
+        c.quit()
+    m.wait_mails("sig-dest", 1)
+
+
 def test_reload_adds_service(moat_factory):
     m = moat_factory()
     port2 = m.alloc_port()
