@@ -43,15 +43,20 @@ deps-build:
 deps:
 	@scripts/deps.sh test
 
+# V=1 shows the full compiler command lines.
+Q := $(if $(V),,@)
 build/rel/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) -c $< -o $@
+	@$(if $(V),,echo "  CC      $<")
+	$(Q)$(CC) $(REL_CFLAGS) -c $< -o $@
 build/asan/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(ASAN_CFLAGS) -c $< -o $@
+	@$(if $(V),,echo "  CC asan $<")
+	$(Q)$(CC) $(ASAN_CFLAGS) -c $< -o $@
 build/fuzz/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(FUZZCC) $(FUZZ_CFLAGS) -c $< -o $@
+	@$(if $(V),,echo "  CC fuzz $<")
+	$(Q)$(FUZZCC) $(FUZZ_CFLAGS) -c $< -o $@
 
 build/rel/moat: $(REL_OBJ) build/rel/src/cli/main.o
 	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
@@ -84,8 +89,9 @@ fuzz: $(FUZZ_BIN)
 proto: build/asan/moat
 	MOAT_BIN=$(CURDIR)/build/asan/moat $(PYTEST) -q -p no:cacheprovider tests/proto
 
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 test: deps
-	$(MAKE) build/asan/moat build/asan/unit $(FUZZ_BIN)
+	$(MAKE) -j$(JOBS) build/asan/moat build/asan/unit $(FUZZ_BIN)
 	$(MAKE) unit
 	$(MAKE) fuzz
 	$(MAKE) proto
