@@ -19,10 +19,13 @@ typedef struct proxy_info {
 } proxy_info_t;
 
 #define PROXY_V1_MAX 107   /* longest v1 line incl. CRLF */
-#define PROXY_V2_MAX 4096  /* we refuse larger v2 headers */
+#define PROXY_V2_MAX 4096  /* we refuse larger v2 headers (the 16-byte fixed
+                              part included) */
 
 /* >0: header complete, that many bytes consumed; 0: need more data;
- * -1: malformed (why: static text, e.g. "bad PROXY v1 address"). */
+ * -1: malformed (why: static text, e.g. "bad PROXY v1 address").
+ * *out is written only when the header is complete.  v2 UDP families are
+ * refused; v2 UNSPEC and AF_UNIX give local = 1 (docs/smtp-input.md). */
 long proxy_parse(const unsigned char *data, size_t len, proxy_info_t *out, const char **why);
 
 #endif
