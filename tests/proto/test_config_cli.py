@@ -12,7 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MOAT = os.environ.get("MOAT_BIN", str(ROOT / "build" / "asan" / "moat"))
-SEED_GATEWAY = Path(os.environ.get("MOAT_SEED_GATEWAY", "/work/shared/examples/seed-gateway"))
+# CI clones the repository with shared/ beside it.
+SEED_GATEWAY = Path(os.environ.get("MOAT_SEED_GATEWAY",
+                                   str(Path(__file__).resolve().parents[3] / "shared/examples/seed-gateway")))
 
 
 def moat(*args, cwd=None):
