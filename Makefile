@@ -66,7 +66,7 @@ build/asan/unit: $(ASAN_OBJ) $(UNIT_SRC:%.c=build/asan/%.o)
 	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
 build/fuzz/fuzz_%: build/fuzz/tests/fuzz/fuzz_%.o $(FUZZ_OBJ)
 	$(FUZZCC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LIBS)
-build/rel/moat-bench: $(BENCH_SRC) $(HDRS)
+build/rel/moat-bench: $(BENCH_SRC) $(wildcard bench/*.h) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(REL_CFLAGS) -o $@ $(BENCH_SRC) $(LIBS)
 
