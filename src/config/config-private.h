@@ -63,6 +63,11 @@ char cf_time_unit(const char *def);
  * by the item text (free the block to free everything).  *unbalanced is set
  * when a brace is not matched (the split still happens). */
 const char **cf_split(const char *s, size_t *n, bool *unbalanced);
+/* The tokenizer under cf_split and cf_fields: skip separators (white
+ * space, and commas when commas is true), then return the end of the next
+ * token (a { } group keeps its separators) and set *start; NULL at the end
+ * of s.  Sets *unbalanced on a stray or unclosed brace. */
+const char *cf_token(const char *c, bool commas, const char **start, bool *unbalanced);
 
 /* --- syntax (syntax.c) --- */
 

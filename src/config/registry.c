@@ -157,11 +157,6 @@ char cf_time_unit(const char *def)
     return 's';
 }
 
-static bool is_listsep(char c)
-{
-    return c == ',' || CF_WS(c);
-}
-
 typedef struct span {
     const char *p;
     size_t n;
@@ -171,25 +166,10 @@ const char **cf_split(const char *s, size_t *n, bool *unbalanced)
 {
     span_t *sp = NULL;
     size_t ns = 0, cap = 0, bytes = 0;
+    const char *start, *end;
     *unbalanced = false;
-    for (const char *c = s;;) {
-        while (*c && is_listsep(*c))
-            c++;
-        if (!*c)
-            break;
-        const char *start = c;
-        int depth = 0;
-        for (; *c && (depth > 0 || !is_listsep(*c)); c++) {
-            if (*c == '{')
-                depth++;
-            else if (*c == '}' && depth > 0)
-                depth--;
-            else if (*c == '}')
-                *unbalanced = true;
-        }
-        if (depth > 0)
-            *unbalanced = true;
-        span_t t = {start, (size_t)(c - start)};
+    for (const char *c = s; (end = cf_token(c, true, &start, unbalanced)); c = end) {
+        span_t t = {start, (size_t)(end - start)};
         if (t.n >= 2 && t.p[0] == '{' && t.p[t.n - 1] == '}') {
             /* Unwrap only when the first brace closes at the very end:
              * "{a}{b}" is one item as written. */

@@ -79,33 +79,41 @@ void cf_lines_free(cf_line_t **lines, size_t n)
     xfree(lines);
 }
 
+const char *cf_token(const char *c, bool commas, const char **start, bool *unbalanced)
+{
+#define SEP(ch) (CF_WS(ch) || (commas && (ch) == ','))
+    while (*c && SEP(*c))
+        c++;
+    if (!*c)
+        return NULL;
+    *start = c;
+    int depth = 0;
+    for (; *c && (depth > 0 || !SEP(*c)); c++) {
+        if (*c == '{')
+            depth++;
+        else if (*c == '}' && depth > 0)
+            depth--;
+        else if (*c == '}')
+            *unbalanced = true;
+    }
+    if (depth > 0)
+        *unbalanced = true;
+    return c;
+#undef SEP
+}
+
 char **cf_fields(const char *s, size_t *n, bool *unbalanced)
 {
     char **v = NULL;
     size_t nv = 0, cap = 0;
+    const char *start, *end;
     *unbalanced = false;
-    for (const char *c = s;;) {
-        while (*c && CF_WS(*c))
-            c++;
-        if (!*c)
-            break;
-        const char *start = c;
-        int depth = 0;
-        for (; *c && (depth > 0 || !CF_WS(*c)); c++) {
-            if (*c == '{')
-                depth++;
-            else if (*c == '}' && depth > 0)
-                depth--;
-            else if (*c == '}')
-                *unbalanced = true;
-        }
-        if (depth > 0)
-            *unbalanced = true;
+    for (const char *c = s; (end = cf_token(c, false, &start, unbalanced)); c = end) {
         if (nv == cap) {
             cap = cap ? cap * 2 : 12;
             v = xrealloc(v, cap * sizeof *v);
         }
-        v[nv++] = xstrndup(start, (size_t)(c - start));
+        v[nv++] = xstrndup(start, (size_t)(end - start));
     }
     *n = nv;
     return v;

@@ -15,6 +15,7 @@
  */
 #include "queue/qmgr.h"
 
+#include "core/fileio.h"
 #include "core/util.h"
 
 #include <errno.h>
@@ -101,18 +102,6 @@ static void host_init(void)
 
 static atomic_ulong delivery_counter;
 
-static int fsync_path(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int r = fsync(fd);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return r;
-}
-
 /* mkdir that is fine with an existing directory; a new entry is made
  * durable by fsyncing the parent, or a crash could lose a whole mailbox
  * whose messages were already reported delivered. */
@@ -120,7 +109,7 @@ static int make_dir(const char *path, const char *parent, buf_t *detail)
 {
     struct stat st;
     if (mkdir(path, 0700) == 0) {
-        if (fsync_path(parent) != 0) {
+        if (fsync_dir(parent) != 0) {
             buf_printf(detail, "fsync %s: %s", parent, strerror(errno));
             return -1;
         }
@@ -132,25 +121,6 @@ static int make_dir(const char *path, const char *parent, buf_t *detail)
         errno = ENOTDIR;
     buf_printf(detail, "create maildir %s: %s", path, strerror(errno));
     return -1;
-}
-
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t r = write(fd, p, n);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (r == 0) {
-            errno = EIO;
-            return -1;
-        }
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
 }
 
 /* A header value: control bytes cannot occur (the queue file holds what the
@@ -194,18 +164,6 @@ static int copy_content(const qfile_t *q, int out, const char *tmp, buf_t *detai
     free(chunk);
     close(in);
     return rc;
-}
-
-static int rename_noreplace(const char *from, const char *to)
-{
-    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
-        return 0;
-    if (errno != EINVAL && errno != ENOSYS)
-        return -1;
-    if (link(from, to) != 0)   /* Maildir's classic move: never replaces */
-        return -1;
-    unlink(from);
-    return 0;
 }
 
 int local_deliver_to(const char *spool_root, const char *delimiters, const qfile_t *q,
@@ -292,7 +250,7 @@ int local_deliver_to(const char *spool_root, const char *delimiters, const qfile
     }
     buf_reset(&sub);
     buf_printf(&sub, "%s/new", buf_cstr(&mbox));
-    if (fsync_path(buf_cstr(&sub)) != 0) {
+    if (fsync_dir(buf_cstr(&sub)) != 0) {
         /* Not known to be durable and about to be retried: avoid a duplicate. */
         buf_printf(detail, "fsync %s: %s", buf_cstr(&sub), strerror(errno));
         unlink(buf_cstr(&dst));

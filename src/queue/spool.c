@@ -17,6 +17,7 @@
  */
 #include "queue/spool.h"
 
+#include "core/fileio.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -85,56 +86,6 @@ typedef struct wjob {
 
 /* ------------------------------------------------------------------ */
 /* small file helpers (blocking; pool threads or start-up)             */
-
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t r = write(fd, p, n);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (r == 0) {
-            errno = EIO;
-            return -1;
-        }
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
-static int fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int r = fsync(fd);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return r;
-}
-
-/* rename() that never replaces: a queue file must not overwrite another. */
-static int rename_noreplace(const char *from, const char *to)
-{
-    if (renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
-        return 0;
-    if (errno != EINVAL && errno != ENOSYS)
-        return -1;
-    /* A file system without RENAME_NOREPLACE: link() refuses to replace too. */
-    if (link(from, to) != 0)
-        return -1;
-    if (unlink(from) != 0) {
-        int e = errno;
-        unlink(to);
-        errno = e;
-        return -1;
-    }
-    return 0;
-}
 
 static int make_dir(const char *path, buf_t *err)
 {
