@@ -59,16 +59,21 @@ build/fuzz/%.o: %.c $(HDRS)
 	$(Q)$(FUZZCC) $(FUZZ_CFLAGS) -c $< -o $@
 
 build/rel/moat: $(REL_OBJ) build/rel/src/cli/main.o
-	$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(REL_CFLAGS) -o $@ $^ $(LIBS)
 build/asan/moat: $(ASAN_OBJ) build/asan/src/cli/main.o
-	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
 build/asan/unit: $(ASAN_OBJ) $(UNIT_SRC:%.c=build/asan/%.o)
-	$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(CC) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
 build/fuzz/fuzz_%: build/fuzz/tests/fuzz/fuzz_%.o $(FUZZ_OBJ)
-	$(FUZZCC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LIBS)
+	@$(if $(V),,echo "  LD      $@")
+	$(Q)$(FUZZCC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LIBS)
 build/rel/moat-bench: $(BENCH_SRC) $(wildcard bench/*.h) $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(REL_CFLAGS) -o $@ $(BENCH_SRC) $(LIBS)
+	@$(if $(V),,echo "  CC+LD   $@")
+	$(Q)$(CC) $(REL_CFLAGS) -o $@ $(BENCH_SRC) $(LIBS)
 
 run: deps-build build/rel/moat
 	./build/rel/moat serve
