@@ -62,6 +62,9 @@ static void log_config_notes(const config_t *cfg, const buf_t *warn)
     const char *ign = config_ignored(cfg);
     if (*ign)
         log_info("master", "ignoring Postfix parameters that moat does not use: %s", ign);
+    ign = config_ignored_services(cfg);
+    if (*ign)
+        log_info("master", "ignoring master.cf services that moat does not run: %s", ign);
 }
 
 static void log_errors(const buf_t *err)
@@ -235,7 +238,7 @@ int cmd_serve(int argc, char **argv)
     }
     make_dirs(p);
     d.qmgr = qmgr_new(d.base, d.pool, d.spool, p);
-    d.srv = server_new(d.base, d.pool, d.spool, d.qmgr);
+    d.srv = server_new(d.base, d.spool, d.qmgr);
 
     int removed = spool_recover(d.spool, recovered, d.qmgr);
     if (removed > 0)

@@ -40,7 +40,6 @@ typedef struct sess_node {
 
 struct server {
     struct event_base *base;
-    pool_t *pool;
     spool_t *spool;
     qmgr_t *qmgr;
     gen_t *gen;             /* current */
@@ -187,12 +186,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
         reject_connection(fd, sv->myhostname, "too many connections");
         return;
     }
-    struct sockaddr_storage local;
-    socklen_t locallen = sizeof local;
-    if (getsockname(fd, (struct sockaddr *)&local, &locallen) != 0)
-        locallen = 0;
     evutil_make_socket_nonblocking(fd);
-    session_start(srv, sv, fd, sa, salen, (struct sockaddr *)&local, (int)locallen);
+    session_start(srv, sv, fd, sa);
 }
 
 static void reenable_listener(evutil_socket_t fd, short what, void *arg)
@@ -322,11 +317,10 @@ static listener_t *open_listener(server_t *srv, const struct addrinfo *ai, const
     return li;
 }
 
-server_t *server_new(struct event_base *base, pool_t *pool, spool_t *spool, qmgr_t *qmgr)
+server_t *server_new(struct event_base *base, spool_t *spool, qmgr_t *qmgr)
 {
     server_t *srv = xcalloc(1, sizeof *srv);
     srv->base = base;
-    srv->pool = pool;
     srv->spool = spool;
     srv->qmgr = qmgr;
     return srv;
@@ -483,6 +477,5 @@ void server_free(server_t **psrv)
 }
 
 struct event_base *server_base(server_t *srv) { return srv->base; }
-pool_t *server_pool(server_t *srv) { return srv->pool; }
 spool_t *server_spool(server_t *srv) { return srv->spool; }
 qmgr_t *server_qmgr(server_t *srv) { return srv->qmgr; }

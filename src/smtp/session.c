@@ -373,8 +373,7 @@ static void greet(session_t *s)
     reply(s, "220 %s", param_str(s->p, PARAM_smtpd_banner));
 }
 
-void session_start(server_t *srv, smtpd_svc_t *sv, int fd, const struct sockaddr *peer,
-                   int peerlen, const struct sockaddr *local, int locallen)
+void session_start(server_t *srv, smtpd_svc_t *sv, int fd, const struct sockaddr *peer)
 {
     session_t *s = xcalloc(1, sizeof *s);
     s->srv = srv;

@@ -48,7 +48,7 @@ struct gen {
 };
 
 /* server.c */
-server_t *server_new(struct event_base *base, pool_t *pool, spool_t *spool, qmgr_t *qmgr);
+server_t *server_new(struct event_base *base, spool_t *spool, qmgr_t *qmgr);
 /* Install a loaded configuration: open listeners for its services
  * (keeping open sockets whose address did not change across a reload,
  * closing ones that went away).  On error (a port cannot be bound) returns
@@ -66,13 +66,11 @@ void server_free(server_t **srv);
 
 /* session.c: a new connection on fd, accepted by a listener of svc. */
 struct session;
-void session_start(server_t *srv, smtpd_svc_t *svc, int fd, const struct sockaddr *peer,
-                   int peerlen, const struct sockaddr *local, int locallen);
+void session_start(server_t *srv, smtpd_svc_t *svc, int fd, const struct sockaddr *peer);
 void session_shutdown(struct session *s, bool now);
 
 /* server.c services for sessions */
 struct event_base *server_base(server_t *srv);
-pool_t *server_pool(server_t *srv);
 spool_t *server_spool(server_t *srv);
 qmgr_t *server_qmgr(server_t *srv);
 void server_session_added(server_t *srv, struct session *s);

@@ -62,7 +62,7 @@ static server_t *make_server(const char *dir, int variant)
         bool made = !qmgr;
         if (made)
             qmgr = qmgr_new(base, pool, spool, config_main(cfg));
-        server_t *s = server_new(base, pool, spool, qmgr);
+        server_t *s = server_new(base, spool, qmgr);
         if (server_configure(s, cfg, &err) == 0) {
             server_stop_listening(s);
             buf_free(&err);
@@ -127,7 +127,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     peer.sin_family = AF_INET;
     peer.sin_port = htons(40000);
     inet_pton(AF_INET, "127.0.0.2", &peer.sin_addr);
-    session_start(s, server_service(s, 0), sv[0], (struct sockaddr *)&peer, sizeof peer, NULL, 0);
+    session_start(s, server_service(s, 0), sv[0], (struct sockaddr *)&peer);
 
     size_t off = 0;
     bool closed = false;
