@@ -11,6 +11,7 @@
  */
 #include "cli/cli.h"
 #include "config/config.h"
+#include "smtp/smtpd.h"
 #include "core/buf.h"
 
 #include <getopt.h>
@@ -96,6 +97,14 @@ static int do_check(int argc, char **argv)
     config_t *cfg = load(o.dir, false);
     if (!cfg)
         return 1;
+    buf_t err = BUF_INIT;
+    if (server_check_config(cfg, &err) != 0) {
+        put(stderr, &err);
+        buf_free(&err);
+        config_free(&cfg);
+        return 1;
+    }
+    buf_free(&err);
     if (*config_ignored(cfg))
         fprintf(stderr, "moat: ignored Postfix parameters (moat has no such part): %s\n", config_ignored(cfg));
     printf("moat: configuration OK: %zu services\n", config_nservices(cfg));

@@ -54,6 +54,10 @@ server_t *server_new(struct event_base *base, spool_t *spool, qmgr_t *qmgr);
  * closing ones that went away).  On error (a port cannot be bound) returns
  * -1 with the reason in err and keeps the previous configuration. */
 int server_configure(server_t *srv, config_t *cfg, buf_t *err);
+/* Compile cfg's services as server_configure would, without opening
+ * anything: the second half of `moat config check`.  -1 with
+ * "file:line: message" lines in err. */
+int server_check_config(config_t *cfg, buf_t *err);
 const config_t *server_config(const server_t *srv);
 /* The current generation's i-th smtpd service (tests and fuzzing feed
  * sessions through it without a listener). */

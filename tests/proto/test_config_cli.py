@@ -207,3 +207,22 @@ def test_doc_matches_committed_reference():
     assert r.returncode == 0, r.stderr
     committed = (ROOT / "docs" / "configuration.md").read_text()
     assert r.stdout == committed, "docs/configuration.md is stale: run `moat config doc > docs/configuration.md`"
+
+
+def test_check_refuses_table_forms_until_the_engine_lands(tmp_path):
+    # mydestination and mynetworks take type:table in Postfix; this version
+    # refuses them at load (fail closed) instead of never matching.
+    d = confdir(tmp_path, "myhostname = mx.example.test\nmydestination = hash:/etc/x, example.test\n")
+    r = moat("check", "-c", d)
+    assert r.returncode == 1
+    assert f'{d}/main.cf:2: mydestination: "hash:/etc/x": table lookups are not supported' in r.stderr
+    d2 = tmp_path / "two"
+    d2.mkdir()
+    d = confdir(d2, "myhostname = mx.example.test\nmynetworks = cidr:/etc/nets\n")
+    r = moat("check", "-c", d)
+    assert r.returncode == 1
+    assert (f'{d}/main.cf:2: smtpd_forbid_bare_newline_exclusions: bad network address or prefix: '
+            f'"cidr:/etc/nets"') in r.stderr
+    r = subprocess.run([MOAT, "serve", "-c", d], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert f"{d}/main.cf:2:" in r.stderr
