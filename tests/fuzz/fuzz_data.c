@@ -7,18 +7,13 @@
  */
 #include "core/buf.h"
 #include "smtp/data.h"
+#include "../unit/data_ref.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    buf_t out;
-    size_t consumed;
-    bool done;
-    unsigned long bare_lf, bare_cr, lines;
-} result_t;
 
 /* Feed with cut points from next_cut (NULL: all at once). */
 static void run(data_mode mode, const char *in, size_t len, bool finish, uint32_t seed,
@@ -61,71 +56,9 @@ static void run(data_mode mode, const char *in, size_t len, bool finish, uint32_
     r->lines = d.lines;
 }
 
-static void reference(data_mode mode, const char *in, size_t len, bool finish, result_t *r)
-{
-    size_t content = len;
-    memset(r, 0, sizeof *r);
-    r->consumed = len;
-    if (mode == DATA_MODE_DOT) {
-        for (size_t i = 0; i + 3 <= len + 0; i++) {
-            /* "\r\n" + input: position i in input is the dot. */
-            bool crlf_before = i == 0 || (i >= 2 && in[i - 2] == '\r' && in[i - 1] == '\n');
-            if (crlf_before && memcmp(in + i, ".\r\n", 3) == 0) {
-                content = i;
-                r->consumed = i + 3;
-                r->done = true;
-                break;
-            }
-        }
-    }
-    size_t start = 0, i = 0;
-    bool held_cr = false;
-    while (i < content) {
-        size_t eol_len;
-        if (in[i] == '\n') {
-            r->bare_lf++;
-            eol_len = 1;
-        } else if (in[i] == '\r') {
-            if (i + 1 == content) {
-                held_cr = true;
-                break;
-            }
-            if (in[i + 1] == '\n') {
-                eol_len = 2;
-            } else {
-                r->bare_cr++;
-                eol_len = 1;
-            }
-        } else {
-            i++;
-            continue;
-        }
-        size_t s = start;
-        if (mode == DATA_MODE_DOT && s < i && in[s] == '.')
-            s++;
-        buf_append(&r->out, in + s, i - s);
-        buf_putc(&r->out, '\n');
-        r->lines++;
-        i += eol_len;
-        start = i;
-    }
-    size_t s = start;
-    if (mode == DATA_MODE_DOT && s < i && in[s] == '.')
-        s++;
-    buf_append(&r->out, in + s, i - s);
-    if (finish && !r->done && (i > start || held_cr)) {
-        buf_putc(&r->out, '\n');
-        r->lines++;
-        if (held_cr)
-            r->bare_cr++;
-    }
-}
-
 static void same_or_die(const result_t *a, const result_t *b)
 {
-    if (a->out.len != b->out.len || memcmp(buf_cstr(&a->out), buf_cstr(&b->out), a->out.len) != 0 ||
-        a->consumed != b->consumed || a->done != b->done || a->bare_lf != b->bare_lf ||
-        a->bare_cr != b->bare_cr || a->lines != b->lines)
+    if (!same(a, b))
         abort();
 }
 
