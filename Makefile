@@ -6,9 +6,9 @@
 
 CC      ?= gcc
 FUZZCC  ?= clang
-PKGS    := libevent libevent_pthreads
+PKGS    := libevent libevent_pthreads lmdb libpcre2-8
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -levent_pthreads -levent)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -levent_pthreads -levent -llmdb -lpcre2-8)
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wformat=2 -Wvla
 CSTD    := -std=c17 -D_GNU_SOURCE
 INC     := -Isrc
@@ -36,6 +36,8 @@ FUZZ_SECONDS ?= 10
 PYTEST   ?= /usr/bin/python3 -m pytest
 
 .PHONY: all run test unit fuzz proto bench deps deps-build clean
+# Keep intermediate objects (fuzz objects are otherwise deleted between targets).
+.SECONDARY:
 all: build/rel/moat
 
 deps-build:

@@ -4,7 +4,7 @@
 # Usage: scripts/deps.sh [build|test]   (default: test, the superset)
 set -eu
 
-BUILD_PKGS="gcc make pkg-config libevent-dev"
+BUILD_PKGS="gcc make pkg-config libevent-dev liblmdb-dev libpcre2-dev"
 TEST_PKGS="clang libclang-rt-14-dev python3 python3-pytest swaks pflogsumm"
 
 want="$BUILD_PKGS"

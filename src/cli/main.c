@@ -19,6 +19,8 @@ static void usage(FILE *f)
             "  config show [-c DIR] [-n|-d] [-x] [-M] [NAME...]\n"
             "                               print parameter values (like postconf)\n"
             "  config doc                   print the parameter reference (markdown)\n"
+            "  map build FILE...            compile FILE into FILE.lmdb (like postmap)\n"
+            "  map query [-t] KEY type:name look KEY up in a table (like postmap -q)\n"
             "  version                      print the version\n"
             "  help                         this text\n"
             "\n"
@@ -38,6 +40,8 @@ int main(int argc, char **argv)
         return cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "config") == 0)
         return cmd_config(argc - 1, argv + 1);
+    if (strcmp(cmd, "map") == 0)
+        return cmd_map(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("moat %s\n", MOAT_VERSION);
         return 0;
