@@ -383,6 +383,27 @@ static void check_names(config_t *cfg, const setting_t *s, size_t n, const buf_t
     buf_free(&q);
 }
 
+/* smtpd_restriction_classes names parameters of its own ("foo" in
+ * "smtpd_restriction_classes = foo" + "foo = check_sender_access ..."):
+ * those names are known, like names referenced with $name. */
+static void known_class_names(const config_t *cfg, buf_t *refs)
+{
+    for (size_t k = 0; k <= cfg->nsvc; k++) {
+        const setting_t *s = k == 0 ? cfg->set : cfg->svc[k - 1].ov;
+        size_t n = k == 0 ? cfg->nset : cfg->svc[k - 1].nov;
+        for (size_t i = 0; i < n; i++) {
+            if (s[i].id != PARAM_smtpd_restriction_classes)
+                continue;
+            size_t nitems;
+            bool unbalanced = false;
+            const char **items = cf_split(s[i].raw, &nitems, &unbalanced);
+            for (size_t j = 0; j < nitems; j++)
+                buf_printf(refs, "%s\n", items[j]);
+            free((void *)items);
+        }
+    }
+}
+
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -442,6 +463,7 @@ static config_t *load_common(config_t *cfg, const char *main_text, const char *m
     for (size_t k = 0; k < cfg->nsvc; k++)
         for (size_t i = 0; i < cfg->svc[k].nov; i++)
             cf_scan_refs(cfg->svc[k].ov[i].raw, &refs);
+    known_class_names(cfg, &refs);
     check_names(cfg, cfg->set, cfg->nset, &refs, &err, &warn);
     for (size_t k = 0; k < cfg->nsvc; k++)
         check_names(cfg, cfg->svc[k].ov, cfg->svc[k].nov, &refs, &err, &warn);

@@ -113,4 +113,12 @@ const char *config_ignored_services(const config_t *cfg);
  * name config file:line.  false (and *file NULL, *line 0) for a default. */
 bool param_origin(const params_t *p, param_id id, const char **file, int *line);
 
+/* --- Added with the restriction engine --- */
+
+/* A user-defined parameter visible in p (a name the registry does not
+ * know, such as a restriction class listed in smtpd_restriction_classes),
+ * expanded; NULL when it is not set.  *file and *line (either may be NULL)
+ * say where it was set. */
+const char *param_user(const params_t *p, const char *name, const char **file, int *line);
+
 #endif

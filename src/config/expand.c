@@ -724,3 +724,22 @@ bool param_origin(const params_t *p, param_id id, const char **file, int *line)
     *line = d ? d->line : 0;
     return d != NULL;
 }
+
+const char *param_user(const params_t *p, const char *name, const char **file, int *line)
+{
+    for (size_t i = 0; i < p->nuser; i++) {
+        const setting_t *d = p->user[i].def;
+        if (d && strcmp(d->name, name) == 0) {
+            if (file)
+                *file = d->file;
+            if (line)
+                *line = d->line;
+            return p->user[i].val ? p->user[i].val : "";
+        }
+    }
+    if (file)
+        *file = NULL;
+    if (line)
+        *line = 0;
+    return NULL;
+}

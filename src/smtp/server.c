@@ -54,6 +54,7 @@ struct server {
 static void svc_free(smtpd_svc_t *sv)
 {
     netlist_free(&sv->bare_nl_exclusions);
+    policy_free(&sv->policy);
     free(sv->ehlo_reply);
     free(sv->myhostname);
 }
@@ -146,6 +147,30 @@ static bool plain_domains(const smtpd_svc_t *sv, param_id id, buf_t *err)
     return true;
 }
 
+/* Append the lines of add that err does not hold yet: services without
+ * -o overrides share main.cf's values and would repeat its messages. */
+static void append_new_lines(buf_t *err, const buf_t *add)
+{
+    const char *p = buf_cstr(add);
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) + 1 : strlen(p);
+        bool seen = false;
+        for (const char *q = buf_cstr(err); !seen && *q;) {
+            const char *qnl = strchr(q, '\n');
+            size_t qn = qnl ? (size_t)(qnl - q) + 1 : strlen(q);
+            seen = qn == n && memcmp(q, p, n) == 0;
+            q += qn;
+        }
+        if (!seen) {
+            buf_append(err, p, n);
+            if (!nl)
+                buf_putc(err, '\n');
+        }
+        p += n;
+    }
+}
+
 static gen_t *gen_new(config_t *cfg, buf_t *err)
 {
     gen_t *g = xcalloc(1, sizeof *g);
@@ -165,6 +190,7 @@ static gen_t *gen_new(config_t *cfg, buf_t *err)
                                                    : BARE_NL_NORMALIZE;
         sv->proxy = str_ieq(param_str(sv->p, PARAM_smtpd_upstream_proxy_protocol), "haproxy");
         sv->ehlo_reply = build_ehlo(sv->p, sv->myhostname);
+        sv->pipelining_offered = !keyword_discarded(sv->p, "PIPELINING");
         const char *const *items;
         size_t n = param_list(sv->p, PARAM_smtpd_forbid_bare_newline_exclusions, &items);
         buf_t why = BUF_INIT;
@@ -177,6 +203,22 @@ static gen_t *gen_new(config_t *cfg, buf_t *err)
         buf_free(&why);
         if (!sv->bare_nl_exclusions || !plain_domains(sv, PARAM_mydestination, err)) {
             g->cfg = NULL;   /* the caller still owns cfg on failure */
+            gen_release(g);
+            return NULL;
+        }
+        sv->policy = policy_new(sv->p, param_str(sv->p, PARAM_config_directory), &why);
+        append_new_lines(err, &why);
+        buf_free(&why);
+        if (!sv->policy) {
+            /* Report every service's problems before giving up. */
+            for (size_t k = i + 1; k < g->nsvc; k++) {
+                const service_t *other = config_service(cfg, k);
+                policy_t *pol = policy_new(other->params, param_str(other->params, PARAM_config_directory), &why);
+                append_new_lines(err, &why);
+                buf_free(&why);
+                policy_free(&pol);
+            }
+            g->cfg = NULL;
             gen_release(g);
             return NULL;
         }

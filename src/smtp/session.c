@@ -89,6 +89,16 @@ typedef struct session {
     bool in_headers;
     buf_t hline;
     char *message_id;
+
+    /* restrictions (policy/restrict.h) */
+    verdict_t v;                 /* reused for every evaluation */
+    buf_t vtext;                 /* the verdict's reply as sent (footer included) */
+    char *access_denied;         /* smtpd_delay_reject = no and CONNECT was refused: every command gets 503 */
+    char *dip_client, *dip_helo, *dip_sender;   /* postponed defer_if_permit replies (delay_reject = no) */
+    bool pipelined_early;        /* the client sent ahead without PIPELINING (reject_unauth_pipelining) */
+    bool discard;                /* a DISCARD action: accept, then drop the message */
+    buf_t prepend;               /* PREPEND headers for this message, each ending in "\n" */
+    buf_t bdat_reply;            /* a data-restriction reply that follows a BDAT chunk */
 } session_t;
 
 static void process_input(session_t *s);
@@ -159,21 +169,129 @@ static const char *proto_name(const session_t *s)
     return s->esmtp ? "ESMTP" : "SMTP";
 }
 
-/* "NOQUEUE: reject: RCPT from host[addr]: 554 5.7.1 text; from=<> to=<> proto=ESMTP helo=<>" */
-static void log_reject(session_t *s, const char *stage, const char *replytext, const char *to)
+/* "NOQUEUE: reject: RCPT from host[addr]: 554 5.7.1 text; from=<> to=<> proto=ESMTP helo=<>",
+ * with " rule=CLASS:RESTRICTION table=FILE:LINE" after it when the restriction
+ * engine decided (v). */
+static void log_event(session_t *s, const char *what, const char *stage, const char *replytext,
+                      const char *from, const char *to, const char *helo, const verdict_t *v)
 {
     buf_t b = BUF_INIT;
-    buf_printf(&b, "%s: reject: %s from %s: %s;", s->qid[0] ? s->qid : "NOQUEUE", stage, s->client,
+    buf_printf(&b, "%s: %s: %s from %s: %s;", s->qid[0] ? s->qid : "NOQUEUE", what, stage, s->client,
                replytext);
-    if (s->in_mail)
-        buf_printf(&b, " from=<%s>", s->sender.full);
+    if (from)
+        buf_printf(&b, " from=<%s>", from);
     if (to)
         buf_printf(&b, " to=<%s>", to);
     buf_printf(&b, " proto=%s", proto_name(s));
-    if (s->helo)
-        buf_printf(&b, " helo=<%s>", s->helo);
+    if (helo)
+        buf_printf(&b, " helo=<%s>", helo);
+    if (v && v->rule[0])
+        buf_printf(&b, " rule=%s", v->rule);
+    if (v && v->origin.file)
+        buf_printf(&b, " table=%s:%d", v->origin.file, v->origin.line);
     log_info("smtpd", "%s", buf_cstr(&b));
     buf_free(&b);
+}
+
+static void log_reject(session_t *s, const char *stage, const char *replytext, const char *to)
+{
+    log_event(s, "reject", stage, replytext, s->in_mail ? s->sender.full : NULL, to, s->helo, NULL);
+}
+
+/* ---------------------------------------------------------- restrictions */
+
+static void fill_pstate(session_t *s, pstate_t *st)
+{
+    memset(st, 0, sizeof *st);
+    st->peer = (const struct sockaddr *)&s->peer;
+    st->client_addr = s->addr;
+    st->client_name = s->name;
+    st->reverse_name = s->name;
+    st->helo = s->helo;
+    st->sender = s->in_mail ? s->sender.full : NULL;
+    st->protocol = proto_name(s);
+    st->nrcpt = (unsigned)s->nrcpt;
+    st->pipelined_early = s->pipelined_early;
+    st->sasl_user = NULL;   /* AUTH comes with the TLS issue */
+}
+
+/* The engine's own lines: "warning: ..." at warning level (WARN actions
+ * too: they exist to warn), the per-event lines with the queue ID. */
+static void log_policy_lines(session_t *s, const verdict_t *v)
+{
+    const char *p = buf_cstr(&v->warnings);
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        int n = (int)(nl ? (size_t)(nl - p) : strlen(p));
+        const char *id = s->qid[0] ? s->qid : "NOQUEUE";
+        if (n >= 9 && strncmp(p, "warning: ", 9) == 0)
+            log_warn("smtpd", "%.*s", n - 9, p + 9);
+        else if (n >= 6 && strncmp(p, "warn: ", 6) == 0)
+            log_warn("smtpd", "%s: %.*s", id, n, p);
+        else
+            log_info("smtpd", "%s: %.*s", id, n, p);
+        p += n + (nl ? 1 : 0);
+    }
+}
+
+static vstatus_t session_policy(session_t *s, pcmd_t cmd, const pstate_t *st)
+{
+    verdict_reset(&s->v);
+    if (!s->sv->policy)
+        return V_PERMIT;
+    policy_eval(s->sv->policy, cmd, st, &s->v, NULL);
+    log_policy_lines(s, &s->v);
+    return s->v.status;
+}
+
+/* Send text (one or more reply lines without the final CRLF), after
+ * sleep_s seconds ("sleep N" restrictions) without blocking the loop. */
+static void send_text(session_t *s, const char *text, bool error, unsigned sleep_s)
+{
+    if (sleep_s > 0 && !s->closing && !s->delayed_reply) {
+        buf_t b = BUF_INIT;
+        buf_printf(&b, "%s\r\n", text);
+        if (error)
+            s->errors++;
+        s->delayed_reply = buf_steal(&b);
+        s->busy = true;
+        struct timeval tv = {(time_t)sleep_s, 0};
+        evtimer_del(s->timer);
+        event_assign(s->timer, server_base(s->srv), -1, 0, error_sleep_done, s);
+        evtimer_add(s->timer, &tv);
+        return;
+    }
+    if (error)
+        reply_error(s, "%s", text);
+    else
+        reply(s, "%s", text);
+}
+
+/* A refusal by the engine: log it like Postfix (plus rule= and table=),
+ * then answer with the footer. */
+static void policy_refuse(session_t *s, const pstate_t *st, const char *stage, const char *from, const char *to,
+                          const char *helo)
+{
+    log_event(s, "reject", stage, buf_cstr(&s->v.reply), from, to, helo, &s->v);
+    if (s->sv->policy)
+        policy_reply_text(s->sv->policy, &s->v, st, &s->vtext);
+    else
+        buf_puts(&s->vtext, buf_cstr(&s->v.reply));
+    send_text(s, buf_cstr(&s->vtext), true, s->v.sleep);
+}
+
+/* A permitted MAIL/RCPT/DATA: its message actions join the transaction. */
+static void take_actions(session_t *s)
+{
+    if (s->v.prepend.len)
+        buf_append(&s->prepend, s->v.prepend.data, s->v.prepend.len);
+    if (s->v.discard)
+        s->discard = true;
+}
+
+static bool delay_reject(const session_t *s)
+{
+    return !s->sv->policy || policy_delay_reject(s->sv->policy);
 }
 
 /* ---------- transaction state ---------- */
@@ -200,6 +318,9 @@ static void reset_transaction(session_t *s)
     buf_reset(&s->chunk);
     buf_reset(&s->hline);
     xfree(&s->message_id);
+    s->discard = false;
+    buf_reset(&s->prepend);
+    xfree(&s->dip_sender);
 }
 
 /* ---------- lifecycle ---------- */
@@ -242,6 +363,13 @@ static void reap(evutil_socket_t fd, short what, void *arg)
     free(s->delayed_reply);
     buf_free(&s->chunk);
     buf_free(&s->hline);
+    verdict_free(&s->v);
+    buf_free(&s->vtext);
+    free(s->access_denied);
+    free(s->dip_client);
+    free(s->dip_helo);
+    buf_free(&s->prepend);
+    buf_free(&s->bdat_reply);
     server_session_removed(s->srv, (struct session *)s);
     s->sv->nsessions--;
     gen_release(s->sv->gen);
@@ -370,7 +498,25 @@ static void greet(session_t *s)
         session_close(s);
         return;
     }
-    reply(s, "220 %s", param_str(s->p, PARAM_smtpd_banner));
+    unsigned sleep_s = 0;
+    if (!delay_reject(s)) {
+        /* As Postfix: a refused client gets the refusal instead of the
+         * greeting, and 503 for every command but QUIT. */
+        pstate_t st;
+        fill_pstate(s, &st);
+        if (session_policy(s, PCMD_CONNECT, &st) != V_PERMIT) {
+            policy_refuse(s, &st, "CONNECT", NULL, NULL, NULL);
+            s->access_denied = xstrdup(buf_cstr(&s->vtext));
+            return;
+        }
+        if (s->v.postponed.len)
+            s->dip_client = xstrdup(buf_cstr(&s->v.postponed));
+        sleep_s = s->v.sleep;
+    }
+    buf_t g = BUF_INIT;
+    buf_printf(&g, "220 %s", param_str(s->p, PARAM_smtpd_banner));
+    send_text(s, buf_cstr(&g), false, sleep_s);
+    buf_free(&g);
 }
 
 void session_start(server_t *srv, smtpd_svc_t *sv, int fd, const struct sockaddr *peer)
@@ -389,6 +535,7 @@ void session_start(server_t *srv, smtpd_svc_t *sv, int fd, const struct sockaddr
     bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH_WATER);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     server_session_added(srv, (struct session *)s);
+    verdict_init(&s->v);
     s->last_cmd = "CONNECT";
     if (sv->proxy) {
         s->state = ST_PROXY;
@@ -482,12 +629,28 @@ static int cmd_helo_common(session_t *s, char *arg, bool esmtp)
     }
     if (strlen(name) > 255)
         name[255] = 0;
+    unsigned sleep_s = 0;
+    if (!delay_reject(s)) {
+        pstate_t st;
+        fill_pstate(s, &st);
+        st.helo = name;
+        st.sender = NULL;
+        st.protocol = esmtp ? "ESMTP" : "SMTP";
+        if (session_policy(s, PCMD_HELO, &st) != V_PERMIT) {
+            policy_refuse(s, &st, esmtp ? "EHLO" : "HELO", NULL, NULL, name);
+            return -1;
+        }
+        xfree(&s->dip_helo);
+        if (s->v.postponed.len)
+            s->dip_helo = xstrdup(buf_cstr(&s->v.postponed));
+        sleep_s = s->v.sleep;
+    }
     reset_transaction(s);
     free(s->helo);
     s->helo = xstrdup(name);
     s->esmtp = esmtp;
     if (esmtp)
-        reply(s, "%s", s->sv->ehlo_reply);
+        send_text(s, s->sv->ehlo_reply, false, sleep_s);
     else
         reply(s, "250 %s", s->sv->myhostname);
     return 0;
@@ -580,12 +743,29 @@ static int cmd_mail(session_t *s, char *arg)
         addr_free(&a);
         return rc;
     }
+    unsigned sleep_s = 0;
+    if (!delay_reject(s)) {
+        pstate_t st;
+        fill_pstate(s, &st);
+        st.sender = a.full;
+        if (session_policy(s, PCMD_MAIL, &st) != V_PERMIT) {
+            policy_refuse(s, &st, "MAIL", a.full, NULL, s->helo);
+            addr_free(&a);
+            return -1;
+        }
+        sleep_s = s->v.sleep;
+    }
     s->sender = a;
     s->in_mail = true;
     s->smtputf8 = utf8;
     str_copy(s->body_type, body[0] == '8' ? "8BITMIME" : body[0] ? "7BIT" : "", sizeof s->body_type);
     s->arrival = now_usec();
-    reply(s, "250 2.1.0 Ok");
+    if (!delay_reject(s)) {
+        take_actions(s);
+        if (s->v.postponed.len)
+            s->dip_sender = xstrdup(buf_cstr(&s->v.postponed));
+    }
+    send_text(s, "250 2.1.0 Ok", false, sleep_s);
     return 0;
 }
 
@@ -647,6 +827,8 @@ static int cmd_rcpt(session_t *s, char *arg)
         addr_free(&a);
         return rc;
     }
+    /* Postfix: a bare <postmaster> is exempt from every restriction. */
+    bool postmaster = !a.domain[0] && str_ieq(a.full, "postmaster");
     if (!a.domain[0]) {
         /* RFC 5321 4.5.1: <postmaster> (and any bare local part) is ours. */
         const char *dom = local_domain_for_bare(s);
@@ -660,15 +842,43 @@ static int cmd_rcpt(session_t *s, char *arg)
             str_lower(a.domain);
         }
     }
-    if (!domain_is_local(s, a.domain)) {
+    verdict_reset(&s->v);
+    if (!postmaster && !s->discard) {
+        pstate_t st;
+        fill_pstate(s, &st);
+        st.recipient = a.full;
+        vstatus_t vs = session_policy(s, PCMD_RCPT, &st);
+        const char *dip = s->dip_client ? s->dip_client : s->dip_helo ? s->dip_helo : s->dip_sender;
+        if (vs == V_PERMIT && dip && !delay_reject(s)) {
+            /* A defer_if_permit raised at CONNECT, HELO or MAIL answers now. */
+            buf_reset(&s->v.reply);
+            buf_puts(&s->v.reply, dip);
+            s->v.code = atoi(dip);
+            s->v.status = V_DEFER;
+            str_copy(s->v.rule, "postponed:defer_if_permit", sizeof s->v.rule);
+            vs = V_DEFER;
+        }
+        if (vs != V_PERMIT) {
+            policy_refuse(s, &st, "RCPT", s->sender.full, a.full, s->helo);
+            addr_free(&a);
+            return -1;
+        }
+    }
+    /* Until the queue issue brings relay delivery, whatever the
+     * restrictions permit must still be ours to deliver: accepting a
+     * recipient that can never be delivered would lose mail quietly. */
+    if (!s->discard && !s->v.discard && !domain_is_local(s, a.domain)) {
         buf_t text = BUF_INIT;
         buf_printf(&text, "554 5.7.1 <%s>: Relay access denied", a.full);
-        log_reject(s, "RCPT", buf_cstr(&text), a.full);
-        reply_error(s, "%s", buf_cstr(&text));
+        str_copy(s->v.rule, "builtin:no_relay_transport", sizeof s->v.rule);
+        s->v.origin.file = NULL;
+        log_event(s, "reject", "RCPT", buf_cstr(&text), s->sender.full, a.full, s->helo, &s->v);
+        send_text(s, buf_cstr(&text), true, s->v.sleep);
         buf_free(&text);
         addr_free(&a);
         return -1;
     }
+    take_actions(s);
     if (!s->qid[0]) {
         spool_new_queue_id(server_spool(s->srv), s->qid);
         log_info("smtpd", "%s: client=%s", s->qid, s->client);
@@ -677,7 +887,7 @@ static int cmd_rcpt(session_t *s, char *arg)
     s->rcpts[s->nrcpt++] = a.full;
     a.full = NULL;
     addr_free(&a);
-    reply(s, "250 2.1.5 Ok");
+    send_text(s, "250 2.1.5 Ok", false, s->v.sleep);
     return 0;
 }
 
@@ -711,6 +921,10 @@ static void start_message(session_t *s, data_mode mode)
     s->too_big = false;
     s->in_headers = true;
     buf_reset(&s->hline);
+
+    /* PREPEND actions go above our Received: header, as in Postfix. */
+    if (s->prepend.len)
+        spool_writer_append(s->writer, s->prepend.data, s->prepend.len);
 
     char date[64];
     rfc5322_date(date, sizeof date);
@@ -828,6 +1042,36 @@ static void finish_message(session_t *s)
         reset_transaction(s);
         return;
     }
+    unsigned sleep_s = 0;
+    if (!s->discard) {
+        pstate_t st;
+        fill_pstate(s, &st);
+        st.recipient = s->nrcpt == 1 ? s->rcpts[0] : NULL;
+        if (session_policy(s, PCMD_EOD, &st) != V_PERMIT) {
+            policy_refuse(s, &st, "END-OF-MESSAGE", s->sender.full, st.recipient, s->helo);
+            reset_transaction(s);
+            return;
+        }
+        if (s->v.discard)
+            s->discard = true;
+        sleep_s = s->v.sleep;
+    }
+    if (s->discard) {
+        /* DISCARD: the client hears success, nothing is queued. */
+        spool_writer_abort(s->writer);
+        s->writer = NULL;
+        log_info("smtpd", "%s: discard: END-OF-MESSAGE from %s: message dropped by a DISCARD action; from=<%s>",
+                 s->qid, s->client, s->sender.full);
+        s->ok[s->bdat_used ? C_BDAT : C_DATA]++;
+        buf_t t = BUF_INIT;
+        buf_printf(&t, "250 2.0.0 Ok: queued as %s", s->qid);
+        send_text(s, buf_cstr(&t), false, sleep_s);
+        buf_free(&t);
+        reset_transaction(s);
+        if (s->shutdown)
+            session_shutdown((struct session *)s, false);
+        return;
+    }
     s->busy = true;
     spool_writer_commit(s->writer, commit_done, s);
 }
@@ -850,9 +1094,21 @@ static int cmd_data(session_t *s, char *arg)
         reply_error(s, "503 5.5.1 Error: need RCPT command");
         return -1;
     }
+    unsigned sleep_s = 0;
+    if (!s->discard) {
+        pstate_t st;
+        fill_pstate(s, &st);
+        st.recipient = s->nrcpt == 1 ? s->rcpts[0] : NULL;
+        if (session_policy(s, PCMD_DATA, &st) != V_PERMIT) {
+            policy_refuse(s, &st, "DATA", s->sender.full, st.recipient, s->helo);
+            return -1;
+        }
+        take_actions(s);
+        sleep_s = s->v.sleep;
+    }
     start_message(s, DATA_MODE_DOT);
     s->state = ST_DATA;
-    reply(s, "354 End data with <CR><LF>.<CR><LF>");
+    send_text(s, "354 End data with <CR><LF>.<CR><LF>", false, sleep_s);
     return 1;   /* counted when the message is queued */
 }
 
@@ -885,6 +1141,19 @@ static int cmd_bdat(session_t *s, char *arg)
         s->bdat_error = "503 5.5.1 Error: need RCPT command";
     else if (s->bdat_discard)
         s->bdat_error = "503 5.5.1 Error: BDAT after failed BDAT";
+    if (!s->bdat_error && !s->bdat_used && !s->discard) {
+        /* smtpd_data_restrictions apply to the first chunk, as to DATA. */
+        pstate_t st;
+        fill_pstate(s, &st);
+        st.recipient = s->nrcpt == 1 ? s->rcpts[0] : NULL;
+        if (session_policy(s, PCMD_DATA, &st) != V_PERMIT) {
+            log_event(s, "reject", "BDAT", buf_cstr(&s->v.reply), s->sender.full, st.recipient, s->helo, &s->v);
+            policy_reply_text(s->sv->policy, &s->v, &st, &s->bdat_reply);
+            s->bdat_error = buf_cstr(&s->bdat_reply);
+        } else {
+            take_actions(s);
+        }
+    }
     if (s->bdat_error)
         return 1;   /* the reply follows the chunk */
     if (!s->bdat_used) {
@@ -980,13 +1249,24 @@ static void run_command(session_t *s, char *line)
     if (!c) {
         s->total[C_UNKNOWN]++;
         s->last_cmd = "UNKNOWN";
-        reply_error(s, "502 5.5.2 Error: command not recognized");
+        if (s->access_denied)
+            reply_error(s, "503 5.7.0 Error: access denied for %s", s->client);
+        else
+            reply_error(s, "502 5.5.2 Error: command not recognized");
         return;
     }
     s->last_cmd = c->verb;
     s->total[c->idx]++;
     if (c->junk && ++s->junk > (unsigned)param_int(s->p, PARAM_smtpd_junk_command_limit))
         s->errors++;
+    if (s->access_denied && c->idx != C_QUIT) {
+        reply_error(s, "503 5.7.0 Error: access denied for %s", s->client);   /* RFC 5321 3.1 */
+        return;
+    }
+    /* Postfix's SMTPD_FLAG_ILL_PIPELINING: sticky for the session. */
+    if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0
+        && (!s->esmtp || !s->sv->pipelining_offered || c->last_in_group))
+        s->pipelined_early = true;
     if (pipelining_violation(s, c->verb, c->last_in_group))
         return;
     int rc = c->fn(s, arg);

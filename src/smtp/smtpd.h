@@ -5,7 +5,7 @@
  *
  * A configuration generation (gen) holds one loaded config_t and, per
  * smtpd service, the values compiled from it once (network lists,
- * domain lists).  Sessions hold a reference to the generation they started
+ * domain lists, the restriction policy).  Sessions hold a reference to the generation they started
  * with, so a reload never changes a session under its feet; a generation
  * is freed when it is no longer current and its last session ends.
  */
@@ -18,6 +18,7 @@
 #include "core/buf.h"
 #include "core/pool.h"
 #include "policy/netlist.h"
+#include "policy/restrict.h"
 #include "queue/qmgr.h"
 #include "queue/spool.h"
 
@@ -36,6 +37,8 @@ typedef struct smtpd_svc {
     char *ehlo_reply;               /* the complete EHLO reply, lines joined by CRLF, no final CRLF */
     unsigned nsessions;             /* sessions of this service in this generation (maxproc) */
     char *myhostname;
+    policy_t *policy;               /* the smtpd_*_restrictions, compiled (policy/restrict.h) */
+    bool pipelining_offered;        /* EHLO announces PIPELINING (not in smtpd_discard_ehlo_keywords) */
 } smtpd_svc_t;
 
 enum { BARE_NL_NO, BARE_NL_NORMALIZE, BARE_NL_REJECT };

@@ -93,7 +93,8 @@ def test_relay_reject_log(moat_factory):
         check(c.cmd("RCPT TO:<u@other.test>"), 554)
         c.quit()
     m.wait_log(r"moat/smtpd\[\d+\]: NOQUEUE: reject: RCPT from %s: 554 5\.7\.1 <u@other\.test>: "
-               r"Relay access denied; from=<a@b\.test> to=<u@other\.test> proto=ESMTP helo=<x>$"
+               r"Relay access denied; from=<a@b\.test> to=<u@other\.test> proto=ESMTP helo=<x> "
+               r"rule=builtin:no_relay_transport$"
                % LOCAL_CLIENT_RE)
 
 
@@ -105,7 +106,8 @@ def test_relay_reject_log_smtp_proto(moat_factory):
         check(c.cmd("RCPT TO:<u@other.test>"), 554)
         c.quit()
     m.wait_log(r"NOQUEUE: reject: RCPT from %s: 554 5\.7\.1 <u@other\.test>: Relay access denied; "
-               r"from=<a@b\.test> to=<u@other\.test> proto=SMTP helo=<y>$" % LOCAL_CLIENT_RE)
+               r"from=<a@b\.test> to=<u@other\.test> proto=SMTP helo=<y> rule=builtin:no_relay_transport$"
+               % LOCAL_CLIENT_RE)
 
 
 def test_disconnect_counts_failures(moat_factory):

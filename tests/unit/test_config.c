@@ -415,10 +415,10 @@ TEST(config_type_list_and_braces)
 TEST(config_pending_nondefault_is_error)
 {
     ld_t l = {0};
-    LOAD_FAILS(&l, "mail_name = x\nsmtpd_client_restrictions = permit_mynetworks, reject\n");
-    CHECK_STR(buf_cstr(&l.err), "<text>/main.cf:2: smtpd_client_restrictions: not supported by this version of moat\n");
-    LOAD_FAILS(&l, "smtpd_delay_reject = no\n");
-    ERR_HAS(&l, "smtpd_delay_reject: not supported");
+    LOAD_FAILS(&l, "mail_name = x\nbody_checks = pcre:/etc/moat/body_checks\n");
+    CHECK_STR(buf_cstr(&l.err), "<text>/main.cf:2: body_checks: not supported by this version of moat\n");
+    LOAD_FAILS(&l, "soft_bounce = yes\n");
+    ERR_HAS(&l, "soft_bounce: not supported");
     LOAD_FAILS(&l, "relayhost = [127.0.0.1]:1025\n");
     ERR_HAS(&l, "relayhost: not supported");
     LOAD_FAILS(&l, "default_rbl_reply = $rbl_code go away\n");
@@ -765,8 +765,8 @@ TEST(config_master_overrides)
     ld_text(&l, "", "2525 inet n - n - - smtpd\n2526 inet n - n - - smtpd -o smtpd_timeout=soon\n");
     CHECK_STR(buf_cstr(&l.err), "<text>/master.cf:2: bad time value for smtpd_timeout: \"soon\" (a number and an "
                                 "optional unit: s, m, h, d or w)\n");
-    ld_text(&l, "", "2525 inet n - n - - smtpd -o smtpd_recipient_restrictions=reject\n");
-    CHECK_STR(buf_cstr(&l.err), "<text>/master.cf:1: smtpd_recipient_restrictions: not supported by this version "
+    ld_text(&l, "", "2525 inet n - n - - smtpd -o soft_bounce=yes\n");
+    CHECK_STR(buf_cstr(&l.err), "<text>/master.cf:1: soft_bounce: not supported by this version "
                                 "of moat\n");
     ld_text(&l, "", "2525 inet n - n - - smtpd -o smtpd_bogus=1\n");
     ERR_HAS(&l, "<text>/master.cf:1: unknown parameter smtpd_bogus");

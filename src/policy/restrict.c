@@ -1,0 +1,1678 @@
+/*
+ * restrict: the restriction engine (see restrict.h).  A configuration's
+ * restriction parameters and smtpd_restriction_classes compile once into
+ * arrays of steps; policy_eval walks them for one SMTP command with
+ * Postfix's semantics (smtpd_check.c is the reference for the order of
+ * things, the reply texts and the reply classes; its regression data in
+ * shared/testdata/postfix/smtpd/ is the oracle).
+ *
+ * Owns: the compiled lists, every table they name (opened once per policy,
+ * shared by equal specs), a cache of the restriction lists that access
+ * tables return as results (compiled on first use, then reused), and one
+ * lookup scratch buffer.  A policy is used by one thread at a time.
+ *
+ * Never: permit on a failure (a table that fails, a result that does not
+ * parse, too deep a recursion all answer 4xx), parse restriction names
+ * per evaluation (except the first time a table returns a new list), or
+ * allocate per step (replies go into the caller's reused verdict buffers;
+ * deferred replies live in fixed arrays on the stack).
+ */
+#include "policy/restrict.h"
+
+#include "core/log.h"
+#include "core/util.h"
+#include "policy/access.h"
+#include "policy/action.h"
+#include "policy/netlist.h"
+#include "policy/restrict-private.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define RECURSION_LIMIT 100      /* Postfix's bound on table-result nesting */
+#define REPLY_MAX 510            /* RFC 5321 reply line, as Postfix truncates */
+#define RESULT_CACHE_MAX 1024    /* distinct table results compiled and kept */
+#define KEY_MAX 1024
+
+typedef enum {
+    R_PERMIT, R_REJECT, R_DEFER, R_DEFER_IF_PERMIT, R_DEFER_IF_REJECT, R_WARN_IF_REJECT, R_SLEEP,
+    R_PERMIT_MYNETWORKS, R_PERMIT_SASL, R_PERMIT_AUTH_DEST, R_REJECT_UNAUTH_DEST, R_DEFER_UNAUTH_DEST,
+    R_REJECT_UNAUTH_PIPELINING, R_REJECT_NON_FQDN_HELO, R_REJECT_INVALID_HELO, R_PERMIT_NAKED_IP,
+    R_REJECT_NON_FQDN_SENDER, R_REJECT_NON_FQDN_RCPT, R_REJECT_MULTI_RCPT_BOUNCE,
+    R_CHECK_CLIENT, R_CHECK_REVERSE_CLIENT, R_CHECK_HELO, R_CHECK_SENDER, R_CHECK_RCPT, R_CHECK_ETRN,
+    R_TABLE,   /* a bare type:table: the check its list implies (check_<class>_access) */
+    R_CLASS,   /* a smtpd_restriction_classes name */
+    R_NONE,    /* "no implied check" (data and end-of-data lists) */
+} rkind_t;
+
+enum { A_NONE, A_TABLE, A_NUMBER, A_WORD };
+
+typedef struct rdef {
+    const char *name;
+    rkind_t kind;
+    int arg;
+    const char *issue;   /* refused at compile time: "comes with the ISSUE issue" */
+} rdef_t;
+
+static const rdef_t rdefs[] = {
+    {"permit", R_PERMIT, A_NONE, NULL},
+    {"reject", R_REJECT, A_NONE, NULL},
+    {"defer", R_DEFER, A_NONE, NULL},
+    {"defer_if_permit", R_DEFER_IF_PERMIT, A_NONE, NULL},
+    {"defer_if_reject", R_DEFER_IF_REJECT, A_NONE, NULL},
+    {"warn_if_reject", R_WARN_IF_REJECT, A_NONE, NULL},
+    {"sleep", R_SLEEP, A_NUMBER, NULL},
+    {"permit_mynetworks", R_PERMIT_MYNETWORKS, A_NONE, NULL},
+    {"permit_sasl_authenticated", R_PERMIT_SASL, A_NONE, NULL},
+    {"permit_auth_destination", R_PERMIT_AUTH_DEST, A_NONE, NULL},
+    {"reject_unauth_destination", R_REJECT_UNAUTH_DEST, A_NONE, NULL},
+    {"defer_unauth_destination", R_DEFER_UNAUTH_DEST, A_NONE, NULL},
+    {"reject_unauth_pipelining", R_REJECT_UNAUTH_PIPELINING, A_NONE, NULL},
+    {"reject_non_fqdn_helo_hostname", R_REJECT_NON_FQDN_HELO, A_NONE, NULL},
+    {"reject_non_fqdn_hostname", R_REJECT_NON_FQDN_HELO, A_NONE, NULL},
+    {"reject_invalid_helo_hostname", R_REJECT_INVALID_HELO, A_NONE, NULL},
+    {"reject_invalid_hostname", R_REJECT_INVALID_HELO, A_NONE, NULL},
+    {"permit_naked_ip_address", R_PERMIT_NAKED_IP, A_NONE, NULL},
+    {"reject_non_fqdn_sender", R_REJECT_NON_FQDN_SENDER, A_NONE, NULL},
+    {"reject_non_fqdn_recipient", R_REJECT_NON_FQDN_RCPT, A_NONE, NULL},
+    {"reject_multi_recipient_bounce", R_REJECT_MULTI_RCPT_BOUNCE, A_NONE, NULL},
+    {"check_client_access", R_CHECK_CLIENT, A_TABLE, NULL},
+    {"check_reverse_client_hostname_access", R_CHECK_REVERSE_CLIENT, A_TABLE, NULL},
+    {"check_helo_access", R_CHECK_HELO, A_TABLE, NULL},
+    {"check_sender_access", R_CHECK_SENDER, A_TABLE, NULL},
+    {"check_recipient_access", R_CHECK_RCPT, A_TABLE, NULL},
+    {"check_etrn_access", R_CHECK_ETRN, A_TABLE, NULL},
+    /* Known to Postfix, brought by later moat issues: refused by name. */
+    {"reject_rbl_client", R_NONE, A_WORD, "dns"},
+    {"reject_rbl", R_NONE, A_WORD, "dns"},
+    {"reject_rhsbl_client", R_NONE, A_WORD, "dns"},
+    {"reject_rhsbl_reverse_client", R_NONE, A_WORD, "dns"},
+    {"reject_rhsbl_helo", R_NONE, A_WORD, "dns"},
+    {"reject_rhsbl_sender", R_NONE, A_WORD, "dns"},
+    {"reject_rhsbl_recipient", R_NONE, A_WORD, "dns"},
+    {"permit_dnswl_client", R_NONE, A_WORD, "dns"},
+    {"permit_rhswl_client", R_NONE, A_WORD, "dns"},
+    {"reject_maps_rbl", R_NONE, A_NONE, "dns"},
+    {"reject_unknown_client_hostname", R_NONE, A_NONE, "dns"},
+    {"reject_unknown_client", R_NONE, A_NONE, "dns"},
+    {"reject_unknown_reverse_client_hostname", R_NONE, A_NONE, "dns"},
+    {"reject_unknown_forward_client_hostname", R_NONE, A_NONE, "dns"},
+    {"reject_unknown_helo_hostname", R_NONE, A_NONE, "dns"},
+    {"reject_unknown_hostname", R_NONE, A_NONE, "dns"},
+    {"reject_unknown_sender_domain", R_NONE, A_NONE, "dns"},
+    {"reject_unknown_recipient_domain", R_NONE, A_NONE, "dns"},
+    {"reject_unknown_address", R_NONE, A_NONE, "dns"},
+    {"permit_mx_backup", R_NONE, A_NONE, "dns"},
+    {"check_client_mx_access", R_NONE, A_TABLE, "dns"},
+    {"check_client_ns_access", R_NONE, A_TABLE, "dns"},
+    {"check_client_a_access", R_NONE, A_TABLE, "dns"},
+    {"check_reverse_client_mx_access", R_NONE, A_TABLE, "dns"},
+    {"check_reverse_client_ns_access", R_NONE, A_TABLE, "dns"},
+    {"check_reverse_client_a_access", R_NONE, A_TABLE, "dns"},
+    {"check_helo_mx_access", R_NONE, A_TABLE, "dns"},
+    {"check_helo_ns_access", R_NONE, A_TABLE, "dns"},
+    {"check_helo_a_access", R_NONE, A_TABLE, "dns"},
+    {"check_sender_mx_access", R_NONE, A_TABLE, "dns"},
+    {"check_sender_ns_access", R_NONE, A_TABLE, "dns"},
+    {"check_sender_a_access", R_NONE, A_TABLE, "dns"},
+    {"check_recipient_mx_access", R_NONE, A_TABLE, "dns"},
+    {"check_recipient_ns_access", R_NONE, A_TABLE, "dns"},
+    {"check_recipient_a_access", R_NONE, A_TABLE, "dns"},
+    {"check_policy_service", R_NONE, A_WORD, "state"},
+    {"reject_unverified_sender", R_NONE, A_NONE, "state"},
+    {"reject_unverified_recipient", R_NONE, A_NONE, "state"},
+    {"permit_tls_clientcerts", R_NONE, A_NONE, "tls"},
+    {"permit_tls_all_clientcerts", R_NONE, A_NONE, "tls"},
+    {"check_ccert_access", R_NONE, A_TABLE, "tls"},
+    {"check_sasl_access", R_NONE, A_TABLE, "tls"},
+    {"reject_plaintext_session", R_NONE, A_NONE, "tls"},
+    {"reject_sender_login_mismatch", R_NONE, A_NONE, "tls"},
+    {"reject_authenticated_sender_login_mismatch", R_NONE, A_NONE, "tls"},
+    {"reject_known_sender_login_mismatch", R_NONE, A_NONE, "tls"},
+    {"reject_unauthenticated_sender_login_mismatch", R_NONE, A_NONE, "tls"},
+    {"reject_unlisted_recipient", R_NONE, A_NONE, "queue"},
+    {"reject_unlisted_sender", R_NONE, A_NONE, "queue"},
+    {"check_recipient_maps", R_NONE, A_NONE, "queue"},
+    {"check_relay_domains", R_NONE, A_NONE, "queue"},
+    {"permit_inet_interfaces", R_NONE, A_NONE, "queue"},
+};
+
+typedef struct step {
+    rkind_t kind;
+    int arg;            /* sleep seconds; class index */
+    map_t *map;         /* owned by pol->tables */
+    bool pattern;       /* regexp/pcre/cidr: only the full key is looked up */
+    char *text;         /* "check_sender_access hash:/etc/moat/x": rules and traces */
+} step_t;
+
+typedef struct rlist {
+    step_t *steps;
+    size_t n;
+} rlist_t;
+
+typedef struct rclassdef {
+    char *name;
+    rlist_t list;
+    int mark;           /* cycle check: 0 new, 1 on the path, 2 done */
+} rclassdef_t;
+
+typedef struct ptable {
+    char *spec;
+    map_t *map;
+} ptable_t;
+
+typedef struct cached {
+    char *text;
+    rlist_t list;
+    char *error;        /* the result does not compile: why */
+} cached_t;
+
+struct policy {
+    rlist_t top[RC__COUNT];
+    rclassdef_t *classes;
+    size_t nclasses;
+    ptable_t *tables;
+    size_t ntables;
+    netlist_t *mynetworks;
+    char **mydest;
+    size_t nmydest;
+    bool delay_reject, parent_match, permit_log_all, relay_first;
+    char **permit_log;
+    size_t npermit_log;
+    int map_reject_code, map_defer_code, reject_code, defer_code, relay_code, non_fqdn_code,
+        bad_name_code, mul_rcpt_code, pipelining_code;
+    char *null_key, *delim, *footer;
+    cached_t *cache;
+    size_t ncache;
+    cached_t overflow;  /* a result compiled when the cache is full, kept until the next one */
+    buf_t value;        /* lookup scratch */
+};
+
+static const char *const class_names[RC__COUNT] = {"client", "helo", "sender", "relay", "recipient",
+                                                    "data", "end_of_data", "etrn"};
+static const param_id class_params[RC__COUNT] = {
+    PARAM_smtpd_client_restrictions, PARAM_smtpd_helo_restrictions, PARAM_smtpd_sender_restrictions,
+    PARAM_smtpd_relay_restrictions, PARAM_smtpd_recipient_restrictions, PARAM_smtpd_data_restrictions,
+    PARAM_smtpd_end_of_data_restrictions, PARAM_smtpd_etrn_restrictions};
+
+/* ------------------------------------------------------------------ lists */
+
+/* Split a restriction list the way main.cf lists split: commas and/or
+ * white space; { } keep what they enclose together, and an item that is
+ * one whole { ... } group loses the braces.  One malloc'd block: a
+ * NULL-terminated pointer array followed by the item text. */
+static char **split_list(const char *s, size_t *count)
+{
+    size_t len = strlen(s), n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += s[i] == ',' || s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r';
+    n += 2;
+    char **items = xmalloc(n * sizeof *items + len + 1);
+    char *text = (char *)(items + n);
+    memcpy(text, s, len + 1);
+    size_t k = 0;
+    char *p = text;
+    for (;;) {
+        while (*p == ',' || *p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+            p++;
+        if (!*p)
+            break;
+        char *start = p;
+        int depth = 0;
+        while (*p && (depth > 0 || !(*p == ',' || *p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))) {
+            if (*p == '{')
+                depth++;
+            else if (*p == '}' && depth > 0)
+                depth--;
+            p++;
+        }
+        char *end = p;
+        if (*p)
+            *p++ = 0;
+        if (*start == '{' && end > start + 1 && end[-1] == '}') {
+            end[-1] = 0;
+            start++;
+            while (*start == ' ' || *start == '\t')
+                start++;
+            str_trim(start);
+        }
+        if (*start)
+            items[k++] = start;
+    }
+    items[k] = NULL;
+    *count = k;
+    return items;
+}
+
+static void list_free(rlist_t *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->steps[i].text);
+    xfree(&l->steps);
+    l->n = 0;
+}
+
+static void list_push(rlist_t *l, const step_t *s)
+{
+    l->steps = xrealloc(l->steps, (l->n + 1) * sizeof *l->steps);
+    l->steps[l->n++] = *s;
+}
+
+/* ---------------------------------------------------------------- compile */
+
+typedef struct cctx {
+    policy_t *pol;
+    const char *config_dir;
+    const char *pname;     /* the parameter, for messages without a location */
+    const char *file;
+    int line;
+    bool tables_ok;        /* false for lists returned by access tables */
+    bool implied_check;    /* a bare table has a check to stand for */
+    buf_t *err;
+    int errors;
+} cctx_t;
+
+static void cmsg(cctx_t *cc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void cmsg(cctx_t *cc, const char *fmt, ...)
+{
+    if (cc->file)
+        buf_printf(cc->err, "%s:%d: ", cc->file, cc->line);
+    else if (cc->pname)
+        buf_printf(cc->err, "%s: ", cc->pname);
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(cc->err, fmt, ap);
+    va_end(ap);
+    buf_putc(cc->err, '\n');
+    cc->errors++;
+}
+
+static const rdef_t *find_rdef(const char *name)
+{
+    for (size_t i = 0; i < ARRAY_LEN(rdefs); i++)
+        if (str_ieq(rdefs[i].name, name))
+            return &rdefs[i];
+    return NULL;
+}
+
+static int find_class(const policy_t *pol, const char *name)
+{
+    for (size_t i = 0; i < pol->nclasses; i++)
+        if (strcmp(pol->classes[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+static bool is_pattern_table(const char *spec)
+{
+    return str_istarts(spec, "regexp:") || str_istarts(spec, "pcre:") || str_istarts(spec, "cidr:");
+}
+
+static map_t *open_table(cctx_t *cc, const char *spec)
+{
+    policy_t *pol = cc->pol;
+    for (size_t i = 0; i < pol->ntables; i++)
+        if (strcmp(pol->tables[i].spec, spec) == 0)
+            return pol->tables[i].map;
+    buf_t why = BUF_INIT;
+    map_t *m = map_open(spec, cc->config_dir, &why);
+    if (!m) {
+        /* The table's own messages name its file:line; say which setting
+         * named the table when the message does not. */
+        const char *p = buf_cstr(&why);
+        while (*p) {
+            const char *nl = strchr(p, '\n');
+            size_t n = nl ? (size_t)(nl - p) : strlen(p);
+            if (cc->file)
+                buf_printf(cc->err, "%s:%d: ", cc->file, cc->line);
+            buf_append(cc->err, p, n);
+            buf_putc(cc->err, '\n');
+            p += n + (nl ? 1 : 0);
+        }
+        if (!why.len)
+            cmsg(cc, "%s: cannot open table", spec);
+        cc->errors++;
+        buf_free(&why);
+        return NULL;
+    }
+    buf_free(&why);
+    pol->tables = xrealloc(pol->tables, (pol->ntables + 1) * sizeof *pol->tables);
+    pol->tables[pol->ntables].spec = xstrdup(spec);
+    pol->tables[pol->ntables].map = m;
+    pol->ntables++;
+    return m;
+}
+
+static bool all_digits(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return false;
+    return true;
+}
+
+static void compile_items(cctx_t *cc, const char *const *items, size_t n, rlist_t *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        const char *name = items[i];
+        step_t st = {0};
+        buf_t text = BUF_INIT;
+        if (strchr(name, ':')) {
+            if (!cc->tables_ok) {
+                cmsg(cc, "%s: a table inside an access table result (name a restriction class instead)", name);
+                continue;
+            }
+            if (!cc->implied_check) {
+                cmsg(cc, "%s: a table in %s needs one of check_client_access, check_helo_access, "
+                         "check_sender_access, check_recipient_access before it", name, cc->pname);
+                continue;
+            }
+            st.kind = R_TABLE;
+            if (!(st.map = open_table(cc, name)))
+                continue;
+            st.pattern = is_pattern_table(name);
+            st.text = xstrdup(name);
+            list_push(out, &st);
+            continue;
+        }
+        const rdef_t *d = find_rdef(name);
+        if (d) {
+            const char *arg = NULL;
+            if (d->arg != A_NONE) {
+                if (i + 1 >= n) {
+                    cmsg(cc, "%s: missing %s", d->name,
+                         d->arg == A_TABLE ? "table (type:name)" : d->arg == A_NUMBER ? "number" : "argument");
+                    continue;
+                }
+                arg = items[++i];
+            }
+            if (d->issue) {
+                cmsg(cc, "%s: not supported by this version of moat (comes with the %s issue)", d->name, d->issue);
+                continue;
+            }
+            st.kind = d->kind;
+            if (d->arg == A_TABLE) {
+                if (!strchr(arg, ':')) {
+                    cmsg(cc, "%s: bad argument \"%s\": need type:table", d->name, arg);
+                    continue;
+                }
+                if (!cc->tables_ok) {
+                    cmsg(cc, "%s %s: a table inside an access table result (name a restriction class instead)",
+                         d->name, arg);
+                    continue;
+                }
+                if (!(st.map = open_table(cc, arg)))
+                    continue;
+                st.pattern = is_pattern_table(arg);
+            } else if (d->arg == A_NUMBER) {
+                if (!all_digits(arg) || strlen(arg) > 4) {
+                    cmsg(cc, "%s: bad argument \"%s\": need a number of seconds (0-9999)", d->name, arg);
+                    continue;
+                }
+                st.arg = atoi(arg);
+            }
+            buf_puts(&text, d->name);
+            if (arg)
+                buf_printf(&text, " %s", arg);
+            st.text = buf_steal(&text);
+            list_push(out, &st);
+            continue;
+        }
+        int ci = find_class(cc->pol, name);
+        if (ci >= 0) {
+            st.kind = R_CLASS;
+            st.arg = ci;
+            st.text = xstrdup(name);
+            list_push(out, &st);
+            continue;
+        }
+        cmsg(cc, "unknown restriction \"%s\"", name);
+    }
+}
+
+/* Cycle check over class references: a class that reaches itself would
+ * recurse without end. */
+static bool class_cycle(policy_t *pol, int ci, buf_t *path)
+{
+    rclassdef_t *c = &pol->classes[ci];
+    if (c->mark == 2)
+        return false;
+    size_t mark = path->len;
+    buf_printf(path, "%s%s", path->len ? " -> " : "", c->name);
+    if (c->mark == 1)
+        return true;
+    c->mark = 1;
+    for (size_t i = 0; i < c->list.n; i++)
+        if (c->list.steps[i].kind == R_CLASS && class_cycle(pol, c->list.steps[i].arg, path))
+            return true;
+    c->mark = 2;
+    buf_truncate(path, mark);
+    return false;
+}
+
+/* Does the list end unauthorized destinations?  (Postfix's has_required:
+ * a step right after warn_if_reject does not count.) */
+static bool has_relay_guard(const policy_t *pol, const rlist_t *l, int depth)
+{
+    if (depth > 32)
+        return false;
+    for (size_t i = 0; i < l->n; i++) {
+        const step_t *s = &l->steps[i];
+        if (s->kind == R_WARN_IF_REJECT) {
+            i++;
+            continue;
+        }
+        if (s->kind == R_REJECT_UNAUTH_DEST || s->kind == R_DEFER_UNAUTH_DEST || s->kind == R_REJECT)
+            return true;
+        if (s->kind == R_CLASS && has_relay_guard(pol, &pol->classes[s->arg].list, depth + 1))
+            return true;
+    }
+    return false;
+}
+
+static char *domain_norm(const char *d)
+{
+    char *s = xstrdup(d);
+    str_lower(s);
+    size_t n = strlen(s);
+    if (n > 1 && s[n - 1] == '.' && s[n - 2] != '.')
+        s[n - 1] = 0;
+    return s;
+}
+
+policy_t *policy_new(const params_t *p, const char *config_dir, buf_t *err)
+{
+    policy_t *pol = xcalloc(1, sizeof *pol);
+    int errors = 0;
+    const char *file;
+    int line;
+
+    pol->delay_reject = param_bool(p, PARAM_smtpd_delay_reject);
+    pol->relay_first = param_bool(p, PARAM_smtpd_relay_before_recipient_restrictions);
+    pol->map_reject_code = (int)param_int(p, PARAM_access_map_reject_code);
+    pol->map_defer_code = (int)param_int(p, PARAM_access_map_defer_code);
+    pol->reject_code = (int)param_int(p, PARAM_reject_code);
+    pol->defer_code = (int)param_int(p, PARAM_defer_code);
+    pol->relay_code = (int)param_int(p, PARAM_relay_domains_reject_code);
+    pol->non_fqdn_code = (int)param_int(p, PARAM_non_fqdn_reject_code);
+    pol->bad_name_code = (int)param_int(p, PARAM_invalid_hostname_reject_code);
+    pol->mul_rcpt_code = (int)param_int(p, PARAM_multi_recipient_bounce_reject_code);
+    pol->pipelining_code = (int)param_int(p, PARAM_unauth_pipelining_reject_code);
+    pol->null_key = xstrdup(param_str(p, PARAM_smtpd_null_access_lookup_key));
+    pol->delim = xstrdup(param_str(p, PARAM_recipient_delimiter));
+    pol->footer = xstrdup(param_str(p, PARAM_smtpd_reject_footer));
+
+    const char *const *items;
+    size_t n = param_list(p, PARAM_parent_domain_matches_subdomains, &items);
+    for (size_t i = 0; i < n; i++)
+        if (str_ieq(items[i], "smtpd_access_maps"))
+            pol->parent_match = true;
+
+    n = param_list(p, PARAM_mydestination, &items);
+    pol->mydest = xcalloc(n ? n : 1, sizeof *pol->mydest);
+    for (size_t i = 0; i < n; i++) {
+        if (strchr(items[i], ':') || items[i][0] == '/') {
+            if (param_origin(p, PARAM_mydestination, &file, &line))
+                buf_printf(err, "%s:%d: ", file, line);
+            buf_printf(err, "mydestination: \"%s\": table lookups are not supported by this version of moat; "
+                            "list domain names\n", items[i]);
+            errors++;
+            continue;
+        }
+        pol->mydest[pol->nmydest++] = domain_norm(items[i]);
+    }
+
+    n = param_list(p, PARAM_mynetworks, &items);
+    buf_t why = BUF_INIT;
+    pol->mynetworks = netlist_new("mynetworks", items, n, &why);
+    if (!pol->mynetworks) {
+        if (param_origin(p, PARAM_mynetworks, &file, &line))
+            buf_printf(err, "%s:%d: ", file, line);
+        buf_printf(err, "%s (table lookups are not supported by this version of moat)\n", buf_cstr(&why));
+        errors++;
+    }
+    buf_free(&why);
+
+    n = param_list(p, PARAM_smtpd_log_access_permit_actions, &items);
+    pol->permit_log = xcalloc(n ? n : 1, sizeof *pol->permit_log);
+    for (size_t i = 0; i < n; i++) {
+        if (str_ieq(items[i], "static:all")) {
+            pol->permit_log_all = true;
+        } else if (strchr(items[i], ':')) {
+            if (param_origin(p, PARAM_smtpd_log_access_permit_actions, &file, &line))
+                buf_printf(err, "%s:%d: ", file, line);
+            buf_printf(err, "smtpd_log_access_permit_actions: \"%s\": only action names and static:all are "
+                            "supported by this version of moat\n", items[i]);
+            errors++;
+        } else {
+            pol->permit_log[pol->npermit_log++] = xstrdup(items[i]);
+        }
+    }
+
+    /* Classes first: every list may name any class. */
+    n = param_list(p, PARAM_smtpd_restriction_classes, &items);
+    pol->classes = xcalloc(n ? n : 1, sizeof *pol->classes);
+    for (size_t i = 0; i < n; i++) {
+        if (find_class(pol, items[i]) >= 0)
+            continue;
+        pol->classes[pol->nclasses++].name = xstrdup(items[i]);
+    }
+    cctx_t cc = {.pol = pol, .config_dir = config_dir, .tables_ok = true, .implied_check = true, .err = err};
+    for (size_t i = 0; i < pol->nclasses; i++) {
+        rclassdef_t *c = &pol->classes[i];
+        const char *value = param_user(p, c->name, &cc.file, &cc.line);
+        cc.pname = c->name;
+        if (!value || !*value) {
+            if (!param_origin(p, PARAM_smtpd_restriction_classes, &cc.file, &cc.line))
+                cc.file = NULL;
+            cc.pname = "smtpd_restriction_classes";
+            cmsg(&cc, "restriction class \"%s\" needs a definition (%s = restrictions...)", c->name, c->name);
+            continue;
+        }
+        size_t ni;
+        char **ci = split_list(value, &ni);
+        compile_items(&cc, (const char *const *)ci, ni, &c->list);
+        free(ci);
+    }
+    for (int rc = 0; rc < RC__COUNT; rc++) {
+        cc.pname = param_name(class_params[rc]);
+        if (!param_origin(p, class_params[rc], &cc.file, &cc.line))
+            cc.file = NULL;
+        cc.implied_check = rc != RC_DATA && rc != RC_EOD;
+        n = param_list(p, class_params[rc], &items);
+        compile_items(&cc, items, n, &pol->top[rc]);
+    }
+    errors += cc.errors;
+
+    buf_t path = BUF_INIT;
+    for (size_t i = 0; i < pol->nclasses; i++) {
+        buf_reset(&path);
+        if (class_cycle(pol, (int)i, &path)) {
+            if (param_user(p, pol->classes[i].name, &file, &line))
+                buf_printf(err, "%s:%d: ", file, line);
+            buf_printf(err, "restriction class \"%s\" includes itself (%s)\n", pol->classes[i].name,
+                       buf_cstr(&path));
+            errors++;
+            break;
+        }
+    }
+    buf_free(&path);
+
+    if (!errors && !has_relay_guard(pol, &pol->top[RC_RELAY], 0) &&
+        !has_relay_guard(pol, &pol->top[RC_RECIPIENT], 0)) {
+        if (param_origin(p, PARAM_smtpd_relay_restrictions, &file, &line) ||
+            param_origin(p, PARAM_smtpd_recipient_restrictions, &file, &line))
+            buf_printf(err, "%s: ", file);
+        buf_puts(err, "neither smtpd_relay_restrictions nor smtpd_recipient_restrictions ends unauthorized "
+                      "destinations (reject_unauth_destination): moat refuses to run as an open relay\n");
+        errors++;
+    }
+    if (errors) {
+        policy_free(&pol);
+        return NULL;
+    }
+    return pol;
+}
+
+void policy_free(policy_t **ppol)
+{
+    policy_t *pol = *ppol;
+    if (!pol)
+        return;
+    for (int rc = 0; rc < RC__COUNT; rc++)
+        list_free(&pol->top[rc]);
+    for (size_t i = 0; i < pol->nclasses; i++) {
+        free(pol->classes[i].name);
+        list_free(&pol->classes[i].list);
+    }
+    free(pol->classes);
+    for (size_t i = 0; i < pol->ntables; i++) {
+        free(pol->tables[i].spec);
+        map_close(&pol->tables[i].map);
+    }
+    free(pol->tables);
+    netlist_free(&pol->mynetworks);
+    for (size_t i = 0; i < pol->nmydest; i++)
+        free(pol->mydest[i]);
+    free(pol->mydest);
+    for (size_t i = 0; i < pol->npermit_log; i++)
+        free(pol->permit_log[i]);
+    free(pol->permit_log);
+    for (size_t i = 0; i < pol->ncache; i++) {
+        free(pol->cache[i].text);
+        free(pol->cache[i].error);
+        list_free(&pol->cache[i].list);
+    }
+    free(pol->cache);
+    free(pol->overflow.text);
+    free(pol->overflow.error);
+    list_free(&pol->overflow.list);
+    free(pol->null_key);
+    free(pol->delim);
+    free(pol->footer);
+    buf_free(&pol->value);
+    free(pol);
+    *ppol = NULL;
+}
+
+bool policy_tables_changed(const policy_t *pol)
+{
+    for (size_t i = 0; i < pol->ntables; i++)
+        if (map_changed(pol->tables[i].map))
+            return true;
+    return false;
+}
+
+bool policy_delay_reject(const policy_t *pol)
+{
+    return pol->delay_reject;
+}
+
+/* A restriction list returned by an access table: compiled the first time
+ * the text is seen, then reused. */
+static const cached_t *result_list(policy_t *pol, const char *text)
+{
+    for (size_t i = 0; i < pol->ncache; i++)
+        if (strcmp(pol->cache[i].text, text) == 0)
+            return &pol->cache[i];
+    cached_t *c;
+    if (pol->ncache < RESULT_CACHE_MAX) {
+        pol->cache = xrealloc(pol->cache, (pol->ncache + 1) * sizeof *pol->cache);
+        c = &pol->cache[pol->ncache++];
+    } else {
+        c = &pol->overflow;
+        free(c->text);
+        free(c->error);
+        list_free(&c->list);
+    }
+    memset(c, 0, sizeof *c);
+    c->text = xstrdup(text);
+    buf_t err = BUF_INIT;
+    cctx_t cc = {.pol = pol, .tables_ok = false, .implied_check = false, .err = &err};
+    size_t n;
+    char **items = split_list(text, &n);
+    compile_items(&cc, (const char *const *)items, n, &c->list);
+    free(items);
+    if (cc.errors) {
+        buf_truncate(&err, err.len && err.data[err.len - 1] == '\n' ? err.len - 1 : err.len);
+        for (size_t i = 0; i < err.len; i++)
+            if (err.data[i] == '\n')
+                err.data[i] = ';';
+        c->error = buf_steal(&err);
+        list_free(&c->list);
+    }
+    buf_free(&err);
+    return c;
+}
+
+/* ---------------------------------------------------------------- verdicts */
+
+void verdict_init(verdict_t *v)
+{
+    memset(v, 0, sizeof *v);
+    v->status = V_PERMIT;
+}
+
+void verdict_reset(verdict_t *v)
+{
+    v->status = V_PERMIT;
+    v->code = 0;
+    buf_reset(&v->reply);
+    v->rule[0] = 0;
+    v->origin.file = NULL;
+    v->origin.line = 0;
+    v->discard = v->hold = false;
+    buf_reset(&v->prepend);
+    buf_reset(&v->warnings);
+    v->sleep = 0;
+    buf_reset(&v->postponed);
+}
+
+void verdict_free(verdict_t *v)
+{
+    buf_free(&v->reply);
+    buf_free(&v->prepend);
+    buf_free(&v->warnings);
+    buf_free(&v->postponed);
+    verdict_init(v);
+}
+
+/* --------------------------------------------------------------- evaluate */
+
+enum { S_DUNNO = 0, S_OK = 1, S_REJECT = 2 };
+
+typedef struct defer_state {
+    bool active;
+    char reply[REPLY_MAX + 1];   /* complete: "450 4.7.1 <x>: ..." */
+    char rule[160];
+    map_origin_t origin;
+} defer_state_t;
+
+typedef struct ectx {
+    policy_t *pol;
+    const pstate_t *st;
+    verdict_t *v;
+    buf_t *trace;
+    pcmd_t cmd;
+    const char *stage;        /* the command as Postfix logs it */
+    const char *top;          /* the class being evaluated */
+    rkind_t implied;          /* the check a bare table stands for */
+    int recursion;
+    int warn_if_reject;       /* recursion level that armed it; 0: off */
+    defer_state_t dip, dir;
+    map_origin_t origin;      /* the table line being acted on, if any */
+    const step_t *step;
+    char namaddr[320];
+} ectx_t;
+
+static void trace(ectx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void trace(ectx_t *c, const char *fmt, ...)
+{
+    if (!c->trace)
+        return;
+    buf_printf(c->trace, "  %s: ", c->top);
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(c->trace, fmt, ap);
+    va_end(ap);
+    buf_putc(c->trace, '\n');
+}
+
+/* One log line per event, as Postfix's log_whatsup: the caller adds the
+ * queue ID.  Peer text never splits the line. */
+static void whatsup(ectx_t *c, const char *what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void whatsup(ectx_t *c, const char *what, const char *fmt, ...)
+{
+    buf_t *w = &c->v->warnings;
+    size_t start = w->len;
+    buf_printf(w, "%s: %s from %s: ", what, c->stage, c->namaddr);
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(w, fmt, ap);
+    va_end(ap);
+    buf_putc(w, ';');
+    const pstate_t *st = c->st;
+    if (st->sender)
+        buf_printf(w, " from=<%s>", st->sender);
+    if (st->recipient && c->cmd != PCMD_ETRN)
+        buf_printf(w, " to=<%s>", st->recipient);
+    if (st->protocol)
+        buf_printf(w, " proto=%s", st->protocol);
+    if (st->helo)
+        buf_printf(w, " helo=<%s>", st->helo);
+    for (size_t i = start; i < w->len; i++)
+        if (w->data[i] == '\n' || w->data[i] == '\r')
+            w->data[i] = ' ';
+    buf_putc(w, '\n');
+    if (c->trace)
+        trace(c, "log: %.*s", (int)(w->len - start - 1), w->data + start);
+}
+
+static void warnf(ectx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warnf(ectx_t *c, const char *fmt, ...)
+{
+    buf_t *w = &c->v->warnings;
+    size_t start = w->len;
+    buf_puts(w, "warning: ");
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(w, fmt, ap);
+    va_end(ap);
+    for (size_t i = start; i < w->len; i++)
+        if (w->data[i] == '\n' || w->data[i] == '\r')
+            w->data[i] = ' ';
+    buf_putc(w, '\n');
+    if (c->trace)
+        trace(c, "%.*s", (int)(w->len - start - 1), w->data + start);
+}
+
+static void set_rule(ectx_t *c, char *rule, size_t size)
+{
+    snprintf(rule, size, "%s:%s", c->top, c->step ? c->step->text : "");
+}
+
+/* "NNN x.y.z text": code and enhanced code first, the text made printable
+ * and cut at the RFC 5321 line length. */
+static void format_reply(char *out, int code, const char *dsn, const char *fmt, va_list ap)
+{
+    int n = snprintf(out, REPLY_MAX + 1, "%d %s ", code, dsn);
+    if (n > 0 && n < REPLY_MAX)
+        vsnprintf(out + n, (size_t)(REPLY_MAX + 1 - n), fmt, ap);
+    for (char *p = out; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = ' ';
+}
+
+static int apply_reject(ectx_t *c, bool software, char *text, const char *rule, map_origin_t origin)
+{
+    bool warn = c->warn_if_reject && !software;
+    /* An earlier DEFER_IF_REJECT turns this rejection into its deferral. */
+    if (!warn && c->dir.active && text[0] == '5') {
+        c->dir.active = false;
+        c->warn_if_reject = 0;
+        trace(c, "defer_if_reject turns \"%s\" into \"%s\"", text, c->dir.reply);
+        return apply_reject(c, false, c->dir.reply, c->dir.rule, c->dir.origin);
+    }
+    /* The enhanced code's class follows the reply code (access_map_reject_code = 450 etc). */
+    if (text[0] && text[1] && text[2] && text[3] == ' ' && text[4] && text[5] == '.')
+        text[4] = text[0];
+    if (warn) {
+        whatsup(c, "reject_warning", "%s", text);
+        return S_DUNNO;
+    }
+    verdict_t *v = c->v;
+    buf_reset(&v->reply);
+    buf_puts(&v->reply, text);
+    v->code = atoi(text);
+    v->status = text[0] == '4' ? V_DEFER : V_REJECT;
+    str_copy(v->rule, rule, sizeof v->rule);
+    v->origin = origin;
+    trace(c, "%s -> %s", c->step ? c->step->text : "", text);
+    return S_REJECT;
+}
+
+/* Postfix's smtpd_check_reject.  software: configuration or table
+ * failures, which warn_if_reject must not turn into warnings. */
+static int reject(ectx_t *c, bool software, int code, const char *dsn, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int reject(ectx_t *c, bool software, int code, const char *dsn, const char *fmt, ...)
+{
+    char text[REPLY_MAX + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    format_reply(text, code, dsn, fmt, ap);
+    va_end(ap);
+    if (code < 400 || code > 599) {
+        warnf(c, "SMTP reply code configuration error: %s", text);
+        str_copy(text, "450 4.7.1 Service unavailable", sizeof text);
+    }
+    char rule[sizeof c->v->rule];
+    set_rule(c, rule, sizeof rule);
+    return apply_reject(c, software, text, rule, c->origin);
+}
+
+/* Remember a deferral for later (the first reason wins, as in Postfix). */
+static void defer_if(ectx_t *c, defer_state_t *d, int code, const char *dsn, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static void defer_if(ectx_t *c, defer_state_t *d, int code, const char *dsn, const char *fmt, ...)
+{
+    if (d->active)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    format_reply(d->reply, code, dsn, fmt, ap);
+    va_end(ap);
+    if (d->reply[3] == ' ' && d->reply[5] == '.')
+        d->reply[4] = d->reply[0];
+    d->active = true;
+    set_rule(c, d->rule, sizeof d->rule);
+    d->origin = c->origin;
+    trace(c, "%s: remembered %s \"%s\"", c->step ? c->step->text : "",
+          d == &c->dip ? "defer_if_permit" : "defer_if_reject", d->reply);
+}
+
+static int server_error(ectx_t *c)
+{
+    return reject(c, true, 451, "4.3.5", "Server configuration error");
+}
+
+/* smtpd_log_access_permit_actions */
+static int acl_permit(ectx_t *c, const char *action, const char *rclass, const char *rname, const char *table)
+{
+    policy_t *pol = c->pol;
+    bool log = pol->permit_log_all;
+    for (size_t i = 0; !log && i < pol->npermit_log; i++)
+        log = str_ieq(pol->permit_log[i], action);
+    if (log)
+        whatsup(c, "permit", "action=%s for %s=%s%s%s", action, rclass, rname, table ? " from " : "",
+                table ? table : "");
+    trace(c, "%s -> OK", c->step ? c->step->text : action);
+    return S_OK;
+}
+
+/* Only where a message will follow can its actions apply (Postfix's
+ * can_delegate_action / not_in_client_helo). */
+static bool in_transaction(ectx_t *c, const char *table, const char *action)
+{
+    if (c->cmd == PCMD_ETRN) {
+        warnf(c, "access table %s: action %s is unavailable in smtpd_etrn_restrictions", table, action);
+        return false;
+    }
+    if (c->cmd == PCMD_CONNECT || c->cmd == PCMD_HELO) {
+        warnf(c, "access table %s: with smtpd_delay_reject=no, action %s is always skipped in Client host "
+                 "or Helo command restrictions", table, action);
+        return false;
+    }
+    return true;
+}
+
+static int run_list(ectx_t *c, const rlist_t *l, const char *rname, const char *rclass);
+
+/* "REJECT 4.1.1 text", "554 4.7.1 text": Postfix takes the enhanced code
+ * and makes its class follow the reply code.  action_parse calls that a
+ * mismatch; give it the corrected text (in fixed) and parse again. */
+static void parse_result(const char *value, action_t *a, char *fixed, size_t size)
+{
+    action_parse(value, a);
+    if (a->kind != ACT_INVALID)
+        return;
+    const char *v = value;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    size_t wl = strcspn(v, " \t");
+    char cls = 0;
+    if (wl == 3 && v[0] >= '4' && v[0] <= '5' && v[1] >= '0' && v[1] <= '9' && v[2] >= '0' && v[2] <= '9')
+        cls = v[0];
+    else if (wl == 6 && str_nieq(v, "REJECT", 6))
+        cls = '5';
+    else if ((wl == 5 && str_nieq(v, "DEFER", 5)) || (wl == 15 && (str_nieq(v, "DEFER_IF_REJECT", 15) ||
+                                                                    str_nieq(v, "DEFER_IF_PERMIT", 15))))
+        cls = '4';
+    const char *d = v + wl;
+    while (*d == ' ' || *d == '\t')
+        d++;
+    if (!cls || !(d[0] == '2' || d[0] == '4' || d[0] == '5') || d[1] != '.' || d[0] == cls ||
+        strlen(value) >= size)
+        return;
+    str_copy(fixed, value, size);
+    fixed[d - value] = cls;
+    action_t again;
+    action_parse(fixed, &again);
+    if (again.kind != ACT_INVALID)
+        *a = again;
+}
+
+static int table_result(ectx_t *c, const step_t *s, const char *value, const char *key, const char *rname,
+                        const char *rclass, map_origin_t origin)
+{
+    policy_t *pol = c->pol;
+    const char *table = map_name(s->map);
+    action_t a;
+    char fixed[REPLY_MAX + 1];
+    parse_result(value, &a, fixed, sizeof fixed);
+    map_origin_t saved = c->origin;
+    c->origin = origin;
+    if (origin.file)
+        trace(c, "%s: %s found at %s:%d: %s", s->text, key, origin.file, origin.line, value);
+    else
+        trace(c, "%s: %s found: %s", s->text, key, value);
+    int rc = S_DUNNO;
+    char dsn[12];
+    switch (a.kind) {
+    case ACT_DUNNO:
+        break;
+    case ACT_OK:
+        rc = acl_permit(c, "OK", rclass, rname, table);
+        break;
+    case ACT_REJECT:
+        rs_dsn_fix(a.dsn[0] ? a.dsn : "5.7.1", rclass, dsn, sizeof dsn);
+        rc = reject(c, false, a.code ? a.code : pol->map_reject_code, dsn, "<%s>: %s rejected: %s", rname, rclass,
+                    *a.text ? a.text : "Access denied");
+        break;
+    case ACT_DEFER:
+        rs_dsn_fix(a.dsn[0] ? a.dsn : "4.7.1", rclass, dsn, sizeof dsn);
+        rc = reject(c, false, a.code ? a.code : pol->map_defer_code, dsn, "<%s>: %s rejected: %s", rname, rclass,
+                    *a.text ? a.text : "Access denied");
+        break;
+    case ACT_DEFER_IF_PERMIT:
+        rs_dsn_fix(a.dsn[0] ? a.dsn : "4.7.1", rclass, dsn, sizeof dsn);
+        if (!c->warn_if_reject)
+            defer_if(c, &c->dip, pol->map_defer_code, dsn, "<%s>: %s rejected: %s", rname, rclass,
+                     *a.text ? a.text : "Service unavailable");
+        else
+            reject(c, false, pol->map_defer_code, dsn, "<%s>: %s rejected: %s", rname, rclass,
+                   *a.text ? a.text : "Service unavailable");
+        break;
+    case ACT_DEFER_IF_REJECT:
+        rs_dsn_fix(a.dsn[0] ? a.dsn : "4.7.1", rclass, dsn, sizeof dsn);
+        defer_if(c, &c->dir, pol->map_defer_code, dsn, "<%s>: %s rejected: %s", rname, rclass,
+                 *a.text ? a.text : "Service unavailable");
+        break;
+    case ACT_WARN:
+        whatsup(c, "warn", "%s", a.text);
+        break;
+    case ACT_INFO:
+        whatsup(c, "info", "%s", a.text);
+        break;
+    case ACT_DISCARD:
+        if (!in_transaction(c, table, "DISCARD"))
+            break;
+        whatsup(c, "discard", "<%s>: %s %s", rname, rclass, *a.text ? a.text : "triggers DISCARD action");
+        c->v->discard = true;
+        rc = acl_permit(c, "DISCARD", rclass, rname, table);
+        break;
+    case ACT_PREPEND:
+        if (!in_transaction(c, table, "PREPEND"))
+            break;
+        if (c->cmd == PCMD_EOD) {
+            warnf(c, "access table %s: action PREPEND must be used before smtpd_end_of_data_restrictions", table);
+            break;
+        }
+        {
+            size_t start = c->v->prepend.len;
+            buf_puts(&c->v->prepend, a.text);
+            for (size_t i = start; i < c->v->prepend.len; i++)
+                if (c->v->prepend.data[i] == '\n' || c->v->prepend.data[i] == '\r')
+                    c->v->prepend.data[i] = ' ';
+            buf_putc(&c->v->prepend, '\n');
+        }
+        break;
+    case ACT_HOLD:
+    case ACT_REDIRECT:
+    case ACT_FILTER:
+    case ACT_BCC:
+        if (!in_transaction(c, table, action_name(a.kind)))
+            break;
+        /* The queue manager that would honour them comes later: refusing
+         * is better than accepting mail that then goes where it must not. */
+        warnf(c, "access table %s entry \"%s\": %s action is not supported by this version of moat "
+                 "(comes with the queue issue)", table, key, action_name(a.kind));
+        if (a.kind == ACT_HOLD)
+            c->v->hold = true;
+        rc = reject(c, true, 451, "4.3.0", "<%s>: %s action is not supported by this version of moat", rname,
+                    action_name(a.kind));
+        break;
+    case ACT_RESTRICTIONS:
+        if (c->recursion > RECURSION_LIMIT) {
+            warnf(c, "access table %s entry \"%s\" causes unreasonable recursion", table, key);
+            rc = server_error(c);
+            break;
+        }
+        {
+            const cached_t *cl = result_list(pol, a.text);
+            if (cl->error) {
+                warnf(c, "access table %s entry \"%s\" result \"%s\": %s", table, key, cl->text, cl->error);
+                rc = server_error(c);
+            } else {
+                rc = run_list(c, &cl->list, rname, rclass);
+            }
+        }
+        break;
+    case ACT_INVALID:
+        warnf(c, "access table %s entry \"%s\" has a bad result \"%s\": %s", table, key, value, a.text);
+        rc = server_error(c);
+        break;
+    }
+    c->origin = saved;
+    return rc;
+}
+
+typedef struct lookup {
+    ectx_t *c;
+    const step_t *s;
+    bool pattern;
+    int nkeys;
+    map_status status;
+    map_origin_t origin;
+    char key[KEY_MAX + 1];
+} lookup_t;
+
+static int try_key(const char *key, void *arg)
+{
+    lookup_t *l = arg;
+    /* Pattern tables see the whole string, never its parts (Postfix's
+     * DICT_FLAG_FIXED): a regexp would otherwise match "com". */
+    if (l->pattern && l->nkeys > 0)
+        return 0;
+    l->nkeys++;
+    map_status st = map_lookup(l->s->map, key, &l->c->pol->value, &l->origin);
+    if (st == MAP_NOTFOUND)
+        return 0;
+    l->status = st;
+    str_copy(l->key, key, sizeof l->key);
+    return 1;
+}
+
+static int lookup_done(ectx_t *c, lookup_t *l, const char *rname, const char *rclass)
+{
+    if (l->status == MAP_FOUND)
+        return table_result(c, l->s, buf_cstr(&c->pol->value), l->key, rname, rclass, l->origin);
+    if (l->status == MAP_TEMPFAIL) {
+        warnf(c, "%s lookup error for \"%s\": %s", map_name(l->s->map), l->key, buf_cstr(&c->pol->value));
+        return reject(c, true, 451, "4.3.0", "<%s>: Temporary lookup failure", rname);
+    }
+    trace(c, "%s: not found", l->s->text);
+    return S_DUNNO;
+}
+
+static void lookup_init(lookup_t *l, ectx_t *c, const step_t *s)
+{
+    l->c = c;
+    l->s = s;
+    l->pattern = s->pattern;
+    l->nkeys = 0;
+    l->status = MAP_NOTFOUND;
+    l->origin.file = NULL;
+    l->origin.line = 0;
+    l->key[0] = 0;
+}
+
+/* check_domain_access: the name, then its parent domains (not for a
+ * numeric name: "1.2.3.4" has no parent "2.3.4"). */
+static int check_domain(ectx_t *c, const step_t *s, const char *name, const char *rname, const char *rclass)
+{
+    lookup_t l;
+    lookup_init(&l, c, s);
+    if (rs_valid_hostaddr(name))
+        try_key(name, &l);
+    else
+        access_keys_host(name, c->pol->parent_match, try_key, &l);
+    return lookup_done(c, &l, rname, rclass);
+}
+
+/* check_namadr_access: the host name and its parents, then the address
+ * and its networks. */
+static int check_namadr(ectx_t *c, const step_t *s, const char *name, const char *addr, const char *rname,
+                        const char *rclass)
+{
+    lookup_t l;
+    lookup_init(&l, c, s);
+    if (name && *name)
+        access_keys_host(name, c->pol->parent_match, try_key, &l);
+    if (l.status == MAP_NOTFOUND && addr && *addr) {
+        l.nkeys = 0;
+        access_keys_addr(addr, try_key, &l);
+    }
+    return lookup_done(c, &l, rname, rclass);
+}
+
+/* check_mail_access: user+ext@domain, user@domain, domain and parents,
+ * user+ext@, user@; the null sender is smtpd_null_access_lookup_key. */
+static int check_mail(ectx_t *c, const step_t *s, const char *addr, const char *rname, const char *rclass)
+{
+    lookup_t l;
+    lookup_init(&l, c, s);
+    if (!*addr)
+        try_key(c->pol->null_key, &l);
+    else
+        access_keys_email(addr, c->pol->delim, c->pol->parent_match, c->pol->null_key, try_key, &l);
+    return lookup_done(c, &l, rname, rclass);
+}
+
+/* Drop one trailing dot ("foo." but not "foo.."), as Postfix does before
+ * judging a name. */
+static const char *trim_dot(const char *name, char *buf, size_t size)
+{
+    size_t n = strlen(name);
+    if (n > 1 && name[n - 1] == '.' && name[n - 2] != '.' && n < size) {
+        memcpy(buf, name, n - 1);
+        buf[n - 1] = 0;
+        return buf;
+    }
+    return name;
+}
+
+static int reject_invalid_hostaddr(ectx_t *c, const char *addr, const char *rname, const char *rclass)
+{
+    char buf[300];
+    const char *test = addr;
+    size_t n = strlen(addr);
+    if (addr[0] == '[' && n > 2 && addr[n - 1] == ']' && n - 2 < sizeof buf) {
+        memcpy(buf, addr + 1, n - 2);
+        buf[n - 2] = 0;
+        test = buf;
+    }
+    if (rs_valid_mailhost_addr(test)) {
+        trace(c, "%s: %s is a valid address", c->step->text, addr);
+        return S_DUNNO;
+    }
+    return reject(c, false, c->pol->bad_name_code, "5.5.2", "<%s>: %s rejected: invalid ip address", rname, rclass);
+}
+
+static int reject_non_fqdn_address(ectx_t *c, const char *addr, const char *rname, const char *rclass)
+{
+    const char *at = strrchr(addr, '@');
+    const char *domain = at ? at + 1 : "";
+    size_t n = strlen(domain);
+    if (domain[0] == '[' && n > 1 && domain[n - 1] == ']')
+        return S_DUNNO;   /* an address literal is as qualified as it gets */
+    char buf[300];
+    const char *d = trim_dot(domain, buf, sizeof buf);
+    if (!*d || !rs_valid_hostname(d, false, true) || !strchr(d, '.'))
+        return reject(c, false, c->pol->non_fqdn_code, "4.5.2", "<%s>: %s rejected: need fully-qualified address",
+                      rname, rclass);
+    trace(c, "%s: %s is fully qualified", c->step->text, addr);
+    return S_DUNNO;
+}
+
+/* The recipient's domain is one we receive mail for (permit_auth_destination).
+ * A local part that still routes (% ! @) goes elsewhere, as Postfix's
+ * resolver flags it. */
+static bool auth_destination(ectx_t *c, const char *rcpt)
+{
+    const char *at = strrchr(rcpt, '@');
+    if (!at)
+        return true;   /* unqualified: ours (Postfix appends $myorigin) */
+    for (const char *p = rcpt; p < at; p++)
+        if (*p == '%' || *p == '!' || *p == '@')
+            return false;
+    char buf[300];
+    const char *d = trim_dot(at + 1, buf, sizeof buf);
+    for (size_t i = 0; i < c->pol->nmydest; i++)
+        if (str_ieq(c->pol->mydest[i], d))
+            return true;
+    return false;
+}
+
+/* forbid_allowlist: a name the client chose must not buy an OK. */
+static int forbid_ok(ectx_t *c, int status, const char *target)
+{
+    if (status != S_OK || c->v->discard)
+        return status;
+    warnf(c, "restriction %s returns OK for %s; this is not allowed for security reasons "
+             "(use DUNNO instead of OK to make an exception)", c->step->text, target);
+    return server_error(c);
+}
+
+static int run_check(ectx_t *c, rkind_t kind, const step_t *s)
+{
+    const pstate_t *st = c->st;
+    switch (kind) {
+    case R_CHECK_CLIENT:
+        return check_namadr(c, s, st->client_name, st->client_addr, c->namaddr, "Client host");
+    case R_CHECK_REVERSE_CLIENT: {
+        const char *rev = st->reverse_name ? st->reverse_name : "unknown";
+        return forbid_ok(c, check_namadr(c, s, rev, st->client_addr, rev, "Unverified Client host"), rev);
+    }
+    case R_CHECK_HELO:
+        return st->helo ? check_domain(c, s, st->helo, st->helo, "Helo command") : S_DUNNO;
+    case R_CHECK_SENDER:
+        return st->sender ? check_mail(c, s, st->sender, st->sender, "Sender address") : S_DUNNO;
+    case R_CHECK_RCPT:
+        if (!st->recipient || c->cmd == PCMD_ETRN)
+            return S_DUNNO;
+        return check_mail(c, s, st->recipient, st->recipient, "Recipient address");
+    case R_CHECK_ETRN:
+        if (c->cmd != PCMD_ETRN || !st->recipient)
+            return S_DUNNO;
+        return check_domain(c, s, st->recipient, st->recipient, "Etrn command");
+    default:
+        warnf(c, "specify one of (check_client_access, check_reverse_client_hostname_access, check_helo_access, "
+                 "check_sender_access, check_recipient_access, check_etrn_access) before restriction \"%s\"",
+              s->text);
+        return server_error(c);
+    }
+}
+
+static int run_step(ectx_t *c, const step_t *s, const char *rname, const char *rclass)
+{
+    policy_t *pol = c->pol;
+    const pstate_t *st = c->st;
+    c->step = s;
+    switch (s->kind) {
+    case R_PERMIT:
+        return acl_permit(c, "permit", rclass, rname, NULL);
+    case R_REJECT:
+        return reject(c, false, pol->reject_code, "5.7.1", "<%s>: %s rejected: Access denied", rname, rclass);
+    case R_DEFER:
+        return reject(c, false, pol->defer_code, "4.3.2", "<%s>: %s rejected: Try again later", rname, rclass);
+    case R_DEFER_IF_PERMIT:
+        if (!c->warn_if_reject)
+            defer_if(c, &c->dip, 450, "4.7.0", "<%s>: %s rejected: defer_if_permit requested", rname, rclass);
+        else
+            reject(c, false, 450, "4.7.0", "<%s>: %s rejected: defer_if_permit requested", rname, rclass);
+        return S_DUNNO;
+    case R_DEFER_IF_REJECT:
+        defer_if(c, &c->dir, 450, "4.7.0", "<%s>: %s rejected: defer_if_reject requested", rname, rclass);
+        return S_DUNNO;
+    case R_WARN_IF_REJECT:
+        return S_DUNNO;   /* handled by run_list */
+    case R_SLEEP:
+        c->v->sleep += (unsigned)s->arg;
+        trace(c, "%s: the reply waits %u s in all", s->text, c->v->sleep);
+        return S_DUNNO;
+    case R_PERMIT_MYNETWORKS: {
+        bool in = st->peer ? netlist_match(pol->mynetworks, st->peer)
+                           : (st->client_addr && netlist_match_text(pol->mynetworks, st->client_addr));
+        if (in) {
+            trace(c, "%s: %s is in mynetworks", s->text, st->client_addr ? st->client_addr : "?");
+            return acl_permit(c, "permit_mynetworks", "Client host", c->namaddr, NULL);
+        }
+        trace(c, "%s: %s is not in mynetworks", s->text, st->client_addr ? st->client_addr : "?");
+        return S_DUNNO;
+    }
+    case R_PERMIT_SASL:
+        if (st->sasl_user && *st->sasl_user)
+            return acl_permit(c, "permit_sasl_authenticated", "Client host", c->namaddr, NULL);
+        trace(c, "%s: not authenticated", s->text);
+        return S_DUNNO;
+    case R_PERMIT_AUTH_DEST:
+        if (st->recipient && c->cmd != PCMD_ETRN && auth_destination(c, st->recipient))
+            return acl_permit(c, "permit_auth_destination", "Recipient address", st->recipient, NULL);
+        return S_DUNNO;
+    case R_REJECT_UNAUTH_DEST:
+    case R_DEFER_UNAUTH_DEST:
+        if (!st->recipient || c->cmd == PCMD_ETRN)
+            return S_DUNNO;
+        if (auth_destination(c, st->recipient)) {
+            trace(c, "%s: %s is a local destination", s->text, st->recipient);
+            return S_DUNNO;
+        }
+        if (s->kind == R_REJECT_UNAUTH_DEST)
+            return reject(c, false, pol->relay_code, "5.7.1", "<%s>: Relay access denied", st->recipient);
+        return reject(c, false, pol->relay_code - 100, "4.7.1", "<%s>: Relay access denied", st->recipient);
+    case R_REJECT_UNAUTH_PIPELINING:
+        if (st->pipelined_early)
+            return reject(c, false, pol->pipelining_code, "5.5.0",
+                          "<%s>: %s rejected: Improper use of SMTP command pipelining", rname, rclass);
+        return S_DUNNO;
+    case R_REJECT_NON_FQDN_HELO:
+        if (!st->helo)
+            return S_DUNNO;
+        if (st->helo[0] == '[')
+            return reject_invalid_hostaddr(c, st->helo, st->helo, "Helo command");
+        {
+            char buf[300];
+            const char *h = trim_dot(st->helo, buf, sizeof buf);
+            if (!rs_valid_hostname(h, false, false) || !strchr(h, '.'))
+                return reject(c, false, pol->non_fqdn_code, "5.5.2",
+                              "<%s>: Helo command rejected: need fully-qualified hostname", st->helo);
+        }
+        return S_DUNNO;
+    case R_REJECT_INVALID_HELO:
+        if (!st->helo)
+            return S_DUNNO;
+        if (st->helo[0] == '[')
+            return reject_invalid_hostaddr(c, st->helo, st->helo, "Helo command");
+        {
+            char buf[300];
+            const char *h = trim_dot(st->helo, buf, sizeof buf);
+            if (!rs_valid_hostname(h, false, false) && !rs_valid_hostaddr(h))
+                return reject(c, false, pol->bad_name_code, "5.5.2", "<%s>: Helo command rejected: Invalid name",
+                              st->helo);
+        }
+        return S_DUNNO;
+    case R_PERMIT_NAKED_IP:
+        warnf(c, "restriction permit_naked_ip_address is deprecated. Use permit_mynetworks or "
+                 "permit_sasl_authenticated instead");
+        if (st->helo && st->helo[strspn(st->helo, "0123456789.:")] == 0) {
+            int rc = reject_invalid_hostaddr(c, st->helo, st->helo, "Helo command");
+            return rc ? rc : acl_permit(c, "permit_naked_ip_address", "Helo command", st->helo, NULL);
+        }
+        return S_DUNNO;
+    case R_REJECT_NON_FQDN_SENDER:
+        if (st->sender && *st->sender)
+            return reject_non_fqdn_address(c, st->sender, st->sender, "Sender address");
+        return S_DUNNO;
+    case R_REJECT_NON_FQDN_RCPT:
+        if (st->recipient && c->cmd != PCMD_ETRN)
+            return reject_non_fqdn_address(c, st->recipient, st->recipient, "Recipient address");
+        return S_DUNNO;
+    case R_REJECT_MULTI_RCPT_BOUNCE:
+        if (st->sender && !*st->sender && st->nrcpt > (c->cmd == PCMD_RCPT ? 0u : 1u))
+            return reject(c, false, pol->mul_rcpt_code, "5.5.3", "<%s>: %s rejected: Multi-recipient bounce", rname,
+                          rclass);
+        return S_DUNNO;
+    case R_CHECK_CLIENT:
+    case R_CHECK_REVERSE_CLIENT:
+    case R_CHECK_HELO:
+    case R_CHECK_SENDER:
+    case R_CHECK_RCPT:
+    case R_CHECK_ETRN:
+        return run_check(c, s->kind, s);
+    case R_TABLE:
+        return run_check(c, c->implied, s);
+    case R_CLASS:
+        trace(c, "class %s", s->text);
+        return run_list(c, &pol->classes[s->arg].list, rname, rclass);
+    case R_NONE:
+        break;
+    }
+    return server_error(c);
+}
+
+/* Postfix's generic_checks: steps in order until one decides. */
+static int run_list(ectx_t *c, const rlist_t *l, const char *rname, const char *rclass)
+{
+    int saved = c->recursion++;
+    int status = S_DUNNO;
+    for (size_t i = 0; i < l->n; i++) {
+        const step_t *s = &l->steps[i];
+        if (c->v->discard)
+            break;
+        if (s->kind == R_WARN_IF_REJECT) {
+            if (!c->warn_if_reject)
+                c->warn_if_reject = c->recursion;
+            continue;
+        }
+        status = run_step(c, s, rname, rclass);
+        if (c->warn_if_reject >= c->recursion)
+            c->warn_if_reject = 0;
+        if (status != S_DUNNO)
+            break;
+        if (c->dip.active && c->dir.active)
+            break;
+    }
+    c->recursion = saved;
+    /* A list that ended in warn_if_reject: nothing left for it to soften. */
+    if (c->warn_if_reject >= c->recursion)
+        c->warn_if_reject = 0;
+    return status;
+}
+
+/* One class, as one of Postfix's smtpd_check_* stages.  reset: start a
+ * new stage (defer_if_reject and warn_if_reject do not carry over). */
+static int stage(ectx_t *c, rclass_t rc, bool reset)
+{
+    const pstate_t *st = c->st;
+    if (reset) {
+        c->recursion = 0;
+        c->warn_if_reject = 0;
+        c->dir.active = false;
+    }
+    c->top = class_names[rc];
+    c->step = NULL;
+    const char *rname = "", *rclass = "";
+    switch (rc) {
+    case RC_CLIENT:
+        rname = c->namaddr, rclass = "Client host", c->implied = R_CHECK_CLIENT;
+        break;
+    case RC_HELO:
+        rname = st->helo ? st->helo : "", rclass = "Helo command", c->implied = R_CHECK_HELO;
+        break;
+    case RC_SENDER:
+        rname = st->sender ? st->sender : "", rclass = "Sender address", c->implied = R_CHECK_SENDER;
+        break;
+    case RC_RELAY:
+    case RC_RECIPIENT:
+        rname = st->recipient ? st->recipient : "", rclass = "Recipient address", c->implied = R_CHECK_RCPT;
+        break;
+    case RC_DATA:
+        rname = "DATA", rclass = "Data command", c->implied = R_NONE;
+        break;
+    case RC_EOD:
+        rname = "END-OF-MESSAGE", rclass = "End-of-data", c->implied = R_NONE;
+        break;
+    case RC_ETRN:
+        rname = st->recipient ? st->recipient : "", rclass = "Etrn command", c->implied = R_CHECK_ETRN;
+        break;
+    default:
+        break;
+    }
+    const rlist_t *l = &c->pol->top[rc];
+    if (!l->n)
+        return S_DUNNO;
+    int status = run_list(c, l, rname, rclass);
+    if (status == S_DUNNO)
+        trace(c, "end of list -> permit");
+    return status;
+}
+
+static const char *stage_name(pcmd_t cmd, const pstate_t *st)
+{
+    switch (cmd) {
+    case PCMD_CONNECT: return "CONNECT";
+    case PCMD_HELO: return st->protocol && str_ieq(st->protocol, "ESMTP") ? "EHLO" : "HELO";
+    case PCMD_MAIL: return "MAIL";
+    case PCMD_RCPT: return "RCPT";
+    case PCMD_DATA: return "DATA";
+    case PCMD_EOD: return "END-OF-MESSAGE";
+    case PCMD_ETRN: return "ETRN";
+    }
+    return "?";
+}
+
+vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *v, buf_t *trace_buf)
+{
+    verdict_reset(v);
+    ectx_t c = {.pol = pol, .st = st, .v = v, .trace = trace_buf, .cmd = cmd, .top = "policy"};
+    c.stage = stage_name(cmd, st);
+    snprintf(c.namaddr, sizeof c.namaddr, "%s[%s]", st->client_name ? st->client_name : "unknown",
+             st->client_addr ? st->client_addr : "unknown");
+    bool delay = pol->delay_reject;
+    bool final_dip = true;
+    int status = S_DUNNO;
+    switch (cmd) {
+    case PCMD_CONNECT:
+        final_dip = false;
+        if (!delay)
+            status = stage(&c, RC_CLIENT, true);
+        break;
+    case PCMD_HELO:
+        final_dip = false;
+        if (!delay && st->helo)
+            status = stage(&c, RC_HELO, true);
+        break;
+    case PCMD_MAIL:
+        final_dip = false;
+        if (!delay && st->sender)
+            status = stage(&c, RC_SENDER, true);
+        break;
+    case PCMD_RCPT:
+        if (delay) {
+            status = stage(&c, RC_CLIENT, true);
+            if (status != S_REJECT && st->helo)
+                status = stage(&c, RC_HELO, true);
+            if (status != S_REJECT && st->sender)
+                status = stage(&c, RC_SENDER, true);
+        }
+        if (status != S_REJECT && st->recipient) {
+            /* One stage in Postfix: a defer_if_reject spans both lists. */
+            rclass_t first = pol->relay_first ? RC_RELAY : RC_RECIPIENT;
+            rclass_t second = pol->relay_first ? RC_RECIPIENT : RC_RELAY;
+            status = stage(&c, first, true);
+            if (status != S_REJECT)
+                status = stage(&c, second, false);
+        }
+        break;
+    case PCMD_DATA:
+        status = stage(&c, RC_DATA, true);
+        break;
+    case PCMD_EOD:
+        status = stage(&c, RC_EOD, true);
+        break;
+    case PCMD_ETRN:
+        if (delay) {
+            status = stage(&c, RC_CLIENT, true);
+            if (status != S_REJECT && st->helo)
+                status = stage(&c, RC_HELO, true);
+        }
+        if (status != S_REJECT)
+            status = stage(&c, RC_ETRN, true);
+        break;
+    }
+    if (status != S_REJECT && c.dip.active) {
+        if (final_dip) {
+            /* A permit, but an earlier step could not decide: defer. */
+            c.warn_if_reject = 0;
+            c.dir.active = false;
+            apply_reject(&c, false, c.dip.reply, c.dip.rule, c.dip.origin);
+        } else {
+            buf_puts(&v->postponed, c.dip.reply);
+        }
+    }
+    if (trace_buf) {
+        c.top = "verdict";
+        if (v->status == V_PERMIT)
+            trace(&c, "permit%s%s", v->postponed.len ? "; postponed to RCPT: " : "", buf_cstr(&v->postponed));
+        else
+            trace(&c, "%s (rule=%s)", buf_cstr(&v->reply), v->rule);
+    }
+    return v->status;
+}
+
+/* ------------------------------------------------------------- the reply */
+
+static void footer_name(const pstate_t *st, const char *name, size_t n, buf_t *out)
+{
+    static const char *const names[] = {"client_address", "client_name", "client_hostname", "reverse_client_name",
+                                        "helo_name", "sender", "recipient"};
+    const char *vals[] = {st->client_addr, st->client_name, st->client_name, st->reverse_name, st->helo,
+                          st->sender, st->recipient};
+    for (size_t i = 0; i < ARRAY_LEN(names); i++) {
+        if (strlen(names[i]) == n && memcmp(names[i], name, n) == 0) {
+            buf_puts(out, vals[i] ? vals[i] : "");
+            return;
+        }
+    }
+    buf_putc(out, '$');
+    buf_append(out, name, n);   /* not ours to know: left as written */
+}
+
+void policy_reply_text(const policy_t *pol, const verdict_t *v, const pstate_t *st, buf_t *out)
+{
+    buf_reset(out);
+    if (v->status == V_PERMIT)
+        return;
+    const char *r = buf_cstr(&v->reply);
+    const char *f = pol->footer;
+    const char *sp = strlen(r) > 4 ? strchr(r + 4, ' ') : NULL;
+    if (!*f || !sp || sp - r > 16) {
+        buf_puts(out, r);
+        return;
+    }
+    /* Expand the footer, then lay the whole text out as reply lines:
+     * "\n" in the footer starts a line; a leading "\c" joins the reply's
+     * last line instead of starting one. */
+    buf_t text = BUF_INIT;
+    buf_puts(&text, sp + 1);
+    if (f[0] == '\\' && f[1] == 'c')
+        f += 2;
+    else
+        buf_putc(&text, '\n');
+    for (const char *p = f; *p; p++) {
+        if (p[0] == '\\' && p[1] == 'n') {
+            buf_putc(&text, '\n');
+            p++;
+        } else if (p[0] == '$' && p[1] == '{') {
+            const char *end = strchr(p + 2, '}');
+            if (!end) {
+                buf_puts(&text, p);
+                break;
+            }
+            footer_name(st, p + 2, (size_t)(end - p - 2), &text);
+            p = end;
+        } else if (p[0] == '$' && (p[1] == '_' || (p[1] >= 'a' && p[1] <= 'z'))) {
+            size_t n = 1;
+            while (p[n] == '_' || (p[n] >= 'a' && p[n] <= 'z') || (p[n] >= '0' && p[n] <= '9'))
+                n++;
+            footer_name(st, p + 1, n - 1, &text);
+            p += n - 1;
+        } else if ((unsigned char)*p >= 0x20 && *p != 0x7f) {
+            buf_putc(&text, *p);
+        }
+    }
+    while (text.len && text.data[text.len - 1] == '\n')
+        buf_truncate(&text, text.len - 1);
+    char head[20];
+    size_t hl = (size_t)(sp - r) + 1;   /* "554 5.7.1 " */
+    memcpy(head, r, hl);
+    head[hl] = 0;
+    const char *t = buf_cstr(&text);
+    while (*t) {
+        const char *nl = strchr(t, '\n');
+        size_t n = nl ? (size_t)(nl - t) : strlen(t);
+        if (out->len)
+            buf_puts(out, "\r\n");
+        head[3] = nl ? '-' : ' ';
+        buf_puts(out, head);
+        buf_append(out, t, n);
+        t += n + (nl ? 1 : 0);
+    }
+    buf_free(&text);
+}

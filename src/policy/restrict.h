@@ -1,0 +1,127 @@
+/*
+ * restrict: the Postfix restriction language — smtpd_*_restrictions,
+ * smtpd_restriction_classes, access(5) tables — compiled once per
+ * configuration load and evaluated per SMTP command.
+ *
+ * A restriction list compiles into an array of steps; evaluating a class
+ * walks its steps in order.  A step answers at once with one of:
+ *   PERMIT   (OK, permit_*: ends this class; the next class runs)
+ *   REJECT   (5xx or 4xx: ends the whole evaluation for this command)
+ *   DUNNO    (continue with the next step; the end of a list permits)
+ * DEFER_IF_PERMIT / DEFER_IF_REJECT / warn_if_reject are remembered in
+ * the evaluation state as in Postfix.  (Steps that need DNS or a remote
+ * store arrive with later issues and will return PENDING; until then the
+ * compiler refuses them with a clear error, never skips them.)
+ *
+ * One code path, two doors: the SMTP session and `moat check` both call
+ * policy_eval() with a pstate_t; with a trace attached, every class,
+ * step, lookup key, table line and the verdict are recorded.
+ */
+#ifndef MOAT_POLICY_RESTRICT_H
+#define MOAT_POLICY_RESTRICT_H
+
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#include "config/config.h"
+#include "core/buf.h"
+#include "maps/maps.h"
+
+typedef enum {
+    RC_CLIENT,     /* smtpd_client_restrictions */
+    RC_HELO,       /* smtpd_helo_restrictions */
+    RC_SENDER,     /* smtpd_sender_restrictions */
+    RC_RELAY,      /* smtpd_relay_restrictions */
+    RC_RECIPIENT,  /* smtpd_recipient_restrictions */
+    RC_DATA,       /* smtpd_data_restrictions */
+    RC_EOD,        /* smtpd_end_of_data_restrictions */
+    RC_ETRN,       /* smtpd_etrn_restrictions */
+    RC__COUNT
+} rclass_t;
+
+/* Which SMTP command is being decided; policy_eval runs the classes that
+ * belong to it (with smtpd_delay_reject = yes, RCPT runs client, helo,
+ * sender, relay and recipient; CONNECT/HELO/MAIL run nothing). */
+typedef enum { PCMD_CONNECT, PCMD_HELO, PCMD_MAIL, PCMD_RCPT, PCMD_DATA, PCMD_EOD, PCMD_ETRN } pcmd_t;
+
+typedef struct policy policy_t;
+
+/* Compile every restriction parameter of p (one service's values),
+ * opening every table they name (relative names against config_dir).
+ * NULL with "file:line: message\n" lines in err for: an unknown
+ * restriction or class, a table that does not open, a restriction that a
+ * later moat issue brings ("reject_rbl_client: not supported by this
+ * version of moat"), a missing argument, and a configuration that could
+ * make moat an open relay (neither smtpd_relay_restrictions nor
+ * smtpd_recipient_restrictions ends unauthorized destinations). */
+policy_t *policy_new(const params_t *p, const char *config_dir, buf_t *err);
+void policy_free(policy_t **pol);
+/* Has a table file changed on disk since policy_new?  The owner then
+ * builds a new policy (and keeps the old one if that fails). */
+bool policy_tables_changed(const policy_t *pol);
+
+/* What the session knows; the session owns every string. */
+typedef struct pstate {
+    const struct sockaddr *peer;   /* the client address */
+    const char *client_addr;       /* "192.0.2.1" */
+    const char *client_name;       /* verified name or "unknown" */
+    const char *reverse_name;      /* PTR name or "unknown" */
+    const char *helo;              /* NULL before HELO/EHLO */
+    const char *sender;            /* NULL before MAIL; "" for <> */
+    const char *recipient;         /* the RCPT being decided (RCPT only) */
+    const char *protocol;          /* "SMTP"/"ESMTP" */
+    unsigned nrcpt;                /* accepted recipients so far */
+    bool pipelined_early;          /* the client sent ahead without PIPELINING (reject_unauth_pipelining) */
+    const char *sasl_user;         /* NULL: not authenticated */
+} pstate_t;
+
+typedef enum { V_PERMIT, V_REJECT, V_DEFER } vstatus_t;
+
+typedef struct verdict {
+    vstatus_t status;
+    int code;                  /* reply code when not V_PERMIT */
+    buf_t reply;               /* the complete reply text, e.g. "554 5.7.1 <a@b>: Relay access denied" */
+    char rule[160];            /* "recipient:check_recipient_access hash:/etc/moat/access" */
+    map_origin_t origin;       /* the table line that decided, if any */
+    /* Actions that apply to the message once accepted (access results). */
+    bool discard, hold;
+    buf_t prepend;             /* header lines to prepend, each ending in "\n" */
+    buf_t warnings;            /* WARN/INFO/warn_if_reject lines to log, each ending in "\n" */
+    /* Added with the engine (fields after the original ones): */
+    unsigned sleep;            /* seconds the reply waits ("sleep N"): the caller delays it, never blocks */
+    buf_t postponed;           /* smtpd_delay_reject = no: a defer_if_permit reply raised at CONNECT,
+                                  HELO or MAIL, which Postfix answers at the next RCPT; "" when none */
+} verdict_t;
+
+void verdict_init(verdict_t *v);
+void verdict_reset(verdict_t *v);
+void verdict_free(verdict_t *v);
+
+/* Decide one command.  Returns v->status.  trace may be NULL; otherwise
+ * one human-readable line per event is appended ("  client: permit_mynetworks: 127.0.0.1 matches 127.0.0.0/8 -> OK").
+ * Tables that fail at run time make the verdict V_DEFER with
+ * "451 4.3.0 <...>: Temporary lookup failure" and a warning line. */
+vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *v, buf_t *trace);
+
+/* --- Added with the engine (declarations below the original ones) --- */
+
+/* Notes on the contract above:
+ *  - PCMD_ETRN: the ETRN domain is passed in st->recipient.
+ *  - PCMD_DATA / PCMD_EOD: st->recipient is the recipient when there is
+ *    exactly one (Postfix logs it), else NULL.
+ *  - v->warnings lines are either "warning: TEXT" (log at warning level)
+ *    or Postfix's per-event lines without the queue ID, such as
+ *    "reject_warning: RCPT from host[addr]: 554 5.7.1 ...; from=<a> to=<b>
+ *    proto=ESMTP helo=<h>", "warn: ...", "info: ...", "discard: ...",
+ *    "permit: ..." (the caller prefixes "QUEUEID: " or "NOQUEUE: ").
+ *  - v->prepend and v->discard are meaningful when the verdict permits. */
+
+/* The reply as sent: v->reply plus smtpd_reject_footer (with $client_address,
+ * $client_name, $helo_name, $sender, $recipient expanded), lines joined by
+ * CRLF, no final CRLF.  Empty for V_PERMIT. */
+void policy_reply_text(const policy_t *pol, const verdict_t *v, const pstate_t *st, buf_t *out);
+
+/* smtpd_delay_reject of the compiled configuration. */
+bool policy_delay_reject(const policy_t *pol);
+
+#endif
