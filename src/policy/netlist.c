@@ -85,7 +85,15 @@ netlist_t *netlist_new(const char *param_name, const char *const *items, size_t 
     nl->nets = xcalloc(n ? n : 1, sizeof *nl->nets);
     for (size_t i = 0; i < n; i++) {
         if (!parse_item(items[i], &nl->nets[nl->n])) {
-            buf_printf(err, "%s: bad network address or prefix: \"%s\"", param_name, items[i]);
+            const char *it = items[i] + (items[i][0] == '!');
+            size_t tl = strspn(it, "abcdefghijklmnopqrstuvwxyz");
+            bool table = (tl && it[tl] == ':' && strspn(it, "0123456789abcdef") < tl) || it[0] == '/';
+            if (table)
+                buf_printf(err, "%s: \"%s\": table lookups are not supported here by this version "
+                                "of moat; list addresses and prefixes", param_name, items[i]);
+            else
+                buf_printf(err, "%s: bad network address or prefix (or non-zero host bits): \"%s\"",
+                           param_name, items[i]);
             netlist_free(&nl);
             return NULL;
         }

@@ -533,7 +533,7 @@ policy_t *policy_new(const params_t *p, const char *config_dir, buf_t *err)
     if (!pol->mynetworks) {
         if (param_origin(p, PARAM_mynetworks, &file, &line))
             buf_printf(err, "%s:%d: ", file, line);
-        buf_printf(err, "%s (table lookups are not supported by this version of moat)\n", buf_cstr(&why));
+        buf_printf(err, "%s\n", buf_cstr(&why));
         errors++;
     }
     buf_free(&why);
@@ -1121,8 +1121,10 @@ static int try_key(const char *key, void *arg)
         return 0;
     l->nkeys++;
     map_status st = map_lookup(l->s->map, key, &l->c->pol->value, &l->origin);
-    if (st == MAP_NOTFOUND)
+    if (st == MAP_NOTFOUND) {
+        trace(l->c, "%s: %s not found", l->s->text, key);
         return 0;
+    }
     l->status = st;
     str_copy(l->key, key, sizeof l->key);
     return 1;

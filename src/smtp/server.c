@@ -130,23 +130,6 @@ static void where(buf_t *err, const smtpd_svc_t *sv, param_id id, param_id via)
         buf_printf(err, "%s:%d: ", sv->svc->file, sv->svc->line);
 }
 
-/* Table lookups (type:table, /file/name) in these lists arrive with the
- * restriction engine; until then they are refused, never silently unmatched. */
-static bool plain_domains(const smtpd_svc_t *sv, param_id id, buf_t *err)
-{
-    const char *const *items;
-    size_t n = param_list(sv->p, id, &items);
-    for (size_t i = 0; i < n; i++) {
-        if (strchr(items[i], ':') || items[i][0] == '/') {
-            where(err, sv, id, id);
-            buf_printf(err, "%s: \"%s\": table lookups are not supported by this version of "
-                            "moat; list domain names\n", param_name(id), items[i]);
-            return false;
-        }
-    }
-    return true;
-}
-
 /* Append the lines of add that err does not hold yet: services without
  * -o overrides share main.cf's values and would repeat its messages. */
 static void append_new_lines(buf_t *err, const buf_t *add)
@@ -197,11 +180,10 @@ static gen_t *gen_new(config_t *cfg, buf_t *err)
         sv->bare_nl_exclusions = netlist_new("smtpd_forbid_bare_newline_exclusions", items, n, &why);
         if (!sv->bare_nl_exclusions) {
             where(err, sv, PARAM_smtpd_forbid_bare_newline_exclusions, PARAM_mynetworks);
-            buf_printf(err, "%s (table lookups are not supported by this version of moat)\n",
-                       buf_cstr(&why));
+            buf_printf(err, "%s\n", buf_cstr(&why));
         }
         buf_free(&why);
-        if (!sv->bare_nl_exclusions || !plain_domains(sv, PARAM_mydestination, err)) {
+        if (!sv->bare_nl_exclusions) {
             g->cfg = NULL;   /* the caller still owns cfg on failure */
             gen_release(g);
             return NULL;

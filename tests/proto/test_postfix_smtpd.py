@@ -192,7 +192,12 @@ def test_postfix_smtpd_replay(replay_root, name, lineno):
     if errors and key not in KNOWN_DIFFERENCES and got != ref_replies:
         # Postfix answered, moat could not compile what the case needs.
         unsupported = [e for e in errors if "not supported" in e or "unsupported table type" in e]
-        assert unsupported, "moat could not evaluate this case:\n" + "\n".join(errors)
+        # Postfix answers 451 at run time for a mynetworks prefix with host
+        # bits set; moat refuses the configuration at load (docs/compatibility.md).
+        refused = [e for e in errors if "non-zero host bits" in e]
+        assert unsupported or refused, "moat could not evaluate this case:\n" + "\n".join(errors)
+        if refused:
+            return
         pytest.skip("moat cannot answer this yet: " + unsupported[0])
     if key in KNOWN_DIFFERENCES:
         want, why = KNOWN_DIFFERENCES[key]
