@@ -2,7 +2,7 @@
 #   make          release build: build/rel/moat
 #   make run      install deps, build, run on the embedded default configuration
 #   make test     install deps, ASan+UBSan build, unit tests, fuzzers, protocol tests
-#   make bench    install deps, release build, print benchmark figures
+#   make bench    install deps, release build, print benchmark figures (SMTP, tables, engine)
 
 CC      ?= gcc
 FUZZCC  ?= clang
@@ -25,6 +25,7 @@ MAIN_SRC := src/cli/main.c
 UNIT_SRC := $(wildcard tests/unit/*.c)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 BENCH_SRC := $(wildcard bench/*.c)
+ENGINE_SRC := $(wildcard bench/engine/*.c)
 HDRS     := $(wildcard src/*/*.h src/*/*.def tests/unit/*.h)
 
 REL_OBJ  := $(LIB_SRC:%.c=build/rel/%.o)
@@ -35,7 +36,7 @@ FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 10
 PYTEST   ?= /usr/bin/python3 -m pytest
 
-.PHONY: all run test unit fuzz proto bench deps deps-build clean
+.PHONY: all run test unit fuzz proto bench bench-engine deps deps-build clean
 # Keep intermediate objects (fuzz objects are otherwise deleted between targets).
 .SECONDARY:
 all: build/rel/moat
@@ -76,6 +77,11 @@ build/rel/moat-bench: $(BENCH_SRC) $(wildcard bench/*.h) $(HDRS)
 	@mkdir -p $(dir $@)
 	@$(if $(V),,echo "  CC+LD   $@")
 	$(Q)$(CC) $(REL_CFLAGS) -o $@ $(BENCH_SRC) $(LIBS)
+# The table and restriction-engine benchmark links the release library itself.
+build/rel/moat-bench-engine: $(ENGINE_SRC) $(wildcard bench/engine/*.h) $(REL_OBJ) $(HDRS)
+	@mkdir -p $(dir $@)
+	@$(if $(V),,echo "  CC+LD   $@")
+	$(Q)$(CC) $(REL_CFLAGS) -o $@ $(ENGINE_SRC) $(REL_OBJ) $(LIBS)
 
 run: deps-build build/rel/moat
 	./build/rel/moat serve
@@ -103,8 +109,11 @@ test: deps
 	$(MAKE) fuzz
 	$(MAKE) proto
 
-bench: deps build/rel/moat build/rel/moat-bench
+bench: deps build/rel/moat build/rel/moat-bench build/rel/moat-bench-engine
 	bench/run.sh
+# Only the lookup-table and restriction-engine figures (about 15 s).
+bench-engine: build/rel/moat-bench-engine
+	build/rel/moat-bench-engine
 
 clean:
 	rm -rf build

@@ -6,15 +6,21 @@
 # spool, drives it with moat-bench (accepted messages at concurrency 1, 10
 # and 100; RCPT rejections at 100; 1,000 idle sessions, first, on the
 # fresh daemon), reads the daemon's memory from /proc, stops the daemon by
-# its PID and removes the temp dir.  See docs/bench.md.
+# its PID, then runs moat-bench-engine (lookup tables and the restriction
+# engine, in-process: no daemon, no network) and removes the temp dir.
+# See docs/bench.md.
 #
 # It prints figures and never judges them: the exit status is 0 unless a
 # step could not run at all (no binaries, moat did not start, a moat-bench
-# run died).  Loopback only.  Whole run: under a minute on a quiet machine.
+# run died).  Loopback only.  Whole run: about a minute on a quiet
+# machine (the engine part alone: about 15 s).
 #
 # Knobs (environment): BENCH_SECONDS per-run limit [20], BENCH_SIZE [5120],
 # BENCH_IDLE connections [1000], BENCH_HOLD seconds [5], BENCH_KEEP=1 keeps
-# the temp dir for a look at the maillog, MOAT_BIN another moat binary.
+# the temp dir for a look at the maillog, MOAT_BIN another moat binary,
+# BENCH_ENGINE=0 skips the table/engine part, BENCH_ENGINE_ARGS adds
+# moat-bench-engine options (e.g. "--sizes 10,10000"), MOAT_SEED_GATEWAY
+# the seed configuration [../shared/examples/seed-gateway].
 #
 # ulimit -n is not POSIX, but dash and bash both have it; $common (below)
 # is split into words on purpose.
@@ -24,12 +30,17 @@ set -u
 cd "$(dirname "$0")/.." || exit 1
 MOAT=${MOAT_BIN:-$PWD/build/rel/moat}
 BENCH=$PWD/build/rel/moat-bench
+ENGINE=$PWD/build/rel/moat-bench-engine
+RUN_ENGINE=${BENCH_ENGINE:-1}
+SEED=${MOAT_SEED_GATEWAY:-$PWD/../shared/examples/seed-gateway}
 SECS=${BENCH_SECONDS:-20}
 SIZE=${BENCH_SIZE:-5120}
 NIDLE=${BENCH_IDLE:-1000}
 HOLD=${BENCH_HOLD:-5}
 
-for b in "$MOAT" "$BENCH"; do
+need="$MOAT $BENCH"
+[ "$RUN_ENGINE" = 0 ] || need="$need $ENGINE"
+for b in $need; do
     if [ ! -x "$b" ]; then
         echo "bench: $b is missing; run make bench (or make $b)" >&2
         exit 1
@@ -295,6 +306,21 @@ if [ -n "$SINK" ]; then
     SINK_PID=
 fi
 
+# --- lookup tables and the restriction engine (in-process) ----------------
+# After the SMTP runs, with no daemon left running, so that it has the CPUs
+# to itself.  Its scratch files go into $TMP/engine, removed with $TMP.
+
+engine_rc=
+if [ "$RUN_ENGINE" != 0 ]; then
+    echo "bench: $(date +%T) engine     moat-bench-engine ${BENCH_ENGINE_ARGS:-}" >&2
+    "$ENGINE" --dir "$TMP/engine" --seed "$SEED" ${BENCH_ENGINE_ARGS:-} >"$TMP/engine.out" 2>&1
+    engine_rc=$?
+    if [ "$engine_rc" -ne 0 ]; then
+        echo "bench: moat-bench-engine did not run cleanly (exit $engine_rc)" >&2
+        failed=1
+    fi
+fi
+
 # --- the table ------------------------------------------------------------
 
 fstype=$(findmnt -n -o FSTYPE -T "$TMP" 2>/dev/null || stat -f -c %T "$TMP" 2>/dev/null)
@@ -336,6 +362,12 @@ fi
 printf '  %-26s %-11s %s\n' "after the load runs" "$(mb "$rss_after")" "$(mb "$pss_after")"
 echo "  idle sessions: ${idle_open:-0} of $NIDLE open at the hold, $(kv idle open_at_quit) still open at QUIT"
 echo "  (kernel socket buffers are not in VmRSS or Pss)"
+
+if [ -n "$engine_rc" ]; then
+    echo
+    echo "lookup tables and restriction engine (moat-bench-engine, in-process, one core):"
+    sed 's/^./  &/' "$TMP/engine.out"
+fi
 
 # Unexpected replies, failures and time-limit cut-offs, in moat-bench's words.
 for n in send1 send10 send100 reject100 idle sink_send sink_reject; do
