@@ -9,7 +9,10 @@
  * Owns: the compiled lists, every table they name (opened once per policy,
  * shared by equal specs), a cache of the restriction lists that access
  * tables return as results (compiled on first use, then reused), and one
- * lookup scratch buffer.  A policy is used by one thread at a time.
+ * lookup scratch buffer; also mynetworks (an addrlist: tables, files, or
+ * what mynetworks_style computed), the inet_interfaces addresses and the
+ * smtpd_forbidden_commands list the session asks about.  A policy is used
+ * by one thread at a time.
  *
  * Never: permit on a failure (a table that fails, a result that does not
  * parse, too deep a recursion all answer 4xx), parse restriction names
@@ -23,9 +26,12 @@
 #include "core/util.h"
 #include "policy/access.h"
 #include "policy/action.h"
+#include "policy/addrlist.h"
 #include "policy/netlist.h"
 #include "policy/restrict-private.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -46,6 +52,8 @@ typedef enum {
     R_TABLE,   /* a bare type:table: the check its list implies (check_<class>_access) */
     R_CLASS,   /* a smtpd_restriction_classes name */
     R_NONE,    /* "no implied check" (data and end-of-data lists) */
+    /* Added with the remaining non-DNS restrictions: */
+    R_PERMIT_INET_IF, R_REJECT_UNLISTED_RCPT, R_REJECT_UNLISTED_SENDER,
 } rkind_t;
 
 enum { A_NONE, A_TABLE, A_NUMBER, A_WORD };
@@ -133,11 +141,13 @@ static const rdef_t rdefs[] = {
     {"reject_authenticated_sender_login_mismatch", R_NONE, A_NONE, "tls"},
     {"reject_known_sender_login_mismatch", R_NONE, A_NONE, "tls"},
     {"reject_unauthenticated_sender_login_mismatch", R_NONE, A_NONE, "tls"},
-    {"reject_unlisted_recipient", R_NONE, A_NONE, "queue"},
-    {"reject_unlisted_sender", R_NONE, A_NONE, "queue"},
-    {"check_recipient_maps", R_NONE, A_NONE, "queue"},
     {"check_relay_domains", R_NONE, A_NONE, "queue"},
-    {"permit_inet_interfaces", R_NONE, A_NONE, "queue"},
+    /* Implemented for mydestination domains; refused at compile time when
+     * relay_domains would need relay_recipient_maps (see unlisted_refused). */
+    {"reject_unlisted_recipient", R_REJECT_UNLISTED_RCPT, A_NONE, NULL},
+    {"check_recipient_maps", R_REJECT_UNLISTED_RCPT, A_NONE, NULL},
+    {"reject_unlisted_sender", R_REJECT_UNLISTED_SENDER, A_NONE, NULL},
+    {"permit_inet_interfaces", R_PERMIT_INET_IF, A_NONE, NULL},
 };
 
 typedef struct step {
@@ -176,7 +186,7 @@ struct policy {
     size_t nclasses;
     ptable_t *tables;
     size_t ntables;
-    netlist_t *mynetworks;
+    addrlist_t *mynetworks;   /* mynetworks, or what mynetworks_style computed */
     char **mydest;
     size_t nmydest;
     bool delay_reject, parent_match, permit_log_all, relay_first;
@@ -189,6 +199,16 @@ struct policy {
     size_t ncache;
     cached_t overflow;  /* a result compiled when the cache is full, kept until the next one */
     buf_t value;        /* lookup scratch */
+    /* Added with the remaining non-DNS restrictions: */
+    bool inet_all;          /* inet_interfaces = all: the connection's local address is ours */
+    netlist_t *inet_if;     /* inet_interfaces addresses (loopback-only: 127.0.0.1, ::1); with inet_all,
+                               the interface addresses, for callers that know no local address */
+    bool uses_inet_if;      /* a list names permit_inet_interfaces */
+    const char *relay_why;  /* non-NULL: reject_unlisted_* would need relay_recipient_maps */
+    char **forbid_words;    /* smtpd_forbidden_commands words */
+    size_t nforbid_words;
+    map_t **forbid_maps;    /* ... and tables */
+    size_t nforbid_maps;
 };
 
 static const char *const class_names[RC__COUNT] = {"client", "helo", "sender", "relay", "recipient",
@@ -396,6 +416,14 @@ static void compile_items(cctx_t *cc, const char *const *items, size_t n, rlist_
                 continue;
             }
             st.kind = d->kind;
+            if ((d->kind == R_REJECT_UNLISTED_RCPT || d->kind == R_REJECT_UNLISTED_SENDER) && cc->pol->relay_why) {
+                cmsg(cc, "%s: %s: the recipient tables of relay domains (relay_recipient_maps) are not supported by "
+                         "this version of moat (come with the queue issue); only mydestination domains are checked",
+                     d->name, cc->pol->relay_why);
+                continue;
+            }
+            if (d->kind == R_PERMIT_INET_IF)
+                cc->pol->uses_inet_if = true;
             if (d->arg == A_TABLE) {
                 if (!strchr(arg, ':')) {
                     cmsg(cc, "%s: bad argument \"%s\": need type:table", d->name, arg);
@@ -475,6 +503,146 @@ static bool has_relay_guard(const policy_t *pol, const rlist_t *l, int depth)
     return false;
 }
 
+/* Prefix messages about parameter id with where it was set. */
+static void where(const params_t *p, param_id id, buf_t *err)
+{
+    const char *file;
+    int line;
+    if (param_origin(p, id, &file, &line))
+        buf_printf(err, "%s:%d: ", file, line);
+}
+
+/* Each line of msgs (which may lack a final newline) into err, prefixed
+ * with where id was set. */
+static void where_lines(const params_t *p, param_id id, const char *msgs, buf_t *err)
+{
+    while (*msgs) {
+        const char *nl = strchr(msgs, '\n');
+        size_t n = nl ? (size_t)(nl - msgs) : strlen(msgs);
+        where(p, id, err);
+        buf_append(err, msgs, n);
+        buf_putc(err, '\n');
+        msgs += n + (nl ? 1 : 0);
+    }
+}
+
+/* mynetworks as written; or, when only mynetworks_style is set, computed
+ * from the machine's interfaces as Postfix does.  Neither set: moat's
+ * default (loopback), which the registry supplies. */
+static int compile_mynetworks(policy_t *pol, const params_t *p, const char *config_dir, buf_t *err)
+{
+    const char *const *items;
+    size_t n = param_list(p, PARAM_mynetworks, &items);
+    buf_t why = BUF_INIT, computed = BUF_INIT;
+    param_id origin = PARAM_mynetworks;
+    char **split = NULL;
+    if (!param_is_set(p, PARAM_mynetworks) && param_is_set(p, PARAM_mynetworks_style)) {
+        origin = PARAM_mynetworks_style;
+        if (addrlist_local_items(param_str(p, PARAM_mynetworks_style), &computed, &why) != 0) {
+            where_lines(p, origin, buf_cstr(&why), err);
+            buf_free(&why);
+            buf_free(&computed);
+            return 1;
+        }
+        split = split_list(buf_cstr(&computed), &n);
+        items = (const char *const *)split;
+    }
+    pol->mynetworks = addrlist_new("mynetworks", items, n, config_dir, &why);
+    int errors = pol->mynetworks ? 0 : 1;
+    if (!pol->mynetworks)
+        where_lines(p, origin, buf_cstr(&why), err);
+    free(split);
+    buf_free(&why);
+    buf_free(&computed);
+    return errors;
+}
+
+/* inet_interfaces for permit_inet_interfaces: "all" (the connection's own
+ * address; the interface addresses when there is no connection, as in
+ * moat check), "loopback-only", or addresses. */
+static int compile_inet_interfaces(policy_t *pol, const params_t *p, buf_t *err)
+{
+    const char *const *items;
+    size_t n = param_list(p, PARAM_inet_interfaces, &items);
+    buf_t why = BUF_INIT, local = BUF_INIT;
+    char **split = NULL;
+    static const char *const loopback[] = {"127.0.0.1", "[::1]"};
+    if (n == 1 && str_ieq(items[0], "all")) {
+        pol->inet_all = true;
+        if (addrlist_local_items("host", &local, &why) != 0) {
+            where_lines(p, PARAM_inet_interfaces, buf_cstr(&why), err);
+            buf_free(&why);
+            buf_free(&local);
+            return 1;
+        }
+        split = split_list(buf_cstr(&local), &n);
+        items = (const char *const *)split;
+    } else if (n == 1 && str_ieq(items[0], "loopback-only")) {
+        items = loopback;
+        n = ARRAY_LEN(loopback);
+    }
+    pol->inet_if = netlist_new("inet_interfaces", items, n, &why);
+    int errors = 0;
+    if (!pol->inet_if) {
+        where(p, PARAM_inet_interfaces, err);
+        buf_printf(err, "%s (permit_inet_interfaces needs addresses)\n", buf_cstr(&why));
+        errors = 1;
+    }
+    free(split);
+    buf_free(&why);
+    buf_free(&local);
+    return errors;
+}
+
+static int compile_forbidden(policy_t *pol, const params_t *p, const char *config_dir, buf_t *err)
+{
+    const char *const *items;
+    size_t n = param_list(p, PARAM_smtpd_forbidden_commands, &items);
+    cctx_t cc = {.pol = pol, .config_dir = config_dir, .tables_ok = true, .err = err,
+                 .pname = "smtpd_forbidden_commands"};
+    if (!param_origin(p, PARAM_smtpd_forbidden_commands, &cc.file, &cc.line))
+        cc.file = NULL;
+    pol->forbid_words = xcalloc(n ? n : 1, sizeof *pol->forbid_words);
+    pol->forbid_maps = xcalloc(n ? n : 1, sizeof *pol->forbid_maps);
+    for (size_t i = 0; i < n; i++) {
+        if (strchr(items[i], ':')) {
+            map_t *m = open_table(&cc, items[i]);
+            if (m)
+                pol->forbid_maps[pol->nforbid_maps++] = m;
+        } else {
+            pol->forbid_words[pol->nforbid_words++] = xstrdup(items[i]);
+        }
+    }
+    return cc.errors;
+}
+
+/* Postfix's is_header(): a name of printable characters other than ':'
+ * and white space, then ':' (white space may come before the colon). */
+static bool looks_like_header(const char *s)
+{
+    const char *p = s;
+    while ((unsigned char)*p > 0x20 && (unsigned char)*p < 0x7f && *p != ':')
+        p++;
+    if (p == s)
+        return false;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return *p == ':';
+}
+
+bool policy_forbidden_command(policy_t *pol, const char *verb)
+{
+    if (looks_like_header(verb))
+        return true;
+    for (size_t i = 0; i < pol->nforbid_words; i++)
+        if (str_ieq(pol->forbid_words[i], verb))
+            return true;
+    for (size_t i = 0; i < pol->nforbid_maps; i++)
+        if (map_lookup(pol->forbid_maps[i], verb, &pol->value, NULL) == MAP_FOUND)
+            return true;
+    return false;
+}
+
 static char *domain_norm(const char *d)
 {
     char *s = xstrdup(d);
@@ -527,16 +695,11 @@ policy_t *policy_new(const params_t *p, const char *config_dir, buf_t *err)
         pol->mydest[pol->nmydest++] = domain_norm(items[i]);
     }
 
-    n = param_list(p, PARAM_mynetworks, &items);
-    buf_t why = BUF_INIT;
-    pol->mynetworks = netlist_new("mynetworks", items, n, &why);
-    if (!pol->mynetworks) {
-        if (param_origin(p, PARAM_mynetworks, &file, &line))
-            buf_printf(err, "%s:%d: ", file, line);
-        buf_printf(err, "%s\n", buf_cstr(&why));
-        errors++;
-    }
-    buf_free(&why);
+    errors += compile_mynetworks(pol, p, config_dir, err);
+    if (param_list(p, PARAM_relay_domains, &items))
+        pol->relay_why = "relay_domains is set";
+    else if (param_list(p, PARAM_relay_recipient_maps, &items))
+        pol->relay_why = "relay_recipient_maps is set";
 
     n = param_list(p, PARAM_smtpd_log_access_permit_actions, &items);
     pol->permit_log = xcalloc(n ? n : 1, sizeof *pol->permit_log);
@@ -588,6 +751,9 @@ policy_t *policy_new(const params_t *p, const char *config_dir, buf_t *err)
         compile_items(&cc, items, n, &pol->top[rc]);
     }
     errors += cc.errors;
+    errors += compile_forbidden(pol, p, config_dir, err);
+    if (pol->uses_inet_if)
+        errors += compile_inet_interfaces(pol, p, err);
 
     buf_t path = BUF_INIT;
     for (size_t i = 0; i < pol->nclasses; i++) {
@@ -636,7 +802,12 @@ void policy_free(policy_t **ppol)
         map_close(&pol->tables[i].map);
     }
     free(pol->tables);
-    netlist_free(&pol->mynetworks);
+    addrlist_free(&pol->mynetworks);
+    netlist_free(&pol->inet_if);
+    for (size_t i = 0; i < pol->nforbid_words; i++)
+        free(pol->forbid_words[i]);
+    free(pol->forbid_words);
+    free(pol->forbid_maps);   /* the maps themselves are in pol->tables */
     for (size_t i = 0; i < pol->nmydest; i++)
         free(pol->mydest[i]);
     free(pol->mydest);
@@ -665,7 +836,7 @@ bool policy_tables_changed(const policy_t *pol)
     for (size_t i = 0; i < pol->ntables; i++)
         if (map_changed(pol->tables[i].map))
             return true;
-    return false;
+    return addrlist_changed(pol->mynetworks);
 }
 
 bool policy_delay_reject(const policy_t *pol)
@@ -731,6 +902,9 @@ void verdict_reset(verdict_t *v)
     buf_reset(&v->warnings);
     v->sleep = 0;
     buf_reset(&v->postponed);
+    buf_reset(&v->redirect);
+    buf_reset(&v->filter);
+    buf_reset(&v->bcc);
 }
 
 void verdict_free(verdict_t *v)
@@ -739,6 +913,9 @@ void verdict_free(verdict_t *v)
     buf_free(&v->prepend);
     buf_free(&v->warnings);
     buf_free(&v->postponed);
+    buf_free(&v->redirect);
+    buf_free(&v->filter);
+    buf_free(&v->bcc);
     verdict_init(v);
 }
 
@@ -1062,20 +1239,42 @@ static int table_result(ectx_t *c, const step_t *s, const char *value, const cha
             buf_putc(&c->v->prepend, '\n');
         }
         break;
+    /* HOLD, FILTER, REDIRECT, BCC: remembered for the message, and the
+     * evaluation goes on (Postfix: "we may still change our mind"), so a
+     * later restriction can still reject. */
     case ACT_HOLD:
-    case ACT_REDIRECT:
+        if (!in_transaction(c, table, "HOLD") || c->v->hold)
+            break;
+        whatsup(c, "hold", "<%s>: %s %s", rname, rclass, *a.text ? a.text : "triggers HOLD action");
+        c->v->hold = true;
+        break;
     case ACT_FILTER:
+        if (!in_transaction(c, table, "FILTER"))
+            break;
+        whatsup(c, "filter", "<%s>: %s triggers FILTER %s", rname, rclass, a.text);
+        buf_reset(&c->v->filter);
+        buf_puts(&c->v->filter, a.text);
+        break;
+    case ACT_REDIRECT:
     case ACT_BCC:
         if (!in_transaction(c, table, action_name(a.kind)))
             break;
-        /* The queue manager that would honour them comes later: refusing
-         * is better than accepting mail that then goes where it must not. */
-        warnf(c, "access table %s entry \"%s\": %s action is not supported by this version of moat "
-                 "(comes with the queue issue)", table, key, action_name(a.kind));
-        if (a.kind == ACT_HOLD)
-            c->v->hold = true;
-        rc = reject(c, true, 451, "4.3.0", "<%s>: %s action is not supported by this version of moat", rname,
-                    action_name(a.kind));
+        if (!strchr(a.text, '@')) {
+            /* Postfix warns and ignores the entry; a message that goes
+             * elsewhere than configured is worse than a 4xx (fail closed). */
+            warnf(c, "access table %s entry \"%s\" requires user@domain target", table, key);
+            rc = server_error(c);
+            break;
+        }
+        if (a.kind == ACT_REDIRECT) {
+            whatsup(c, "redirect", "<%s>: %s triggers REDIRECT %s", rname, rclass, a.text);
+            buf_reset(&c->v->redirect);
+            buf_puts(&c->v->redirect, a.text);
+        } else {
+            whatsup(c, "bcc", "<%s>: %s triggers BCC %s", rname, rclass, a.text);
+            buf_puts(&c->v->bcc, a.text);
+            buf_putc(&c->v->bcc, '\n');
+        }
         break;
     case ACT_RESTRICTIONS:
         if (c->recursion > RECURSION_LIMIT) {
@@ -1301,6 +1500,78 @@ static int run_check(ectx_t *c, rkind_t kind, const step_t *s)
     }
 }
 
+static int permit_mynetworks(ectx_t *c, const step_t *s, const char *rname)
+{
+    const char *addr = c->st->client_addr;
+    buf_t why = BUF_INIT;
+    al_result r = addrlist_match(c->pol->mynetworks, addr, &why);
+    int rc = S_DUNNO;
+    if (r == AL_MATCH) {
+        trace(c, "%s: %s matches %s", s->text, addr, buf_cstr(&why));
+        rc = acl_permit(c, "permit_mynetworks", "Client host", c->namaddr, NULL);
+    } else if (r == AL_ERROR) {
+        warnf(c, "mynetworks: %s", buf_cstr(&why));
+        rc = reject(c, true, 451, "4.3.0", "<%s>: Temporary lookup failure", rname);
+    } else {
+        trace(c, "%s: %s is not in mynetworks%s%s", s->text, addr ? addr : "?", why.len ? ": excluded by " : "",
+              buf_cstr(&why));
+    }
+    buf_free(&why);
+    return rc;
+}
+
+/* Is sa the same address as the client's (st->client_addr)? */
+static bool same_addr(const struct sockaddr *sa, const char *addr, char *text, size_t size)
+{
+    text[0] = 0;
+    if (sa->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, text, (socklen_t)size);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a6 = &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_V4MAPPED(a6))
+            inet_ntop(AF_INET, &a6->s6_addr[12], text, (socklen_t)size);
+        else
+            inet_ntop(AF_INET6, a6, text, (socklen_t)size);
+    }
+    return text[0] && addr && str_ieq(text, addr);
+}
+
+/* Postfix's permit_inet_interfaces: the client is this machine, talking to
+ * one of the addresses moat listens on. */
+static int permit_inet_interfaces(ectx_t *c, const step_t *s)
+{
+    const pstate_t *st = c->st;
+    const char *addr = st->client_addr;
+    bool in;
+    char local[INET6_ADDRSTRLEN + 1];
+    if (c->pol->inet_all && st->local) {
+        in = same_addr(st->local, addr, local, sizeof local);
+        trace(c, "%s: %s %s the connection's local address %s", s->text, addr ? addr : "?", in ? "is" : "is not",
+              local[0] ? local : "?");
+    } else {
+        in = addr && netlist_match_text(c->pol->inet_if, addr);
+        trace(c, "%s: %s %s one of inet_interfaces%s", s->text, addr ? addr : "?", in ? "is" : "is not",
+              c->pol->inet_all ? " (the machine's interface addresses)" : "");
+    }
+    return in ? acl_permit(c, "permit_inet_interfaces", "Client host", c->namaddr, NULL) : S_DUNNO;
+}
+
+/* reject_unlisted_recipient / reject_unlisted_sender.  moat knows two
+ * address classes: mydestination domains, whose every local part exists
+ * (moat has no local user table: Postfix with local_recipient_maps empty
+ * behaves the same), and the rest, which Postfix does not check either.
+ * relay_domains, which would need relay_recipient_maps, is refused when
+ * the list compiles. */
+static int unlisted(ectx_t *c, const step_t *s, const char *addr)
+{
+    if (auth_destination(c, addr))
+        trace(c, "%s: %s is in a local domain: every local part exists (moat has no local user table)", s->text,
+              addr);
+    else
+        trace(c, "%s: %s is not in a local domain: no recipient table to check", s->text, addr);
+    return S_DUNNO;
+}
+
 static int run_step(ectx_t *c, const step_t *s, const char *rname, const char *rclass)
 {
     policy_t *pol = c->pol;
@@ -1328,16 +1599,18 @@ static int run_step(ectx_t *c, const step_t *s, const char *rname, const char *r
         c->v->sleep += (unsigned)s->arg;
         trace(c, "%s: the reply waits %u s in all", s->text, c->v->sleep);
         return S_DUNNO;
-    case R_PERMIT_MYNETWORKS: {
-        bool in = st->peer ? netlist_match(pol->mynetworks, st->peer)
-                           : (st->client_addr && netlist_match_text(pol->mynetworks, st->client_addr));
-        if (in) {
-            trace(c, "%s: %s is in mynetworks", s->text, st->client_addr ? st->client_addr : "?");
-            return acl_permit(c, "permit_mynetworks", "Client host", c->namaddr, NULL);
-        }
-        trace(c, "%s: %s is not in mynetworks", s->text, st->client_addr ? st->client_addr : "?");
-        return S_DUNNO;
-    }
+    case R_PERMIT_MYNETWORKS:
+        return permit_mynetworks(c, s, rname);
+    case R_PERMIT_INET_IF:
+        return permit_inet_interfaces(c, s);
+    case R_REJECT_UNLISTED_RCPT:
+        if (!st->recipient || c->cmd == PCMD_ETRN)
+            return S_DUNNO;
+        return unlisted(c, s, st->recipient);
+    case R_REJECT_UNLISTED_SENDER:
+        if (!st->sender || !*st->sender)
+            return S_DUNNO;   /* the null sender is never unlisted */
+        return unlisted(c, s, st->sender);
     case R_PERMIT_SASL:
         if (st->sasl_user && *st->sasl_user)
             return acl_permit(c, "permit_sasl_authenticated", "Client host", c->namaddr, NULL);

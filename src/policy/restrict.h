@@ -73,6 +73,8 @@ typedef struct pstate {
     unsigned nrcpt;                /* accepted recipients so far */
     bool pipelined_early;          /* the client sent ahead without PIPELINING (reject_unauth_pipelining) */
     const char *sasl_user;         /* NULL: not authenticated */
+    /* Added with permit_inet_interfaces (fields after the original ones): */
+    const struct sockaddr *local;  /* the server's end of the connection; NULL: unknown (moat check) */
 } pstate_t;
 
 typedef enum { V_PERMIT, V_REJECT, V_DEFER } vstatus_t;
@@ -91,6 +93,11 @@ typedef struct verdict {
     unsigned sleep;            /* seconds the reply waits ("sleep N"): the caller delays it, never blocks */
     buf_t postponed;           /* smtpd_delay_reject = no: a defer_if_permit reply raised at CONNECT,
                                   HELO or MAIL, which Postfix answers at the next RCPT; "" when none */
+    /* Added with the queue actions: access(5) results that need the queue
+     * (meaningful when the verdict permits; v->hold above too). */
+    buf_t redirect;            /* REDIRECT address (the last one wins); "" when none */
+    buf_t filter;              /* FILTER transport:destination (the last one wins); "" when none */
+    buf_t bcc;                 /* BCC addresses, each ending in "\n" */
 } verdict_t;
 
 void verdict_init(verdict_t *v);
@@ -123,5 +130,14 @@ void policy_reply_text(const policy_t *pol, const verdict_t *v, const pstate_t *
 
 /* smtpd_delay_reject of the compiled configuration. */
 bool policy_delay_reject(const policy_t *pol);
+
+/* smtpd_forbidden_commands: is verb (the first word of a command line
+ * that names no SMTP command moat knows) a sign that the peer speaks
+ * another protocol?  True for a listed word (any case), a verb found in a
+ * listed table, and any verb shaped like a message header ("Subject:"),
+ * as Postfix.  The session then answers "221 2.7.0 Error: I can break
+ * rules, too. Goodbye." and ends.  A table that fails counts as no match
+ * (Postfix ignores lookup errors here: the command is refused anyway). */
+bool policy_forbidden_command(policy_t *pol, const char *verb);
 
 #endif

@@ -13,13 +13,14 @@
  *
  * Never: run two jobs for one message at once; remove a queue file before
  * every recipient's delivery is recorded in it; touch qmgr state from a
- * pool thread.
+ * pool thread; deliver a FILTER message around its filter; read hold/.
  */
 #include "queue/qmgr.h"
 
 #include "core/log.h"
 #include "core/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <stdio.h>
@@ -33,6 +34,7 @@
 #define QMGR_BUCKETS 1024
 
 #define NO_TRANSPORT "no transport for this domain in this version of moat"
+#define FILTER_LATER "content filter delivery arrives with the queue issue"
 
 enum { M_READY, M_RUNNING, M_WAITING };
 
@@ -43,6 +45,7 @@ typedef struct qmsg {
     char id[QUEUE_ID_MAX];
     int state;
     bool again;             /* enqueued again while running */
+    bool scanned;           /* found by a rescan: a file gone meanwhile is no news */
     struct event *timer;    /* M_WAITING */
 } qmsg_t;
 
@@ -55,6 +58,7 @@ struct qmgr {
     qmsg_t *ready_head, *ready_tail;
     unsigned busy;
     bool dead;              /* qmgr_free() ran while jobs were in flight */
+    bool scanning;          /* a rescan of active/ is in flight */
 };
 
 enum { R_DONE_BEFORE, R_SENT, R_DEFERRED };
@@ -126,9 +130,12 @@ qmgr_t *qmgr_new(struct event_base *base, pool_t *pool, spool_t *spool, const pa
     return q;
 }
 
+static void rescan(qmgr_t *q);
+
 void qmgr_set_params(qmgr_t *q, const params_t *params)
 {
     q->params = params;
+    rescan(q);
 }
 
 unsigned qmgr_busy(const qmgr_t *q)
@@ -150,6 +157,75 @@ static bool is_local_domain(const djob_t *j, const char *rcpt)
         if (str_ieq(j->mydest[i], domain))
             return true;
     return false;
+}
+
+/* The queue file's actions.  FILTER: every pending recipient waits for
+ * the content filter transport (the queue issue); the file stays.
+ * REDIRECT: one delivery to the redirect address stands for every pending
+ * recipient (BCC ones too), which are all marked done when it succeeds. */
+static void deliver_actions(djob_t *j, buf_t *detail)
+{
+    qfile_t *qf = &j->qf;
+    int status = R_DEFERRED;
+    bool local = false, pending = false;
+    long long t_start = 0, t_end = 0;
+    buf_t text = BUF_INIT;
+    for (size_t i = 0; i < qf->nrcpt; i++)
+        pending = pending || !qf->rcpt_done[i];
+    if (pending) {
+        t_start = now_usec();
+        if (qf->filter) {
+            buf_puts(&text, FILTER_LATER);
+        } else if (!(local = is_local_domain(j, qf->redirect))) {
+            buf_puts(&text, NO_TRANSPORT);
+        } else {
+            /* The Maildir agent delivers rcpts[i]: show it the redirect
+             * address as the only recipient (Delivered-To: names it). */
+            qfile_t view = *qf;
+            char *only[1] = {qf->redirect};
+            view.rcpts = only;
+            view.nrcpt = 1;
+            if (local_deliver_to(j->spool_root, j->delims, &view, 0, detail) == 0) {
+                status = R_SENT;
+                buf_puts(&text, buf_cstr(detail));
+            } else {
+                buf_printf(&text, "maildir delivery failed: %s", buf_cstr(detail));
+            }
+        }
+        t_end = now_usec();
+    }
+    for (size_t i = 0; i < qf->nrcpt; i++) {
+        rres_t *r = &j->res[i];
+        if (qf->rcpt_done[i]) {
+            r->status = R_DONE_BEFORE;
+            continue;
+        }
+        r->status = status;
+        r->local = local;
+        r->t_start = t_start;
+        r->t_end = t_end;
+        r->text = xstrdup(buf_cstr(&text));
+        if (status != R_SENT) {
+            j->all_done = false;
+            continue;
+        }
+        buf_reset(detail);
+        /* Delivered but not recorded: the retry delivers again (a
+         * duplicate, never a loss). */
+        if (qfile_mark_done(qf, i, detail) != 0) {
+            log_warn("qmgr", "%s: cannot record delivery to <%s>: %s", j->m->id, qf->rcpts[i],
+                     buf_cstr(detail));
+            j->all_done = false;
+        }
+    }
+    buf_free(&text);
+    if (j->all_done) {
+        buf_reset(detail);
+        if (spool_remove(j->q->spool, j->m->id, detail) == 0)
+            j->removed = true;
+        else
+            log_warn("qmgr", "%s: cannot remove queue file: %s", j->m->id, buf_cstr(detail));
+    }
 }
 
 static void deliver_work(void *arg)
@@ -188,6 +264,11 @@ static void deliver_work(void *arg)
     j->outcome = J_OK;
     j->res = xcalloc(qf->nrcpt, sizeof *j->res);
     j->all_done = true;
+    if (qf->filter || qf->redirect) {
+        deliver_actions(j, &detail);
+        buf_free(&detail);
+        return;
+    }
     for (size_t i = 0; i < qf->nrcpt; i++) {
         rres_t *r = &j->res[i];
         if (qf->rcpt_done[i]) {
@@ -267,16 +348,23 @@ static void log_results(djob_t *j)
         fmt_delay(a, sizeof a, j->t_submit - qf->arrival_usec);
         fmt_delay(b, sizeof b, r->t_start - j->t_submit);
         fmt_delay(d, sizeof d, r->t_end - r->t_start);
+        /* A redirected message names its new address, and the original
+         * recipient as orig_to=, as Postfix does. */
+        char to[600];
+        if (qf->redirect && !qf->filter)
+            snprintf(to, sizeof to, "%s>, orig_to=<%s", qf->redirect, qf->rcpts[i]);
+        else
+            snprintf(to, sizeof to, "%s", qf->rcpts[i]);
         if (r->status == R_SENT) {
             log_info("local", "%s: to=<%s>, relay=local, delay=%s, delays=%s/%s/0/%s, "
                      "dsn=2.0.0, status=sent (delivered to maildir)",
-                     id, qf->rcpts[i], total, a, b, d);
-            log_debug("local", "%s: to=<%s>: %s", id, qf->rcpts[i], r->text);
+                     id, to, total, a, b, d);
+            log_debug("local", "%s: to=<%s>: %s", id, to, r->text);
         } else {
             log_info(r->local ? "local" : "qmgr",
                      "%s: to=<%s>, relay=%s, delay=%s, delays=%s/%s/0/%s, "
                      "dsn=4.3.0, status=deferred (%s)",
-                     id, qf->rcpts[i], r->local ? "local" : "none", total, a, b, d, r->text);
+                     id, to, r->local ? "local" : "none", total, a, b, d, r->text);
         }
     }
     if (j->removed)
@@ -399,7 +487,10 @@ static void deliver_done(void *arg)
         retry = !j->removed;
         break;
     case J_GONE:
-        log_warn("qmgr", "%s: queue file vanished before delivery", m->id);
+        if (m->scanned)
+            log_debug("qmgr", "%s: queue file gone before delivery", m->id);
+        else
+            log_warn("qmgr", "%s: queue file vanished before delivery", m->id);
         break;
     case J_CORRUPT:
         break;   /* logged by the job, with the reason */
@@ -428,12 +519,8 @@ static void deliver_done(void *arg)
     pump(q);
 }
 
-void qmgr_enqueue(qmgr_t *q, const char *queue_id)
+static qmsg_t *enqueue(qmgr_t *q, const char *queue_id)
 {
-    if (!spool_valid_id(queue_id)) {
-        log_warn("qmgr", "ignoring invalid queue id \"%s\"", queue_id ? queue_id : "");
-        return;
-    }
     qmsg_t *m = find(q, queue_id);
     if (!m) {
         m = xcalloc(1, sizeof *m);
@@ -449,7 +536,92 @@ void qmgr_enqueue(qmgr_t *q, const char *queue_id)
         evtimer_del(m->timer);
         make_ready(q, m);
     }
+    return m;
+}
+
+void qmgr_enqueue(qmgr_t *q, const char *queue_id)
+{
+    if (!spool_valid_id(queue_id)) {
+        log_warn("qmgr", "ignoring invalid queue id \"%s\"", queue_id ? queue_id : "");
+        return;
+    }
+    qmsg_t *m = enqueue(q, queue_id);
+    m->scanned = false;
     pump(q);
+}
+
+/* ------------------------------------------------------------------ */
+/* rescanning active/ (a released hold/ID arrives there from outside)   */
+
+typedef struct scan_job {
+    qmgr_t *q;
+    char *dir;
+    char **ids;
+    size_t n;
+} scan_job_t;
+
+static void scan_work(void *arg)
+{
+    scan_job_t *sj = arg;
+    DIR *d = opendir(sj->dir);
+    size_t cap = 0;
+    if (!d) {
+        log_warn("qmgr", "rescan: open %s: %m", sj->dir);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!spool_valid_id(de->d_name))
+            continue;
+        if (sj->n == cap) {
+            cap = cap ? cap * 2 : 32;
+            sj->ids = xrealloc(sj->ids, cap * sizeof *sj->ids);
+        }
+        sj->ids[sj->n++] = xstrdup(de->d_name);
+    }
+    closedir(d);
+}
+
+static void scan_done(void *arg)
+{
+    scan_job_t *sj = arg;
+    qmgr_t *q = sj->q;
+    size_t added = 0;
+    q->busy--;
+    q->scanning = false;
+    for (size_t i = 0; i < sj->n; i++) {
+        /* Known ones are being handled; only strangers are news. */
+        if (!q->dead && !find(q, sj->ids[i])) {
+            enqueue(q, sj->ids[i])->scanned = true;
+            added++;
+        }
+        free(sj->ids[i]);
+    }
+    free(sj->ids);
+    free(sj->dir);
+    free(sj);
+    if (q->dead) {
+        if (q->busy == 0)
+            free(q);
+        return;
+    }
+    if (added)
+        log_info("qmgr", "rescan of the active queue: %zu new message%s", added, added == 1 ? "" : "s");
+    pump(q);
+}
+
+static void rescan(qmgr_t *q)
+{
+    if (q->scanning || q->dead)
+        return;
+    buf_t dir = BUF_INIT;
+    buf_printf(&dir, "%s/active", spool_dir(q->spool));
+    scan_job_t *sj = xcalloc(1, sizeof *sj);
+    sj->q = q;
+    sj->dir = buf_steal(&dir);
+    q->scanning = true;
+    q->busy++;
+    pool_submit(q->pool, sj, scan_work, scan_done, sj);
 }
 
 void qmgr_free(qmgr_t **qp)

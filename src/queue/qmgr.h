@@ -2,7 +2,9 @@
  * qmgr: hands queued messages to delivery and retries the ones that
  * could not be delivered.  (The full queue manager with deferred/hold
  * queues, transports and bounces is a later issue; this one delivers
- * mydestination recipients to Maildirs.)
+ * mydestination recipients to Maildirs, honours a queue file's REDIRECT
+ * and BCC records, and defers FILTER messages until content filters
+ * arrive.  It never looks into hold/.)
  *
  * Every delivery runs on the pool: read the queue file, deliver each
  * recipient not yet done, record each success durably in the queue file,
@@ -21,7 +23,9 @@ typedef struct qmgr qmgr_t;
 
 qmgr_t *qmgr_new(struct event_base *base, pool_t *pool, spool_t *spool, const params_t *params);
 /* After a reload: new deliveries use these parameters (the caller keeps
- * params alive until the next call or qmgr_free). */
+ * params alive until the next call or qmgr_free).  Also rescans active/
+ * on the pool and enqueues the IDs it does not know: that is how a held
+ * message moved from hold/ to active/ gets delivered. */
 void qmgr_set_params(qmgr_t *q, const params_t *params);
 /* A message was committed to active/ (or found there at start-up). */
 void qmgr_enqueue(qmgr_t *q, const char *queue_id);

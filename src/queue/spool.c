@@ -13,7 +13,8 @@
  *
  * Never: block the loop thread (every open, write, fsync and rename runs on
  * the pool); report a commit as ok before the data, the rename and the
- * directory entry are all on stable storage; replace an existing queue file.
+ * directory entry are all on stable storage; replace an existing queue file;
+ * touch hold/ during recovery (held mail stays held across restarts).
  */
 #include "queue/spool.h"
 
@@ -34,11 +35,13 @@
 
 #define SPOOL_FLUSH_AT (64 * 1024)   /* a write job takes the buffer beyond this */
 #define QF_MAGIC "MOAT-QUEUE 1"      /* first line: format name and version */
+#define QF_MAGIC2 "MOAT-QUEUE 2"     /* version 1 + action records after the content */
 #define QF_MAGIC_NAME "MOAT-QUEUE "
 #define QF_TRAILER_WORD "MOAT-END "
 #define QF_TRAILER_DIGITS 20
 #define QF_TRAILER_LEN (sizeof QF_TRAILER_WORD - 1 + QF_TRAILER_DIGITS + 1)
 #define QF_RCPT_PREFIX "rcpt "
+#define QF_BCC_PREFIX "bcc "
 #define QF_PENDING 'P'
 #define QF_DONE 'D'
 /* The shortest recipient line, "rcpt P x\n": bounds nrcpt by the file size. */
@@ -46,20 +49,22 @@
 
 struct spool {
     char *dir;
-    char *incoming, *active, *corrupt;
+    char *incoming, *active, *corrupt, *hold;
     pool_t *pool;
 };
 
 struct spool_writer {
     spool_t *sp;
     char id[QUEUE_ID_MAX];
-    char *inpath, *actpath;     /* immutable after spool_writer_new */
+    char *inpath, *actpath, *holdpath;   /* immutable after spool_writer_new */
     const char *refuse;         /* set at new: the envelope cannot be written */
 
     /* loop */
     buf_t cur, spare;           /* appends go to cur; spare is a recycled buffer */
     size_t size, backlog;
     bool failed;                /* a job failed: appends are dropped from now on */
+    buf_t extra;                /* action records, written after the content */
+    bool hold;                  /* the commit goes to hold/ */
 
     /* pool */
     buf_t env;                  /* the envelope text, written by the create job */
@@ -78,6 +83,8 @@ typedef struct wjob {
     int kind;
     buf_t data;                 /* WRITE, COMMIT: bytes to write */
     size_t content_size;        /* COMMIT: for the trailer */
+    buf_t extra;                /* COMMIT: action records */
+    bool hold;                  /* COMMIT: into hold/ */
     spool_commit_cb cb;
     void *arg;
     bool failed;                /* result, for the done callback */
@@ -118,9 +125,11 @@ spool_t *spool_open(const char *queue_dir, pool_t *pool, buf_t *err)
     sp->incoming = join(sp->dir, "incoming");
     sp->active = join(sp->dir, "active");
     sp->corrupt = join(sp->dir, "corrupt");
+    sp->hold = join(sp->dir, "hold");
     sp->pool = pool;
     if (make_dir(sp->dir, err) != 0 || make_dir(sp->incoming, err) != 0 ||
-        make_dir(sp->active, err) != 0 || make_dir(sp->corrupt, err) != 0) {
+        make_dir(sp->active, err) != 0 || make_dir(sp->corrupt, err) != 0 ||
+        make_dir(sp->hold, err) != 0) {
         spool_close(&sp);
         return NULL;
     }
@@ -142,6 +151,7 @@ void spool_close(spool_t **spp)
     free(sp->incoming);
     free(sp->active);
     free(sp->corrupt);
+    free(sp->hold);
     free(sp);
     *spp = NULL;
 }
@@ -192,6 +202,35 @@ void spool_active_path(const spool_t *sp, const char *queue_id, buf_t *out)
 {
     buf_reset(out);
     buf_printf(out, "%s/%s", sp->active, queue_id);
+}
+
+void spool_hold_path(const spool_t *sp, const char *queue_id, buf_t *out)
+{
+    buf_reset(out);
+    buf_printf(out, "%s/%s", sp->hold, queue_id);
+}
+
+int spool_release(spool_t *sp, const char *queue_id, buf_t *err)
+{
+    buf_t from = BUF_INIT, to = BUF_INIT;
+    int rc = 0;
+    if (!spool_valid_id(queue_id)) {
+        buf_puts(err, "invalid queue id");
+        return -1;
+    }
+    spool_hold_path(sp, queue_id, &from);
+    spool_active_path(sp, queue_id, &to);
+    if (rename_noreplace(buf_cstr(&from), buf_cstr(&to)) != 0) {
+        buf_printf(err, "rename %s to %s: %s", buf_cstr(&from), buf_cstr(&to), strerror(errno));
+        rc = -1;
+    } else if (fsync_dir(sp->active) != 0 || fsync_dir(sp->hold) != 0) {
+        /* The new name first: a crash leaves the message in one place or the other. */
+        buf_printf(err, "fsync after releasing %s: %s", queue_id, strerror(errno));
+        rc = -1;
+    }
+    buf_free(&from);
+    buf_free(&to);
+    return rc;
 }
 
 int spool_remove(spool_t *sp, const char *queue_id, buf_t *err)
@@ -420,6 +459,7 @@ spool_writer_t *spool_writer_new(spool_t *sp, const envelope_t *env)
     }
     w->inpath = join(sp->incoming, w->id);
     w->actpath = join(sp->active, w->id);
+    w->holdpath = join(sp->hold, w->id);
     if (!w->refuse)
         serialize_envelope(&w->env, env, w->id);
 
@@ -478,7 +518,16 @@ static void job_commit(spool_writer_t *w, wjob_t *j)
         goto failed;
     snprintf(trailer, sizeof trailer, QF_TRAILER_WORD "%020zu\n", j->content_size);
     if (write_all(w->fd, j->data.data, j->data.len) != 0 ||
+        write_all(w->fd, j->extra.data, j->extra.len) != 0 ||
         write_all(w->fd, trailer, QF_TRAILER_LEN) != 0) {
+        fail(w, "write", w->inpath);
+        goto failed;
+    }
+    /* Only a file with action records says version 2, so a file without
+     * them stays readable by a moat that knows version 1 only.  Same
+     * length, so the envelope offsets do not move. */
+    if (j->extra.len &&
+        pwrite(w->fd, QF_MAGIC2, strlen(QF_MAGIC2), 0) != (ssize_t)strlen(QF_MAGIC2)) {
         fail(w, "write", w->inpath);
         goto failed;
     }
@@ -492,14 +541,16 @@ static void job_commit(spool_writer_t *w, wjob_t *j)
         fail(w, "close", w->inpath);
         goto failed;
     }
-    if (rename_noreplace(w->inpath, w->actpath) != 0) {
-        fail(w, "rename to", w->actpath);
+    const char *dest = j->hold ? w->holdpath : w->actpath;
+    const char *destdir = j->hold ? w->sp->hold : w->sp->active;
+    if (rename_noreplace(w->inpath, dest) != 0) {
+        fail(w, "rename to", dest);
         goto failed;
     }
     renamed = true;
     w->created = false;
-    if (fsync_dir(w->sp->active) != 0) {
-        fail(w, "fsync directory", w->sp->active);
+    if (fsync_dir(destdir) != 0) {
+        fail(w, "fsync directory", destdir);
         goto failed;
     }
     return;
@@ -508,9 +559,9 @@ failed:
     if (renamed) {
         /* Not known to be durable, and the client will be told to retry:
          * keeping the file would risk a duplicate. */
-        if (unlink(w->actpath) != 0)
-            log_warn("cleanup", "%s: remove %s: %m", w->id, w->actpath);
-        fsync_dir(w->sp->active);
+        if (unlink(dest) != 0)
+            log_warn("cleanup", "%s: remove %s: %m", w->id, dest);
+        fsync_dir(destdir);
     }
     discard_file(w);
     j->failed = true;
@@ -546,8 +597,10 @@ static void writer_free(spool_writer_t *w)
     buf_free(&w->cur);
     buf_free(&w->spare);
     buf_free(&w->env);
+    buf_free(&w->extra);
     free(w->inpath);
     free(w->actpath);
+    free(w->holdpath);
     free(w);
 }
 
@@ -579,6 +632,7 @@ static void spool_job_done(void *arg)
         break;
     }
     buf_free(&j->data);
+    buf_free(&j->extra);
     free(j);
 }
 
@@ -595,6 +649,11 @@ static void submit(spool_writer_t *w, int kind, spool_commit_cb cb, void *arg)
         w->cur = w->spare;
         w->spare = (buf_t)BUF_INIT;
         j->content_size = w->size;
+    }
+    if (kind == WJ_COMMIT) {
+        j->extra = w->extra;
+        w->extra = (buf_t)BUF_INIT;
+        j->hold = w->hold;
     }
     pool_submit(w->sp->pool, w, spool_job_work, spool_job_done, j);
 }
@@ -623,6 +682,21 @@ size_t spool_writer_size(const spool_writer_t *w)
 const char *spool_writer_id(const spool_writer_t *w)
 {
     return w->id;
+}
+
+/* Records in a fixed order (filter, redirect, bcc...), each at most once
+ * but bcc; the reader insists on that order. */
+void spool_writer_actions(spool_writer_t *w, const spool_actions_t *a)
+{
+    buf_reset(&w->extra);
+    w->hold = a->hold;
+    if (a->filter && *a->filter)
+        put_field(&w->extra, "filter", a->filter);
+    if (a->redirect && *a->redirect)
+        put_field(&w->extra, "redirect", a->redirect);
+    for (size_t i = 0; i < a->nbcc; i++)
+        if (a->bcc[i] && *a->bcc[i])
+            put_field(&w->extra, "bcc P", a->bcc[i]);
 }
 
 void spool_writer_commit(spool_writer_t *w, spool_commit_cb cb, void *arg)
@@ -735,13 +809,14 @@ static int parse(reader_t *r, qfile_t *q, long long fsize, buf_t *err)
 {
     char *v;
 
-    if (next_line(r) != 0 || strcmp(r->line, QF_MAGIC) != 0) {
+    if (next_line(r) != 0 || (strcmp(r->line, QF_MAGIC) != 0 && strcmp(r->line, QF_MAGIC2) != 0)) {
         if (r->lineno == 1 && strncmp(r->line, QF_MAGIC_NAME, strlen(QF_MAGIC_NAME)) == 0)
             buf_printf(err, "unsupported queue file version \"%s\"", r->line);
         else
             buf_puts(err, "not a moat queue file");
         return -1;
     }
+    q->version = strcmp(r->line, QF_MAGIC) == 0 ? 1 : 2;
     if (!(q->queue_id = field(r, "id", err)))
         return -1;
     if (!spool_valid_id(q->queue_id)) {
@@ -812,6 +887,75 @@ static int parse(reader_t *r, qfile_t *q, long long fsize, buf_t *err)
     return 0;
 }
 
+/* "key value" with this key on the current line: the decoded value, or
+ * NULL (err set only when the key matched but the value is bad). */
+static char *this_field(reader_t *r, const char *key, bool *bad, buf_t *err)
+{
+    size_t k = strlen(key);
+    if (r->len < k + 1 || memcmp(r->line, key, k) != 0 || r->line[k] != ' ')
+        return NULL;
+    char *v = decode_value(r->line + k + 1, r->len - k - 1);
+    if (!v || !*v) {
+        buf_printf(err, "line %d: bad value in \"%s\"", r->lineno, key);
+        *bad = true;
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
+/* Version 2: the action records between the content and the trailer, in
+ * their fixed order: filter?, redirect?, then "bcc S address" lines, which
+ * join the recipients (status byte and all). */
+static int parse_extra(reader_t *r, qfile_t *q, long long start, long long end, buf_t *err)
+{
+    enum { X_FILTER, X_REDIRECT, X_BCC } at = X_FILTER;
+    bool bad = false;
+    if (fseeko(r->f, (off_t)start, SEEK_SET) != 0) {
+        buf_puts(err, "cannot seek to the action records");
+        return -1;
+    }
+    r->next = start;
+    while (r->next < end) {
+        if (next_line(r) != 0 || r->next > end) {
+            buf_puts(err, "action records: malformed or truncated");
+            return -1;
+        }
+        char *v;
+        size_t k = strlen(QF_BCC_PREFIX);
+        if (at <= X_FILTER && (v = this_field(r, "filter", &bad, err)) != NULL) {
+            q->filter = v;
+            at = X_REDIRECT;
+        } else if (!bad && at <= X_REDIRECT && (v = this_field(r, "redirect", &bad, err)) != NULL) {
+            q->redirect = v;
+            at = X_BCC;
+        } else if (!bad && r->len >= k + 3 && memcmp(r->line, QF_BCC_PREFIX, k) == 0 &&
+                   (r->line[k] == QF_PENDING || r->line[k] == QF_DONE) && r->line[k + 1] == ' ') {
+            char *a = decode_value(r->line + k + 2, r->len - k - 2);
+            if (!a || !*a) {
+                free(a);
+                buf_printf(err, "action records: bad encoding in bcc");
+                return -1;
+            }
+            size_t n = q->nrcpt + 1;
+            q->rcpts = xrealloc(q->rcpts, n * sizeof *q->rcpts);
+            q->rcpt_done = xrealloc(q->rcpt_done, n * sizeof *q->rcpt_done);
+            q->rcpt_offset = xrealloc(q->rcpt_offset, n * sizeof *q->rcpt_offset);
+            q->rcpts[n - 1] = a;
+            q->rcpt_done[n - 1] = r->line[k] == QF_DONE;
+            q->rcpt_offset[n - 1] = (long)(r->off + (long long)k);
+            q->nrcpt = n;
+            q->nbcc++;
+            at = X_BCC;
+        } else {
+            if (!bad)
+                buf_printf(err, "action records: unexpected \"%.20s\"", r->line);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int qfile_read(const char *path, qfile_t *out, buf_t *err)
 {
     struct stat st;
@@ -879,11 +1023,14 @@ int qfile_read(const char *path, qfile_t *out, buf_t *err)
     }
     if (parse(&r, out, (long long)st.st_size, err) != 0)
         goto malformed;
-    if (csize > (long long)st.st_size ||
-        (long long)out->content_offset + csize + (long long)QF_TRAILER_LEN != (long long)st.st_size) {
+    long long extra_end = (long long)st.st_size - (long long)QF_TRAILER_LEN;
+    if (csize > (long long)st.st_size || (long long)out->content_offset + csize > extra_end ||
+        (out->version == 1 && (long long)out->content_offset + csize != extra_end)) {
         buf_printf(err, "content length %lld does not match the file size", csize);
         goto malformed;
     }
+    if (out->version == 2 && parse_extra(&r, out, (long long)out->content_offset + csize, extra_end, err) != 0)
+        goto malformed;
     out->content_size = (long)csize;
     out->path = xstrdup(path);
     free(r.line);
@@ -920,6 +1067,8 @@ void qfile_free(qfile_t *q)
     free(q->rcpts);
     free(q->rcpt_done);
     free(q->rcpt_offset);
+    free(q->filter);
+    free(q->redirect);
     memset(q, 0, sizeof *q);
 }
 

@@ -2,6 +2,8 @@
  * spool: the durable queue directory.  One file per message:
  *   <queue_directory>/incoming/ID   while it is being written,
  *   <queue_directory>/active/ID     once complete and fsync'd,
+ *   <queue_directory>/hold/ID       complete, but held (access HOLD): never
+ *                                   delivered until moved to active/,
  *   <queue_directory>/corrupt/ID    when found unreadable at start-up.
  *
  * Durability contract: spool_writer_commit()'s callback reports ok only
@@ -65,6 +67,21 @@ void spool_writer_append(spool_writer_t *w, const char *data, size_t len);
 size_t spool_writer_backlog(const spool_writer_t *w);
 /* Content bytes appended so far. */
 size_t spool_writer_size(const spool_writer_t *w);
+/* Message actions decided by the restrictions (access(5) HOLD, FILTER,
+ * REDIRECT, BCC).  They are written after the content, so actions decided
+ * at end-of-data still reach the file. */
+typedef struct spool_actions {
+    bool hold;                 /* commit into hold/ instead of active/ */
+    const char *filter;        /* "transport:destination", or NULL */
+    const char *redirect;      /* the one address that replaces all recipients, or NULL */
+    const char *const *bcc;    /* extra recipients */
+    size_t nbcc;
+} spool_actions_t;
+
+/* Record actions for the commit (loop thread, before spool_writer_commit;
+ * a second call replaces the first).  Values are copied. */
+void spool_writer_actions(spool_writer_t *w, const spool_actions_t *a);
+
 /* Finish: write the rest and the trailer, fsync, rename into active/, fsync
  * the directory; then cb(arg, ok, errtext) on the loop thread.  The writer
  * frees itself after cb returns; the caller must not use w again. */
@@ -86,6 +103,11 @@ typedef struct qfile {
     long *rcpt_offset;    /* file offset of each recipient's status byte */
     long content_offset;  /* where the message content starts */
     long content_size;
+    /* Format version 2 (the records after the content; NULL/0 in version 1): */
+    int version;
+    char *filter;         /* FILTER transport:destination */
+    char *redirect;       /* REDIRECT address: delivery goes there instead */
+    size_t nbcc;          /* the last nbcc of rcpts came from BCC actions */
 } qfile_t;
 
 /* Parse and validate a complete queue file; -1 with err on malformed/incomplete. */
@@ -112,5 +134,14 @@ int spool_remove(spool_t *sp, const char *queue_id, buf_t *err);
 /* Blocking (pool threads): move an unreadable active/ID to corrupt/ID
  * (corrupt/ID.USEC when that name is taken) and fsync both directories. */
 int spool_quarantine(spool_t *sp, const char *queue_id, buf_t *err);
+
+/* --- Added with the access actions (HOLD, FILTER, REDIRECT, BCC) --- */
+
+/* out = the path of hold/ID. */
+void spool_hold_path(const spool_t *sp, const char *queue_id, buf_t *out);
+/* Blocking: release a held message, hold/ID -> active/ID (never replacing
+ * a file), both directories fsync'd.  The running daemon delivers it after
+ * its next rescan of active/ (on SIGHUP).  -1 with err on failure. */
+int spool_release(spool_t *sp, const char *queue_id, buf_t *err);
 
 #endif

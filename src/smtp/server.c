@@ -53,7 +53,7 @@ struct server {
 
 static void svc_free(smtpd_svc_t *sv)
 {
-    netlist_free(&sv->bare_nl_exclusions);
+    addrlist_free(&sv->bare_nl_exclusions);
     policy_free(&sv->policy);
     free(sv->ehlo_reply);
     free(sv->myhostname);
@@ -177,10 +177,11 @@ static gen_t *gen_new(config_t *cfg, buf_t *err)
         const char *const *items;
         size_t n = param_list(sv->p, PARAM_smtpd_forbid_bare_newline_exclusions, &items);
         buf_t why = BUF_INIT;
-        sv->bare_nl_exclusions = netlist_new("smtpd_forbid_bare_newline_exclusions", items, n, &why);
+        sv->bare_nl_exclusions = addrlist_new("smtpd_forbid_bare_newline_exclusions", items, n,
+                                              param_str(sv->p, PARAM_config_directory), &why);
         if (!sv->bare_nl_exclusions) {
             where(err, sv, PARAM_smtpd_forbid_bare_newline_exclusions, PARAM_mynetworks);
-            buf_printf(err, "%s\n", buf_cstr(&why));
+            buf_puts(err, buf_cstr(&why));
         }
         buf_free(&why);
         if (!sv->bare_nl_exclusions) {

@@ -57,6 +57,7 @@ typedef struct session {
     struct bufferevent *bev;
     struct event *timer;         /* error sleep and spool backpressure */
     struct sockaddr_storage peer;
+    struct sockaddr_storage local;   /* our end of the connection (permit_inet_interfaces); family 0: unknown */
     char addr[INET6_ADDRSTRLEN];
     char name[16];               /* client host name; reverse DNS arrives with the DNS module */
     char client[300];            /* "name[addr]" for log lines */
@@ -98,6 +99,9 @@ typedef struct session {
     bool pipelined_early;        /* the client sent ahead without PIPELINING (reject_unauth_pipelining) */
     bool discard;                /* a DISCARD action: accept, then drop the message */
     buf_t prepend;               /* PREPEND headers for this message, each ending in "\n" */
+    bool hold;                   /* a HOLD action: the message goes to the hold queue */
+    char *redirect, *filter;     /* REDIRECT / FILTER actions (the last one wins) */
+    buf_t bcc;                   /* BCC addresses, each ending in "\n" */
     buf_t bdat_reply;            /* a data-restriction reply that follows a BDAT chunk */
 } session_t;
 
@@ -213,6 +217,7 @@ static void fill_pstate(session_t *s, pstate_t *st)
     st->nrcpt = (unsigned)s->nrcpt;
     st->pipelined_early = s->pipelined_early;
     st->sasl_user = NULL;   /* AUTH comes with the TLS issue */
+    st->local = s->local.ss_family ? (const struct sockaddr *)&s->local : NULL;
 }
 
 /* The engine's own lines: "warning: ..." at warning level (WARN actions
@@ -234,14 +239,23 @@ static void log_policy_lines(session_t *s, const verdict_t *v)
     }
 }
 
-static vstatus_t session_policy(session_t *s, pcmd_t cmd, const pstate_t *st)
+/* Evaluate without logging yet: RCPT logs the engine's lines once it
+ * knows whether the recipient opens the queue file, so that an accepted
+ * first recipient's "hold:", "redirect:" ... lines carry the queue ID. */
+static vstatus_t session_policy_quiet(session_t *s, pcmd_t cmd, const pstate_t *st)
 {
     verdict_reset(&s->v);
     if (!s->sv->policy)
         return V_PERMIT;
     policy_eval(s->sv->policy, cmd, st, &s->v, NULL);
-    log_policy_lines(s, &s->v);
     return s->v.status;
+}
+
+static vstatus_t session_policy(session_t *s, pcmd_t cmd, const pstate_t *st)
+{
+    vstatus_t vs = session_policy_quiet(s, cmd, st);
+    log_policy_lines(s, &s->v);
+    return vs;
 }
 
 /* Send text (one or more reply lines without the final CRLF), after
@@ -287,6 +301,18 @@ static void take_actions(session_t *s)
         buf_append(&s->prepend, s->v.prepend.data, s->v.prepend.len);
     if (s->v.discard)
         s->discard = true;
+    if (s->v.hold)
+        s->hold = true;
+    if (s->v.redirect.len) {
+        free(s->redirect);
+        s->redirect = xstrdup(buf_cstr(&s->v.redirect));
+    }
+    if (s->v.filter.len) {
+        free(s->filter);
+        s->filter = xstrdup(buf_cstr(&s->v.filter));
+    }
+    if (s->v.bcc.len)
+        buf_append(&s->bcc, s->v.bcc.data, s->v.bcc.len);
 }
 
 static bool delay_reject(const session_t *s)
@@ -321,6 +347,10 @@ static void reset_transaction(session_t *s)
     s->discard = false;
     buf_reset(&s->prepend);
     xfree(&s->dip_sender);
+    s->hold = false;
+    xfree(&s->redirect);
+    xfree(&s->filter);
+    buf_reset(&s->bcc);
 }
 
 /* ---------- lifecycle ---------- */
@@ -369,6 +399,7 @@ static void reap(evutil_socket_t fd, short what, void *arg)
     free(s->dip_client);
     free(s->dip_helo);
     buf_free(&s->prepend);
+    buf_free(&s->bcc);
     buf_free(&s->bdat_reply);
     server_session_removed(s->srv, (struct session *)s);
     s->sv->nsessions--;
@@ -528,6 +559,9 @@ void session_start(server_t *srv, smtpd_svc_t *sv, int fd, const struct sockaddr
     sv->gen->refs++;
     sv->nsessions++;
     set_client(s, peer);
+    socklen_t local_len = sizeof s->local;
+    if (getsockname(fd, (struct sockaddr *)&s->local, &local_len) != 0)
+        s->local.ss_family = 0;
     s->bev = bufferevent_socket_new(server_base(srv), fd, BEV_OPT_CLOSE_ON_FREE);
     s->timer = evtimer_new(server_base(srv), error_sleep_done, s);
     bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
@@ -585,8 +619,10 @@ static bool read_proxy(session_t *s)
         return false;
     }
     evbuffer_drain(in, (size_t)n);
-    if (!info.local)
+    if (!info.local) {
         set_client(s, (const struct sockaddr *)&info.src);
+        memcpy(&s->local, &info.dst, sizeof s->local);   /* the address the client dialled */
+    }
     greet(s);
     return true;
 }
@@ -847,7 +883,7 @@ static int cmd_rcpt(session_t *s, char *arg)
         pstate_t st;
         fill_pstate(s, &st);
         st.recipient = a.full;
-        vstatus_t vs = session_policy(s, PCMD_RCPT, &st);
+        vstatus_t vs = session_policy_quiet(s, PCMD_RCPT, &st);
         const char *dip = s->dip_client ? s->dip_client : s->dip_helo ? s->dip_helo : s->dip_sender;
         if (vs == V_PERMIT && dip && !delay_reject(s)) {
             /* A defer_if_permit raised at CONNECT, HELO or MAIL answers now. */
@@ -859,6 +895,7 @@ static int cmd_rcpt(session_t *s, char *arg)
             vs = V_DEFER;
         }
         if (vs != V_PERMIT) {
+            log_policy_lines(s, &s->v);
             policy_refuse(s, &st, "RCPT", s->sender.full, a.full, s->helo);
             addr_free(&a);
             return -1;
@@ -869,6 +906,7 @@ static int cmd_rcpt(session_t *s, char *arg)
      * recipient that can never be delivered would lose mail quietly. */
     if (!s->discard && !s->v.discard && !domain_is_local(s, a.domain)) {
         buf_t text = BUF_INIT;
+        log_policy_lines(s, &s->v);
         buf_printf(&text, "554 5.7.1 <%s>: Relay access denied", a.full);
         str_copy(s->v.rule, "builtin:no_relay_transport", sizeof s->v.rule);
         s->v.origin.file = NULL;
@@ -883,6 +921,7 @@ static int cmd_rcpt(session_t *s, char *arg)
         spool_new_queue_id(server_spool(s->srv), s->qid);
         log_info("smtpd", "%s: client=%s", s->qid, s->client);
     }
+    log_policy_lines(s, &s->v);   /* after the ID exists (session_policy_quiet) */
     s->rcpts = xrealloc(s->rcpts, (s->nrcpt + 1) * sizeof *s->rcpts);
     s->rcpts[s->nrcpt++] = a.full;
     a.full = NULL;
@@ -987,13 +1026,20 @@ static void take_chunk(session_t *s)
     buf_reset(&s->chunk);
 }
 
+/* smtpd_forbid_bare_newline_exclusions: a table that fails counts as
+ * "not excluded", so reject mode still applies (fail closed). */
+static bool bare_nl_excluded(session_t *s)
+{
+    return addrlist_match(s->sv->bare_nl_exclusions, s->addr, NULL) == AL_MATCH;
+}
+
 static bool bare_newline_rejected(session_t *s)
 {
     if (s->sv->bare_nl_mode != BARE_NL_REJECT)
         return false;
     if (s->dec.bare_lf == 0 && s->dec.bare_cr == 0)
         return false;
-    return !netlist_match(s->sv->bare_nl_exclusions, (const struct sockaddr *)&s->peer);
+    return !bare_nl_excluded(s);
 }
 
 static void commit_done(void *arg, bool ok, const char *errtext)
@@ -1003,7 +1049,9 @@ static void commit_done(void *arg, bool ok, const char *errtext)
     s->busy = false;
     if (ok) {
         log_info("cleanup", "%s: message-id=<%s>", s->qid, s->message_id ? s->message_id : "");
-        qmgr_enqueue(server_qmgr(s->srv), s->qid);
+        /* A held message waits in hold/ until someone releases it. */
+        if (!s->hold)
+            qmgr_enqueue(server_qmgr(s->srv), s->qid);
         reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
         s->ok[s->bdat_used ? C_BDAT : C_DATA]++;
     } else {
@@ -1020,6 +1068,43 @@ static void commit_done(void *arg, bool ok, const char *errtext)
         return;
     }
     process_input(s);
+}
+
+/* The message actions go into the queue file (docs/queue.md): BCC
+ * addresses that are already recipients are dropped, as Postfix's cleanup
+ * drops duplicate recipients. */
+static void commit_with_actions(session_t *s)
+{
+    const char **bcc = NULL;
+    size_t nbcc = 0;
+    char *list = s->bcc.len ? xstrdup(buf_cstr(&s->bcc)) : NULL;
+    for (char *p = list, *nl; p && *p; p = nl + 1) {
+        nl = strchr(p, '\n');
+        if (!nl)
+            break;
+        *nl = 0;
+        bool dup = false;
+        for (size_t i = 0; i < s->nrcpt && !dup; i++)
+            dup = str_ieq(s->rcpts[i], p);
+        for (size_t i = 0; i < nbcc && !dup; i++)
+            dup = str_ieq(bcc[i], p);
+        if (!dup) {
+            bcc = xrealloc(bcc, (nbcc + 1) * sizeof *bcc);
+            bcc[nbcc++] = p;
+        }
+    }
+    spool_actions_t act = {
+        .hold = s->hold,
+        .filter = s->filter,
+        .redirect = s->redirect,
+        .bcc = bcc,
+        .nbcc = nbcc,
+    };
+    spool_writer_actions(s->writer, &act);
+    free(bcc);
+    free(list);
+    s->busy = true;
+    spool_writer_commit(s->writer, commit_done, s);
 }
 
 /* The end of DATA or BDAT LAST: reject, or commit and answer when durable. */
@@ -1052,8 +1137,7 @@ static void finish_message(session_t *s)
             reset_transaction(s);
             return;
         }
-        if (s->v.discard)
-            s->discard = true;
+        take_actions(s);   /* end-of-data actions count too (PREPEND is refused there) */
         sleep_s = s->v.sleep;
     }
     if (s->discard) {
@@ -1072,8 +1156,7 @@ static void finish_message(session_t *s)
             session_shutdown((struct session *)s, false);
         return;
     }
-    s->busy = true;
-    spool_writer_commit(s->writer, commit_done, s);
+    commit_with_actions(s);
 }
 
 static int cmd_data(session_t *s, char *arg)
@@ -1249,6 +1332,23 @@ static void run_command(session_t *s, char *line)
     if (!c) {
         s->total[C_UNKNOWN]++;
         s->last_cmd = "UNKNOWN";
+        if (s->sv->policy && policy_forbidden_command(s->sv->policy, verb)) {
+            /* A web or proxy request, or a message sent without DATA: the
+             * peer does not speak SMTP, so nothing it sends next matters.
+             * Postfix logs the whole line (arguments rejoined), cut at 100. */
+            if (arg > verb + strlen(verb))
+                verb[strlen(verb)] = ' ';
+            char shown[101];
+            str_copy(shown, line, sizeof shown);
+            for (char *p = shown; *p; p++)
+                if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+                    *p = '?';
+            log_warn("smtpd", "non-SMTP command from %s: %s", s->client, shown);
+            reply(s, "221 2.7.0 Error: I can break rules, too. Goodbye.");
+            s->quit_sent = true;
+            session_close(s);
+            return;
+        }
         if (s->access_denied)
             reply_error(s, "503 5.7.0 Error: access denied for %s", s->client);
         else
@@ -1369,7 +1469,7 @@ static bool read_command(session_t *s)
     if (!bare_lf)
         line[--linelen] = 0;
     if (bare_lf && s->sv->bare_nl_mode == BARE_NL_REJECT
-        && !netlist_match(s->sv->bare_nl_exclusions, (const struct sockaddr *)&s->peer)) {
+        && !bare_nl_excluded(s)) {
         long long code = param_int(s->p, PARAM_smtpd_forbid_bare_newline_reject_code);
         log_info("smtpd", "disconnect: bare <LF> received from %s", s->client);
         reply(s, "%lld 5.5.2 Error: bare <LF> received", code);

@@ -17,7 +17,7 @@
 #include "config/config.h"
 #include "core/buf.h"
 #include "core/pool.h"
-#include "policy/netlist.h"
+#include "policy/addrlist.h"
 #include "policy/restrict.h"
 #include "queue/qmgr.h"
 #include "queue/spool.h"
@@ -31,7 +31,7 @@ typedef struct smtpd_svc {
     const service_t *svc;
     const params_t *p;
     gen_t *gen;
-    netlist_t *bare_nl_exclusions;  /* smtpd_forbid_bare_newline_exclusions */
+    addrlist_t *bare_nl_exclusions; /* smtpd_forbid_bare_newline_exclusions (same forms as mynetworks) */
     int bare_nl_mode;               /* BARE_NL_* */
     bool proxy;                     /* smtpd_upstream_proxy_protocol = haproxy */
     char *ehlo_reply;               /* the complete EHLO reply, lines joined by CRLF, no final CRLF */

@@ -474,7 +474,7 @@ def test_vrfy_disabled(moat_factory):
         c.quit()
 
 
-@pytest.mark.parametrize("line", ["FOO", "XYZZY bar", "MAILFROM:<a@b.test>",
+@pytest.mark.parametrize("line", ["FOO", "XYZZY bar", "MAILFROM <a@b.test>",
                                   "ETRNX", "\x01\x02"])
 def test_unknown_command(shared_moat, line):
     with shared_moat.connect() as c:

@@ -211,9 +211,10 @@ def test_doc_matches_committed_reference():
     assert r.stdout == committed, "docs/configuration.md is stale: run `moat config doc > docs/configuration.md`"
 
 
-def test_check_refuses_table_forms_until_the_engine_lands(tmp_path):
-    # mydestination and mynetworks take type:table in Postfix; this version
-    # refuses them at load (fail closed) instead of never matching.
+def test_check_refuses_mydestination_tables_and_missing_mynetworks_tables(tmp_path):
+    # mydestination takes type:table in Postfix; this version refuses it at
+    # load (fail closed) instead of never matching.  mynetworks tables work,
+    # so one that cannot be opened is a load error naming file:line.
     d = confdir(tmp_path, "myhostname = mx.example.test\nmydestination = hash:/etc/x, example.test\n")
     r = moat("check", "-c", d)
     assert r.returncode == 1
@@ -223,8 +224,7 @@ def test_check_refuses_table_forms_until_the_engine_lands(tmp_path):
     d = confdir(d2, "myhostname = mx.example.test\nmynetworks = cidr:/etc/nets\n")
     r = moat("check", "-c", d)
     assert r.returncode == 1
-    assert (f'{d}/main.cf:2: smtpd_forbid_bare_newline_exclusions: "cidr:/etc/nets": table lookups '
-            f'are not supported here') in r.stderr
+    assert f"{d}/main.cf:2: smtpd_forbid_bare_newline_exclusions: /etc/nets: cannot open" in r.stderr
     r = subprocess.run([MOAT, "serve", "-c", d], capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
     assert f"{d}/main.cf:2:" in r.stderr

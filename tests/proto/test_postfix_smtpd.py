@@ -72,7 +72,6 @@ TRANSLATIONS = [
 ]
 
 CHECK_RELAY = "check_relay_domains -> permit_auth_destination,reject_unauth_destination (replay translation)"
-NO_QUEUE = "moat has no queue manager yet (the queue issue): the action is refused with a 4xx, never ignored"
 # (file, line number in the .in file) -> (moat's reply, why it differs).
 KNOWN_DIFFERENCES = {
     ("smtpd_check.in", 78): ("554 5.7.1 <foo@ibm.com>: Relay access denied",
@@ -88,12 +87,6 @@ KNOWN_DIFFERENCES = {
     ("smtpd_check.in4", 13): ("451 4.3.5 Server configuration error",
                               "FILTER without transport:destination: Postfix warns and ignores the entry; moat fails "
                               "closed (a 4xx and a warning naming the entry)"),
-    ("smtpd_check.in4", 14): ("451 4.3.0 <filtertexttext@filter.domain>: FILTER action is not supported by this "
-                              "version of moat", "FILTER: " + NO_QUEUE),
-    ("smtpd_check.in4", 15): ("451 4.3.0 <hold@hold.domain>: HOLD action is not supported by this version of moat",
-                              "HOLD: " + NO_QUEUE),
-    ("smtpd_check.in4", 16): ("451 4.3.0 <holdtext@hold.domain>: HOLD action is not supported by this version "
-                              "of moat", "HOLD: " + NO_QUEUE),
     ("smtpd_error.in", 59): ("451 4.3.5 Server configuration error",
                              "mynetworks with host bits set (168.100.3.1/27): Postfix warns and answers 451 4.3.0 "
                              "Temporary lookup failure at run time; moat refuses the value when the configuration "

@@ -477,11 +477,12 @@ def test_restrictions_action_prepend_and_warn(moat_factory):
     m.wait_log(r"warning: .*looks odd")
 
 
-def test_restrictions_action_hold_is_refused_not_ignored(moat_factory):
+def test_restrictions_action_hold_accepts_into_the_hold_queue(moat_factory):
+    """HOLD accepts (the queue side is in test_actions.py)."""
     m = gateway(moat_factory, {"smtpd_recipient_restrictions":
                                "check_recipient_access inline:{h@example.test=HOLD}, reject_unauth_destination"})
-    r = rcpt_reply(m, "h@example.test")
-    assert r.code == 451 and r.enh == "4.3.0", r
+    check(rcpt_reply(m, "h@example.test"), 250, "2.1.5")
+    m.wait_log(r"hold: RCPT from .*<h@example\.test>: Recipient address triggers HOLD action;")
 
 
 # ---------------------------------------------------------------- tables at run time

@@ -10,7 +10,9 @@
 #include "policy/restrict-private.h"
 #include "policy/restrict.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -724,16 +726,22 @@ TEST(restrict_actions)
     WARN_HAS(&x, "warn: RCPT from unknown[192.0.2.1]: looks odd; from=<warn@x.test>");
     REPLY(&x, "192.0.2.1", "c.test", "info@x.test", "u@example.test");
     WARN_HAS(&x, "info: RCPT from unknown[192.0.2.1]: just so;");
-    static const char *const unsupported[][2] = {
-        {"hold@x.test", "HOLD"}, {"redirect@x.test", "REDIRECT"}, {"filter@x.test", "FILTER"}, {"bcc@x.test", "BCC"}};
-    for (size_t i = 0; i < ARRAY_LEN(unsupported); i++) {
-        char want[200];
-        snprintf(want, sizeof want, "451 4.3.0 <%s>: %s action is not supported by this version of moat",
-                 unsupported[i][0], unsupported[i][1]);
-        CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", unsupported[i][0], "u@example.test"), want);
-        CHECK_INT(x.v.status, V_DEFER);
-        WARN_HAS(&x, "warning: access table texthash:");
-    }
+    /* HOLD, REDIRECT, FILTER, BCC: remembered, and the list goes on (here to its reject). */
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "hold@x.test", "u@example.test"),
+              "554 5.7.1 <hold@x.test>: Sender address rejected: Access denied");
+    CHECK(x.v.hold);
+    WARN_HAS(&x, "hold: RCPT from unknown[192.0.2.1]: <hold@x.test>: Sender address triggers HOLD action; "
+                 "from=<hold@x.test> to=<u@example.test>");
+    REPLY(&x, "192.0.2.1", "c.test", "redirect@x.test", "u@example.test");
+    CHECK_STR(buf_cstr(&x.v.redirect), "a@b.test");
+    WARN_HAS(&x, "redirect: RCPT from unknown[192.0.2.1]: <redirect@x.test>: Sender address triggers REDIRECT a@b.test;");
+    REPLY(&x, "192.0.2.1", "c.test", "filter@x.test", "u@example.test");
+    CHECK_STR(buf_cstr(&x.v.filter), "smtp:[127.0.0.1]:10025");
+    WARN_HAS(&x, "filter: RCPT from unknown[192.0.2.1]: <filter@x.test>: Sender address triggers FILTER "
+                 "smtp:[127.0.0.1]:10025;");
+    REPLY(&x, "192.0.2.1", "c.test", "bcc@x.test", "u@example.test");
+    CHECK_STR(buf_cstr(&x.v.bcc), "a@b.test\n");
+    WARN_HAS(&x, "bcc: RCPT from unknown[192.0.2.1]: <bcc@x.test>: Sender address triggers BCC a@b.test;");
     CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "ok@x.test", "u@example.test"), "");
     CHECK(!x.v.discard);
     CHECK_STR(buf_cstr(&x.v.warnings), "");
@@ -750,6 +758,17 @@ TEST(restrict_actions)
     CHECK_INT(rx_eval(&x, PCMD_EOD, &st), V_PERMIT);
     CHECK_STR(buf_cstr(&x.v.prepend), "");
     WARN_HAS(&x, "action PREPEND must be used before smtpd_end_of_data_restrictions");
+    /* REDIRECT/BCC without user@domain: fail closed (Postfix ignores the entry). */
+    REQUIRE(rx_load(&x, "smtpd_sender_restrictions = check_sender_access inline:{ {a@b.test=REDIRECT nobody} }\n"));
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "u@example.test"), "451 4.3.5 Server configuration error");
+    WARN_HAS(&x, "requires user@domain target");
+    /* Actions at end-of-data are kept (only PREPEND is too late there). */
+    REQUIRE(rx_load(&x, "smtpd_end_of_data_restrictions = check_sender_access inline:{ {a@b.test=HOLD} }\n"));
+    st = ps("192.0.2.1", "c.test", "a@b.test", NULL);
+    st.nrcpt = 1;
+    CHECK_INT(rx_eval(&x, PCMD_EOD, &st), V_PERMIT);
+    CHECK(x.v.hold);
+    WARN_HAS(&x, "hold: END-OF-MESSAGE from unknown[192.0.2.1]: <a@b.test>: Sender address triggers HOLD action;");
     rx_done(&x);
 }
 
@@ -848,7 +867,7 @@ TEST(restrict_compile_errors_name_file_and_line)
                                 "(comes with the dns issue)\n");
     static const char *const later[][2] = {
         {"check_policy_service inet:127.0.0.1:10023", "state"}, {"permit_tls_clientcerts", "tls"},
-        {"reject_unlisted_recipient", "queue"}, {"reject_unknown_sender_domain", "dns"},
+        {"check_relay_domains", "queue"}, {"reject_unknown_sender_domain", "dns"},
         {"check_ccert_access hash:/x", "tls"}, {"reject_unverified_sender", "state"},
         {"reject_plaintext_session", "tls"}, {"permit_mx_backup", "dns"}};
     for (size_t i = 0; i < ARRAY_LEN(later); i++) {
@@ -1078,5 +1097,184 @@ TEST(restrict_reply_footer)
     rx_eval(&x, PCMD_RCPT, &st);
     policy_reply_text(x.pol, &x.v, &st, &x.reply);
     CHECK_STR(buf_cstr(&x.reply), "");   /* a permit has no reply */
+    rx_done(&x);
+}
+
+/* ------------------------------------- mynetworks, inet_interfaces, ... */
+
+/* Client list "permit_X, reject": is addr permitted? */
+static bool rx_client_ok(rx_t *x, const char *addr, const struct sockaddr *local)
+{
+    pstate_t st = ps(addr, "c.test", "a@b.test", "u@example.test");
+    st.local = local;
+    return rx_eval(x, PCMD_RCPT, &st) == V_PERMIT;
+}
+
+TEST(restrict_mynetworks_tables_and_files)
+{
+    rx_t x;
+    rx_init(&x);
+    rx_file(&x, "nets.cidr", "192.0.2.0/24 whatever\n");
+    rx_file(&x, "hosts", "198.51.100.7 yes\n");
+    /* the file's items name a table by its full path */
+    char more[600];
+    snprintf(more, sizeof more, "# trusted\n!203.0.113.9, 203.0.113.0/24\n  cidr:%s/nets.cidr\n", x.dir);
+    rx_file(&x, "more", more);
+    REQUIRE(rx_load(&x, "mynetworks = !192.0.2.66 texthash:%D/hosts %D/more [2001:db8::]/32\n"
+                        "smtpd_client_restrictions = permit_mynetworks, reject\n"));
+    CHECK(rx_client_ok(&x, "198.51.100.7", NULL));     /* table: the address is the key */
+    CHECK(!rx_client_ok(&x, "198.51.100.8", NULL));
+    CHECK(rx_client_ok(&x, "203.0.113.1", NULL));      /* from the file */
+    CHECK(!rx_client_ok(&x, "203.0.113.9", NULL));     /* the file's own exclusion comes first */
+    CHECK(rx_client_ok(&x, "192.0.2.1", NULL));        /* the file's table */
+    CHECK(!rx_client_ok(&x, "192.0.2.66", NULL));      /* excluded before the file */
+    CHECK(rx_client_ok(&x, "2001:db8::5", NULL));
+    CHECK(!rx_client_ok(&x, "127.0.0.1", NULL));
+    rx_client_ok(&x, "192.0.2.1", NULL);
+    CHECK(strstr(buf_cstr(&x.trace), "192.0.2.1 matches cidr:") != NULL);
+    CHECK(!policy_tables_changed(x.pol));
+    /* failures name the parameter */
+    CHECK(!rx_load(&x, "mynetworks = %D/nonexistent\n"));
+    ERR_HAS(&x, "mynetworks: \"");
+    ERR_HAS(&x, "cannot open");
+    CHECK(!rx_load(&x, "mynetworks = !%D/more\n"));
+    ERR_HAS(&x, "'!' before a file name is not supported");
+    CHECK(!rx_load(&x, "mynetworks = 192.0.2.1/8\n"));
+    ERR_HAS(&x, "<text>/main.cf:");
+    ERR_HAS(&x, "bad network address");
+    rx_file(&x, "loop", "");
+    char loop[300];
+    snprintf(loop, sizeof loop, "%s/loop", x.dir);
+    rx_file(&x, "loop", loop);   /* a file naming itself */
+    CHECK(!rx_load(&x, "mynetworks = %D/loop\n"));
+    ERR_HAS(&x, "nested more than");
+    rx_done(&x);
+}
+
+/* A policy from main.cf text without BASE_MAIN's mynetworks. */
+static bool rx_load_bare(rx_t *x, const char *main_cf)
+{
+    policy_free(&x->pol);
+    config_free(&x->cfg);
+    buf_reset(&x->err);
+    x->cfg = config_load_text(main_cf, NULL, &x->err, NULL);
+    if (!x->cfg)
+        return false;
+    x->pol = policy_new(config_main(x->cfg), x->dir, &x->err);
+    return x->pol != NULL;
+}
+
+TEST(restrict_mynetworks_style)
+{
+    rx_t x;
+    rx_init(&x);
+    const char *tail = "myhostname = mx.example.test\nsmtpd_client_restrictions = permit_mynetworks, reject\n";
+    char cf[400];
+    /* neither set: moat's loopback default */
+    REQUIRE(rx_load_bare(&x, tail));
+    CHECK(rx_client_ok(&x, "127.0.0.9", NULL));
+    CHECK(rx_client_ok(&x, "::1", NULL));
+    CHECK(!rx_client_ok(&x, "198.51.100.1", NULL));
+    /* host: the machine's own addresses only (every Linux machine has 127.0.0.1/8 on lo) */
+    snprintf(cf, sizeof cf, "mynetworks_style = host\n%s", tail);
+    REQUIRE(rx_load_bare(&x, cf));
+    CHECK(rx_client_ok(&x, "127.0.0.1", NULL));
+    CHECK(!rx_client_ok(&x, "127.0.0.9", NULL));
+    CHECK(!rx_client_ok(&x, "198.51.100.1", NULL));
+    /* subnet: lo's 127.0.0.0/8 */
+    snprintf(cf, sizeof cf, "mynetworks_style = subnet\n%s", tail);
+    REQUIRE(rx_load_bare(&x, cf));
+    CHECK(rx_client_ok(&x, "127.0.0.9", NULL));
+    CHECK(rx_client_ok(&x, "127.200.0.1", NULL));
+    CHECK(!rx_client_ok(&x, "198.51.100.1", NULL));
+    /* class: 127 is class A */
+    snprintf(cf, sizeof cf, "mynetworks_style = class\n%s", tail);
+    REQUIRE(rx_load_bare(&x, cf));
+    CHECK(rx_client_ok(&x, "127.1.2.3", NULL));
+    CHECK(!rx_client_ok(&x, "198.51.100.1", NULL));
+    /* mynetworks wins over the style */
+    snprintf(cf, sizeof cf, "mynetworks_style = subnet\nmynetworks = 198.51.100.0/24\n%s", tail);
+    REQUIRE(rx_load_bare(&x, cf));
+    CHECK(rx_client_ok(&x, "198.51.100.1", NULL));
+    CHECK(!rx_client_ok(&x, "127.0.0.1", NULL));
+    snprintf(cf, sizeof cf, "mynetworks_style = galaxy\n%s", tail);
+    CHECK(!rx_load_bare(&x, cf));
+    ERR_HAS(&x, "<text>/main.cf:1: mynetworks_style: unknown style \"galaxy\"");
+    rx_done(&x);
+}
+
+TEST(restrict_permit_inet_interfaces)
+{
+    rx_t x;
+    rx_init(&x);
+    REQUIRE(rx_load(&x, "inet_interfaces = 127.0.0.7, [::1]\n"
+                        "smtpd_client_restrictions = permit_inet_interfaces, reject\n"));
+    CHECK(rx_client_ok(&x, "127.0.0.7", NULL));
+    CHECK(rx_client_ok(&x, "::1", NULL));
+    CHECK(!rx_client_ok(&x, "127.0.0.1", NULL));
+    REQUIRE(rx_load(&x, "inet_interfaces = loopback-only\n"
+                        "smtpd_client_restrictions = permit_inet_interfaces, reject\n"));
+    CHECK(rx_client_ok(&x, "127.0.0.1", NULL));
+    CHECK(!rx_client_ok(&x, "127.0.0.7", NULL));
+    /* all: the connection's own address */
+    REQUIRE(rx_load(&x, "smtpd_client_restrictions = permit_inet_interfaces, reject\n"));
+    struct sockaddr_in local = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.5", &local.sin_addr);
+    CHECK(rx_client_ok(&x, "127.0.0.5", (const struct sockaddr *)&local));
+    CHECK(strstr(buf_cstr(&x.trace), "is the connection's local address 127.0.0.5") != NULL);
+    CHECK(!rx_client_ok(&x, "127.0.0.6", (const struct sockaddr *)&local));
+    struct sockaddr_in6 local6 = {.sin6_family = AF_INET6};
+    inet_pton(AF_INET6, "::ffff:127.0.0.5", &local6.sin6_addr);
+    CHECK(rx_client_ok(&x, "127.0.0.5", (const struct sockaddr *)&local6));
+    /* all without a connection (moat check): the interface addresses */
+    CHECK(rx_client_ok(&x, "127.0.0.1", NULL));
+    CHECK(!rx_client_ok(&x, "198.51.100.1", NULL));
+    /* names are not addresses: refused only when the restriction is used */
+    REQUIRE(rx_load(&x, "inet_interfaces = mx.example.test\n"));
+    CHECK(!rx_load(&x, "inet_interfaces = mx.example.test\n"
+                       "smtpd_client_restrictions = permit_inet_interfaces\n"));
+    ERR_HAS(&x, "permit_inet_interfaces needs addresses");
+    rx_done(&x);
+}
+
+TEST(restrict_unlisted_recipient_and_sender)
+{
+    rx_t x;
+    rx_init(&x);
+    REQUIRE(rx_load(&x, "smtpd_sender_restrictions = reject_unlisted_sender\n"
+                        "smtpd_recipient_restrictions = reject_unlisted_recipient, check_recipient_maps, "
+                        "reject_unauth_destination\n"));
+    /* local domain: every local part exists */
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "anyone@example.test", "nosuchuser@example.test"), "");
+    CHECK(strstr(buf_cstr(&x.trace), "is in a local domain: every local part exists") != NULL);
+    /* other domains: nothing to look up; the relay check decides */
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@elsewhere.test", "u@elsewhere.test"),
+              "554 5.7.1 <u@elsewhere.test>: Relay access denied");
+    CHECK(strstr(buf_cstr(&x.trace), "u@elsewhere.test is not in a local domain") != NULL);
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "", "u@example.test"), "");
+    rx_done(&x);
+}
+
+TEST(restrict_forbidden_commands)
+{
+    rx_t x;
+    rx_init(&x);
+    REQUIRE(rx_load(&x, ""));
+    CHECK(policy_forbidden_command(x.pol, "GET"));
+    CHECK(policy_forbidden_command(x.pol, "post"));
+    CHECK(policy_forbidden_command(x.pol, "CONNECT"));
+    CHECK(policy_forbidden_command(x.pol, "Subject:"));   /* a header sent as a command */
+    CHECK(policy_forbidden_command(x.pol, "X-Mailer:"));
+    CHECK(!policy_forbidden_command(x.pol, "XYZZY"));
+    CHECK(!policy_forbidden_command(x.pol, ":"));
+    CHECK(!policy_forbidden_command(x.pol, ""));
+    rx_file(&x, "forbid", "put 1\nhead 1\n");
+    REQUIRE(rx_load(&x, "smtpd_forbidden_commands = OPTIONS texthash:%D/forbid\n"));
+    CHECK(policy_forbidden_command(x.pol, "options"));
+    CHECK(policy_forbidden_command(x.pol, "PUT"));
+    CHECK(!policy_forbidden_command(x.pol, "GET"));
+    CHECK(policy_forbidden_command(x.pol, "From:"));
+    CHECK(!rx_load(&x, "smtpd_forbidden_commands = GET texthash:%D/missing\n"));
+    ERR_HAS(&x, "<text>/main.cf:4: ");
     rx_done(&x);
 }
