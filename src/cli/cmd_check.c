@@ -13,12 +13,12 @@
  * Owns one config_t and one policy_t for the length of the command.
  * Must never open a listener, touch the queue or a mail log: it only
  * reads configuration and table files.  It must answer what the server
- * answers, so every decision is policy_eval()'s, and around it this file
- * repeats the session's own rules (src/smtp/session.c: what follows a
- * refused command, postponed DEFER_IF_PERMIT, the bare-postmaster
- * exemption, DISCARD, the builtin:no_relay_transport guard).  A change
- * to those rules in the session must be made here too; the protocol
- * tests run both doors on the same cases.
+ * answers, so every decision is the engine's: policy_eval() per command
+ * and policy_rcpt() for RCPT (postponed DEFER_IF_PERMIT, the <postmaster>
+ * exemption, DISCARD, the builtin:no_relay_transport guard), exactly the
+ * calls the session makes.  What this file still mirrors from
+ * src/smtp/session.c is protocol sequencing (503 after a refused
+ * command); the protocol tests run both doors on the same cases.
  */
 #include "cli/cli.h"
 
@@ -136,33 +136,11 @@ static const char *strip_brackets(const char *addr, char **keep)
     return addr;
 }
 
-/* ---------- the server's relay guard ---------- */
-
-/* Until relaying exists, the server refuses a recipient the engine
- * permits when its domain is not in mydestination (session.c does the
- * same; rule builtin:no_relay_transport).  Same test as the session:
- * a case-insensitive match against the mydestination items. */
-static bool domain_is_local(const params_t *p, const char *domain)
+/* A recipient without a domain is completed as the server completes it
+ * (policy_bare_domain). */
+static char *complete_recipient(const policy_t *pol, const params_t *p, const char *rcpt)
 {
-    const char *const *items;
-    size_t n = param_list(p, PARAM_mydestination, &items);
-    for (size_t i = 0; i < n; i++)
-        if (str_ieq(items[i], domain))
-            return true;
-    return false;
-}
-
-/* A recipient without a domain is completed as the server completes it:
- * $myorigin when that is local, else the first mydestination domain. */
-static char *complete_recipient(const params_t *p, const char *rcpt)
-{
-    if (strchr(rcpt, '@'))
-        return xstrdup(rcpt);
-    const char *dom = param_str(p, PARAM_myorigin);
-    if (!domain_is_local(p, dom)) {
-        const char *const *items;
-        dom = param_list(p, PARAM_mydestination, &items) ? items[0] : NULL;
-    }
+    const char *dom = strchr(rcpt, '@') ? NULL : policy_bare_domain(pol, param_str(p, PARAM_myorigin));
     if (!dom)
         return xstrdup(rcpt);
     buf_t b = BUF_INIT;
@@ -388,7 +366,7 @@ static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, con
         char *keep;
         const char *given = strip_brackets(o->rcpts[i], &keep);
         bool postmaster = !strchr(given, '@') && str_ieq(given, "postmaster");
-        char *rcpt = complete_recipient(p, given);
+        char *rcpt = complete_recipient(pol, p, given);
         free(keep);
         buf_reset(&label);
         buf_printf(&label, "RCPT TO:<%s>", rcpt);
@@ -398,40 +376,13 @@ static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, con
             continue;
         }
         s.st.recipient = rcpt;
-        verdict_reset(&s.v);
         buf_reset(&s.trace);
-        vstatus_t r = V_PERMIT;
-        if (postmaster || s.discard) {
-            if (s.want_trace)
-                buf_printf(&s.trace, "  %s\n", postmaster ? "<postmaster> is exempt from every restriction"
-                                                          : "DISCARD applies: restrictions are skipped");
-        } else {
-            r = eval(&s, PCMD_RCPT);
-            if (r == V_PERMIT && s.postponed && !delay) {
-                /* A defer_if_permit raised at CONNECT, HELO or MAIL answers now. */
-                s.v.status = r = V_DEFER;
-                s.v.code = atoi(s.postponed);
-                buf_reset(&s.v.reply);
-                buf_puts(&s.v.reply, s.postponed);
-                str_copy(s.v.rule, "postponed:defer_if_permit", sizeof s.v.rule);
-                buf_reset(&s.text);
-                policy_reply_text(pol, &s.v, &s.st, &s.text);
-                s.refused = true;
-            }
-        }
-        const char *at = strrchr(rcpt, '@');
-        if (r == V_PERMIT && !s.discard && !s.v.discard && !domain_is_local(p, at ? at + 1 : "")) {
-            /* The server's guard has the last word; the engine's trace stays. */
-            if (s.want_trace)
-                buf_printf(&s.trace, "  builtin: %s is not in mydestination and moat cannot relay yet -> REJECT\n",
-                           at ? at + 1 : "(no domain)");
-            s.v.status = r = V_REJECT;
-            s.v.code = 554;
-            buf_reset(&s.text);
-            buf_printf(&s.text, "554 5.7.1 <%s>: Relay access denied", rcpt);
-            str_copy(s.v.rule, "builtin:no_relay_transport", sizeof s.v.rule);
-            s.v.origin = (map_origin_t){0};
+        buf_reset(&s.text);
+        vstatus_t r = policy_rcpt(pol, &s.st, postmaster, s.discard, delay ? NULL : s.postponed, &s.v,
+                                  s.want_trace ? &s.trace : NULL);
+        if (r != V_PERMIT) {
             s.refused = true;
+            policy_reply_text(pol, &s.v, &s.st, &s.text);
         }
         if (r == V_PERMIT) {
             if (s.v.discard)

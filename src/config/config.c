@@ -124,16 +124,6 @@ static bool is_one_of(const char *s, const char *const *set)
     return false;
 }
 
-static bool all_digits(const char *s)
-{
-    if (!*s)
-        return false;
-    for (; *s; s++)
-        if (*s < '0' || *s > '9')
-            return false;
-    return true;
-}
-
 /* Port as decimal text: a number, a services(5) name, or one of the
  * submission names some systems lack in /etc/services. */
 static char *resolve_port(const char *p)
@@ -143,7 +133,7 @@ static char *resolve_port(const char *p)
         int port;
     } fallback[] = {{"smtp", 25}, {"submission", 587}, {"smtps", 465}, {"submissions", 465}};
     char num[16];
-    if (all_digits(p)) {
+    if (str_all_digits(p)) {
         long v = strlen(p) <= 5 ? strtol(p, NULL, 10) : 0;
         if (v < 1 || v > 65535)
             return NULL;
@@ -193,7 +183,7 @@ static const char *parse_listen(const char *name, char **host, char **port)
         return "missing port";
     *port = resolve_port(ps);
     if (!*port)
-        return all_digits(ps) ? "port out of range" : "unknown service port";
+        return str_all_digits(ps) ? "port out of range" : "unknown service port";
     return NULL;
 }
 
@@ -291,12 +281,12 @@ static bool check_fields(config_t *cfg, char **f, int line, buf_t *err)
     }
     size_t wl = strlen(f[5]);
     char *wake = xstrndup(f[5], wl && f[5][wl - 1] == '?' ? wl - 1 : wl);
-    if (strcmp(f[5], "-") && !all_digits(wake)) {
+    if (strcmp(f[5], "-") && !str_all_digits(wake)) {
         cf_msg(err, cfg->master_file, line, "bad wakeup field \"%s\" (use -, or seconds)", cf_quote(&q, f[5]));
         ok = false;
     }
     free(wake);
-    if (strcmp(f[6], "-") && !(all_digits(f[6]) && strlen(f[6]) <= 7)) {
+    if (strcmp(f[6], "-") && !(str_all_digits(f[6]) && strlen(f[6]) <= 7)) {
         cf_msg(err, cfg->master_file, line, "bad maxproc field \"%s\" (use -, or a number)", cf_quote(&q, f[6]));
         ok = false;
     }

@@ -27,6 +27,8 @@ bool str_ieq(const char *a, const char *b);
 bool str_nieq(const char *a, const char *b, size_t n);
 /* Does s start with prefix, ignoring ASCII case? */
 bool str_istarts(const char *s, const char *prefix);
+/* Non-empty and only ASCII digits? */
+bool str_all_digits(const char *s);
 /* Trim ASCII white space in place at both ends; returns s. */
 char *str_trim(char *s);
 /* Copy with truncation; always NUL-terminates when size > 0. Returns strlen(src). */

@@ -89,16 +89,6 @@ static map_status cidr_lookup(map_t *m, const char *key, buf_t *value, map_origi
     return MAP_NOTFOUND;
 }
 
-static bool all_digits(const char *s)
-{
-    if (!*s)
-        return false;
-    for (; *s; s++)
-        if (*s < '0' || *s > '9')
-            return false;
-    return true;
-}
-
 /* Parse one address pattern (negations already removed) into r.
  * 0, or -1 with the reason in why (Postfix's wording). */
 static int parse_pattern(const char *pat, rule_t *r, buf_t *why)
@@ -135,7 +125,7 @@ static int parse_pattern(const char *pat, rule_t *r, buf_t *why)
     memset(r->net, 0, sizeof r->net);
     memset(r->mask, 0, sizeof r->mask);
     if (mask) {
-        if (!all_digits(mask)) {
+        if (!str_all_digits(mask)) {
             buf_printf(why, "bad mask value in \"%s/%s\"", addr, mask);
             goto out;
         }

@@ -366,16 +366,6 @@ static map_t *open_table(cctx_t *cc, const char *spec)
     return m;
 }
 
-static bool all_digits(const char *s)
-{
-    if (!*s)
-        return false;
-    for (; *s; s++)
-        if (*s < '0' || *s > '9')
-            return false;
-    return true;
-}
-
 static void compile_items(cctx_t *cc, const char *const *items, size_t n, rlist_t *out)
 {
     for (size_t i = 0; i < n; i++) {
@@ -438,7 +428,7 @@ static void compile_items(cctx_t *cc, const char *const *items, size_t n, rlist_
                     continue;
                 st.pattern = is_pattern_table(arg);
             } else if (d->arg == A_NUMBER) {
-                if (!all_digits(arg) || strlen(arg) > 4) {
+                if (!str_all_digits(arg) || strlen(arg) > 4) {
                     cmsg(cc, "%s: bad argument \"%s\": need a number of seconds (0-9999)", d->name, arg);
                     continue;
                 }
@@ -1452,12 +1442,7 @@ static bool auth_destination(ectx_t *c, const char *rcpt)
     for (const char *p = rcpt; p < at; p++)
         if (*p == '%' || *p == '!' || *p == '@')
             return false;
-    char buf[300];
-    const char *d = trim_dot(at + 1, buf, sizeof buf);
-    for (size_t i = 0; i < c->pol->nmydest; i++)
-        if (str_ieq(c->pol->mydest[i], d))
-            return true;
-    return false;
+    return policy_local_domain(c->pol, at + 1);
 }
 
 /* forbid_allowlist: a name the client chose must not buy an OK. */
@@ -1950,4 +1935,57 @@ void policy_reply_text(const policy_t *pol, const verdict_t *v, const pstate_t *
         t += n + (nl ? 1 : 0);
     }
     buf_free(&text);
+}
+
+bool policy_local_domain(const policy_t *pol, const char *domain)
+{
+    char buf[300];
+    const char *d = trim_dot(domain, buf, sizeof buf);
+    for (size_t i = 0; i < pol->nmydest; i++)
+        if (str_ieq(pol->mydest[i], d))
+            return true;
+    return false;
+}
+
+const char *policy_bare_domain(const policy_t *pol, const char *myorigin)
+{
+    if (policy_local_domain(pol, myorigin))
+        return myorigin;
+    return pol->nmydest ? pol->mydest[0] : NULL;
+}
+
+vstatus_t policy_rcpt(policy_t *pol, const pstate_t *st, bool exempt, bool discarding, const char *postponed,
+                      verdict_t *v, buf_t *trace)
+{
+    vstatus_t vs = V_PERMIT;
+    verdict_reset(v);
+    if (exempt || discarding) {
+        if (trace)
+            buf_printf(trace, "  %s\n", exempt ? "<postmaster> is exempt from every restriction"
+                                                : "DISCARD applies: restrictions are skipped");
+    } else {
+        vs = policy_eval(pol, PCMD_RCPT, st, v, trace);
+        if (vs == V_PERMIT && postponed) {
+            buf_reset(&v->reply);
+            buf_puts(&v->reply, postponed);
+            v->code = atoi(postponed);
+            v->status = vs = V_DEFER;
+            str_copy(v->rule, "postponed:defer_if_permit", sizeof v->rule);
+            if (trace)
+                buf_printf(trace, "  postponed defer_if_permit answers now: %s\n", postponed);
+        }
+    }
+    const char *at = st->recipient ? strrchr(st->recipient, '@') : NULL;
+    if (vs == V_PERMIT && !discarding && !v->discard && !policy_local_domain(pol, at ? at + 1 : "")) {
+        if (trace)
+            buf_printf(trace, "  builtin: %s is not in mydestination and moat cannot relay yet -> REJECT\n",
+                       at ? at + 1 : "(no domain)");
+        buf_reset(&v->reply);
+        buf_printf(&v->reply, "554 5.7.1 <%s>: Relay access denied", st->recipient);
+        v->code = 554;
+        v->status = vs = V_REJECT;
+        str_copy(v->rule, "builtin:no_relay_transport", sizeof v->rule);
+        v->origin = (map_origin_t){0};
+    }
+    return vs;
 }

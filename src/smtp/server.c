@@ -445,13 +445,7 @@ int server_configure(server_t *srv, config_t *cfg, buf_t *err)
         evconnlistener_set_cb(f->ev, on_accept, f);
         evconnlistener_set_error_cb(f->ev, on_accept_error);
     }
-    while (srv->listeners) {
-        listener_t *l = srv->listeners;
-        srv->listeners = l->next;
-        if (l->ev)
-            evconnlistener_free(l->ev);
-        free(l);
-    }
+    server_stop_listening(srv);   /* what was not adopted above */
     srv->listeners = fresh;
     gen_t *old_gen = srv->gen;
     srv->gen = g;

@@ -118,14 +118,20 @@ static void reply_raw(session_t *s, const char *text, size_t len)
 }
 
 static void reply(session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* One reply line: fmt + CRLF. */
+static void format_reply(buf_t *b, const char *fmt, va_list ap)
+{
+    buf_vprintf(b, fmt, ap);
+    buf_puts(b, "\r\n");
+}
+
 static void reply(session_t *s, const char *fmt, ...)
 {
     buf_t b = BUF_INIT;
     va_list ap;
     va_start(ap, fmt);
-    buf_vprintf(&b, fmt, ap);
+    format_reply(&b, fmt, ap);
     va_end(ap);
-    buf_puts(&b, "\r\n");
     reply_raw(s, b.data, b.len);
     buf_free(&b);
 }
@@ -149,9 +155,8 @@ static void reply_error(session_t *s, const char *fmt, ...)
     buf_t b = BUF_INIT;
     va_list ap;
     va_start(ap, fmt);
-    buf_vprintf(&b, fmt, ap);
+    format_reply(&b, fmt, ap);
     va_end(ap);
-    buf_puts(&b, "\r\n");
     s->errors++;
     long long sleep_s = param_int(s->p, PARAM_smtpd_error_sleep_time);
     if (s->errors >= (unsigned)param_int(s->p, PARAM_smtpd_soft_error_limit) && sleep_s > 0
@@ -239,21 +244,13 @@ static void log_policy_lines(session_t *s, const verdict_t *v)
     }
 }
 
-/* Evaluate without logging yet: RCPT logs the engine's lines once it
- * knows whether the recipient opens the queue file, so that an accepted
- * first recipient's "hold:", "redirect:" ... lines carry the queue ID. */
-static vstatus_t session_policy_quiet(session_t *s, pcmd_t cmd, const pstate_t *st)
-{
-    verdict_reset(&s->v);
-    if (!s->sv->policy)
-        return V_PERMIT;
-    policy_eval(s->sv->policy, cmd, st, &s->v, NULL);
-    return s->v.status;
-}
-
+/* (RCPT uses policy_rcpt and logs the engine's lines only once it knows
+ * whether the recipient opens the queue file, so that an accepted first
+ * recipient's "hold:", "redirect:" ... lines carry the queue ID.) */
 static vstatus_t session_policy(session_t *s, pcmd_t cmd, const pstate_t *st)
 {
-    vstatus_t vs = session_policy_quiet(s, cmd, st);
+    verdict_reset(&s->v);
+    vstatus_t vs = policy_eval(s->sv->policy, cmd, st, &s->v, NULL);
     log_policy_lines(s, &s->v);
     return vs;
 }
@@ -287,10 +284,7 @@ static void policy_refuse(session_t *s, const pstate_t *st, const char *stage, c
                           const char *helo)
 {
     log_event(s, "reject", stage, buf_cstr(&s->v.reply), from, to, helo, &s->v);
-    if (s->sv->policy)
-        policy_reply_text(s->sv->policy, &s->v, st, &s->vtext);
-    else
-        buf_puts(&s->vtext, buf_cstr(&s->v.reply));
+    policy_reply_text(s->sv->policy, &s->v, st, &s->vtext);
     send_text(s, buf_cstr(&s->vtext), true, s->v.sleep);
 }
 
@@ -317,7 +311,7 @@ static void take_actions(session_t *s)
 
 static bool delay_reject(const session_t *s)
 {
-    return !s->sv->policy || policy_delay_reject(s->sv->policy);
+    return policy_delay_reject(s->sv->policy);
 }
 
 /* ---------- transaction state ---------- */
@@ -805,28 +799,6 @@ static int cmd_mail(session_t *s, char *arg)
     return 0;
 }
 
-static bool domain_is_local(const session_t *s, const char *domain)
-{
-    const char *const *items;
-    size_t n = param_list(s->p, PARAM_mydestination, &items);
-    for (size_t i = 0; i < n; i++)
-        if (str_ieq(items[i], domain))
-            return true;
-    return false;
-}
-
-/* The domain that completes a recipient without one: $myorigin when it is
- * local, else the first mydestination domain; NULL when nothing is local. */
-static const char *local_domain_for_bare(const session_t *s)
-{
-    const char *origin = param_str(s->p, PARAM_myorigin);
-    if (domain_is_local(s, origin))
-        return origin;
-    const char *const *items;
-    size_t n = param_list(s->p, PARAM_mydestination, &items);
-    return n ? items[0] : NULL;
-}
-
 static int cmd_rcpt(session_t *s, char *arg)
 {
     if (!s->in_mail) {
@@ -867,7 +839,7 @@ static int cmd_rcpt(session_t *s, char *arg)
     bool postmaster = !a.domain[0] && str_ieq(a.full, "postmaster");
     if (!a.domain[0]) {
         /* RFC 5321 4.5.1: <postmaster> (and any bare local part) is ours. */
-        const char *dom = local_domain_for_bare(s);
+        const char *dom = policy_bare_domain(s->sv->policy, param_str(s->p, PARAM_myorigin));
         if (dom) {
             buf_t full = BUF_INIT;
             buf_printf(&full, "%s@%s", a.full, dom);
@@ -878,41 +850,15 @@ static int cmd_rcpt(session_t *s, char *arg)
             str_lower(a.domain);
         }
     }
-    verdict_reset(&s->v);
-    if (!postmaster && !s->discard) {
-        pstate_t st;
-        fill_pstate(s, &st);
-        st.recipient = a.full;
-        vstatus_t vs = session_policy_quiet(s, PCMD_RCPT, &st);
-        const char *dip = s->dip_client ? s->dip_client : s->dip_helo ? s->dip_helo : s->dip_sender;
-        if (vs == V_PERMIT && dip && !delay_reject(s)) {
-            /* A defer_if_permit raised at CONNECT, HELO or MAIL answers now. */
-            buf_reset(&s->v.reply);
-            buf_puts(&s->v.reply, dip);
-            s->v.code = atoi(dip);
-            s->v.status = V_DEFER;
-            str_copy(s->v.rule, "postponed:defer_if_permit", sizeof s->v.rule);
-            vs = V_DEFER;
-        }
-        if (vs != V_PERMIT) {
-            log_policy_lines(s, &s->v);
-            policy_refuse(s, &st, "RCPT", s->sender.full, a.full, s->helo);
-            addr_free(&a);
-            return -1;
-        }
-    }
-    /* Until the queue issue brings relay delivery, whatever the
-     * restrictions permit must still be ours to deliver: accepting a
-     * recipient that can never be delivered would lose mail quietly. */
-    if (!s->discard && !s->v.discard && !domain_is_local(s, a.domain)) {
-        buf_t text = BUF_INIT;
+    pstate_t st;
+    fill_pstate(s, &st);
+    st.recipient = a.full;
+    const char *dip = s->dip_client ? s->dip_client : s->dip_helo ? s->dip_helo : s->dip_sender;
+    /* Quiet: the engine's lines are logged once the queue ID exists. */
+    if (policy_rcpt(s->sv->policy, &st, postmaster, s->discard, delay_reject(s) ? NULL : dip, &s->v, NULL)
+        != V_PERMIT) {
         log_policy_lines(s, &s->v);
-        buf_printf(&text, "554 5.7.1 <%s>: Relay access denied", a.full);
-        str_copy(s->v.rule, "builtin:no_relay_transport", sizeof s->v.rule);
-        s->v.origin.file = NULL;
-        log_event(s, "reject", "RCPT", buf_cstr(&text), s->sender.full, a.full, s->helo, &s->v);
-        send_text(s, buf_cstr(&text), true, s->v.sleep);
-        buf_free(&text);
+        policy_refuse(s, &st, "RCPT", s->sender.full, a.full, s->helo);
         addr_free(&a);
         return -1;
     }
@@ -921,7 +867,7 @@ static int cmd_rcpt(session_t *s, char *arg)
         spool_new_queue_id(server_spool(s->srv), s->qid);
         log_info("smtpd", "%s: client=%s", s->qid, s->client);
     }
-    log_policy_lines(s, &s->v);   /* after the ID exists (session_policy_quiet) */
+    log_policy_lines(s, &s->v);   /* now that the queue ID exists */
     s->rcpts = xrealloc(s->rcpts, (s->nrcpt + 1) * sizeof *s->rcpts);
     s->rcpts[s->nrcpt++] = a.full;
     a.full = NULL;
@@ -1332,7 +1278,7 @@ static void run_command(session_t *s, char *line)
     if (!c) {
         s->total[C_UNKNOWN]++;
         s->last_cmd = "UNKNOWN";
-        if (s->sv->policy && policy_forbidden_command(s->sv->policy, verb)) {
+        if (policy_forbidden_command(s->sv->policy, verb)) {
             /* A web or proxy request, or a message sent without DATA: the
              * peer does not speak SMTP, so nothing it sends next matters.
              * Postfix logs the whole line (arguments rejoined), cut at 100. */
