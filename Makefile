@@ -6,13 +6,13 @@
 
 CC      ?= gcc
 FUZZCC  ?= clang
-PKGS    := libevent libevent_pthreads lmdb libpcre2-8
+PKGS    := libevent libevent_pthreads lmdb libpcre2-8 libunbound
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -levent_pthreads -levent -llmdb -lpcre2-8)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -levent_pthreads -levent -llmdb -lpcre2-8 -lunbound)
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wformat=2 -Wvla
 CSTD    := -std=c17 -D_GNU_SOURCE
 INC     := -Isrc
-LIBS    := $(PKG_LIBS) -lpthread
+LIBS    := $(PKG_LIBS) -lresolv -lpthread
 
 REL_CFLAGS  := $(CSTD) $(WARN) $(INC) $(PKG_CFLAGS) -O2 -g -fno-strict-aliasing
 ASAN_CFLAGS := $(CSTD) $(WARN) $(INC) $(PKG_CFLAGS) -O1 -g -fno-omit-frame-pointer \

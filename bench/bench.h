@@ -52,6 +52,12 @@ struct bench_opts {
     struct sockaddr_storage src;   /* source address to bind, when have_src */
     socklen_t srclen;
     bool have_src;
+    /* --bind-range: session k (from 0) binds range_base + (range_next + k) mod range_size,
+     * every address of one IPv4 block in 127.0.0.0/8, starting at the address given. */
+    bool have_range;
+    unsigned long range_base;      /* the block's first address, host order */
+    unsigned long range_size;      /* addresses in the block: 1 .. 2^24 */
+    unsigned long range_next;      /* offset of the first session's address */
     char dst_text[64];             /* for the report: "127.0.0.1:25" */
     char src_text[64];
     unsigned long count;           /* sessions (send, reject) or connections (idle) */

@@ -22,6 +22,7 @@
  */
 #include <errno.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -553,12 +554,26 @@ static void launch(struct client *c)
         sess_fail(s, ST_CONNECT, F_CONNECT);
         return;
     }
-    if (o->have_src) {
+    if (o->have_src || o->have_range) {
         /* Choose the port at connect(), as for an unbound socket, so
          * that TIME_WAIT pairs from earlier runs do not exhaust bind(). */
         int one = 1;
         (void)setsockopt(s->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
-        if (bind(s->fd, (const struct sockaddr *)&o->src, o->srclen) < 0) {
+        struct sockaddr_storage src;
+        socklen_t srclen = o->srclen;
+        if (o->have_range) {
+            /* Sessions take the block's addresses in launch order, so a
+             * run of at most range_size sessions never repeats a client. */
+            struct sockaddr_in *a = (struct sockaddr_in *)&src;
+            memset(&src, 0, sizeof(src));
+            a->sin_family = AF_INET;
+            a->sin_addr.s_addr =
+                htonl((uint32_t)(o->range_base + (o->range_next + s->seq - 1) % o->range_size));
+            srclen = sizeof(*a);
+        } else {
+            memcpy(&src, &o->src, sizeof(src));
+        }
+        if (bind(s->fd, (const struct sockaddr *)&src, srclen) < 0) {
             note_error(c, "bind", errno);
             sess_fail(s, ST_CONNECT, F_CONNECT);
             return;

@@ -50,6 +50,11 @@ static void usage(FILE *f)
         "  -H, --host ADDR         server address [127.0.0.1]\n"
         "  -p, --port N            server port [25]\n"
         "  -b, --bind ADDR         source address, any 127.x.y.z (or ::1) [unbound]\n"
+        "      --bind-range A/LEN  spread sessions over the IPv4 block A/LEN inside\n"
+        "                          127.0.0.0/8 (LEN 8..32): each session binds the next\n"
+        "                          address, starting at A and wrapping at the block's end\n"
+        "                          (e.g. 127.1.0.0/16: a new client for each of 65,536\n"
+        "                          sessions); not with --bind\n"
         "  -n, --count N           sessions or connections [send/reject 1000, idle 100]\n"
         "  -c, --concurrency C     sessions in flight [send/reject 10, idle 100]\n"
         "  -s, --size BYTES        message size, headers included; suffix k or m = x1024\n"
@@ -190,6 +195,33 @@ static void addr_text(const struct sockaddr_storage *ss, bool with_port, char *o
     }
 }
 
+/* --bind-range A.B.C.D/LEN: a block of 127.0.0.0/8, IPv4 only (the
+ * IPv6 loopback is one address). */
+static void parse_range(const char *text, struct bench_opts *o)
+{
+    char buf[32];
+    const char *slash = strchr(text, '/');
+    size_t n = slash != NULL ? (size_t)(slash - text) : 0;
+    if (slash == NULL || n == 0 || n >= sizeof(buf))
+        die_usage("bad --bind-range %s: want A.B.C.D/LEN", text);
+    memcpy(buf, text, n);
+    buf[n] = '\0';
+    struct in_addr a;
+    if (inet_pton(AF_INET, buf, &a) != 1)
+        die_usage("bad --bind-range %s: want A.B.C.D/LEN", text);
+    unsigned long len = parse_ulong(slash + 1, 8, 32, "--bind-range prefix length (8..32)");
+    unsigned long addr = ntohl(a.s_addr);
+    if ((addr >> 24) != 127)
+        die_usage("--bind-range %s is not inside 127.0.0.0/8; moat-bench only uses loopback "
+                  "addresses", text);
+    o->range_size = 1UL << (32 - len);
+    o->range_base = addr & ~(o->range_size - 1) & 0xffffffffUL;
+    o->range_next = addr - o->range_base;
+    o->have_range = true;
+    /* The report names the block and where the run started in it. */
+    snprintf(o->src_text, sizeof(o->src_text), "%s/%lu", buf, len);
+}
+
 /* Addresses and names go into command lines: no controls, spaces or brackets. */
 static const char *check_word(const char *s, bool may_be_empty, const char *what)
 {
@@ -225,13 +257,13 @@ static void raise_nofile(unsigned long need)
     }
 }
 
-enum { OPT_HOLD = 256, OPT_KV };
+enum { OPT_HOLD = 256, OPT_KV, OPT_BIND_RANGE };
 
 int main(int argc, char **argv)
 {
     static struct bench_opts o;
     static struct bench_stats st;
-    const char *host = "127.0.0.1", *bind_addr = NULL;
+    const char *host = "127.0.0.1", *bind_addr = NULL, *bind_range = NULL;
     unsigned port = 25;
     bool count_set = false, conc_set = false;
     unsigned long nrcpt_want = 0;
@@ -264,6 +296,7 @@ int main(int argc, char **argv)
         {"host", required_argument, NULL, 'H'},
         {"port", required_argument, NULL, 'p'},
         {"bind", required_argument, NULL, 'b'},
+        {"bind-range", required_argument, NULL, OPT_BIND_RANGE},
         {"count", required_argument, NULL, 'n'},
         {"concurrency", required_argument, NULL, 'c'},
         {"size", required_argument, NULL, 's'},
@@ -292,6 +325,9 @@ int main(int argc, char **argv)
             break;
         case 'b':
             bind_addr = optarg;
+            break;
+        case OPT_BIND_RANGE:
+            bind_range = optarg;
             break;
         case 'n':
             o.count = parse_ulong(optarg, 1, BENCH_MAX_COUNT, "--count");
@@ -361,6 +397,13 @@ int main(int argc, char **argv)
             die_usage("--bind %s is not of the same address family as --host", bind_addr);
         o.have_src = true;
         addr_text(&o.src, false, o.src_text, sizeof(o.src_text));
+    }
+    if (bind_range != NULL) {
+        if (bind_addr != NULL)
+            die_usage("--bind and --bind-range exclude each other");
+        if (o.dst.ss_family != AF_INET)
+            die_usage("--bind-range needs an IPv4 --host");
+        parse_range(bind_range, &o);
     }
 
     if (nrcpt_given == 0)

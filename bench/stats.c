@@ -192,6 +192,8 @@ void report_print(const struct bench_opts *o, struct bench_stats *st)
     printf("moat-bench %s: %s", mode_name(o->mode), o->dst_text);
     if (o->have_src)
         printf(" from %s", o->src_text);
+    else if (o->have_range)
+        printf(" from %s, the next address for each session", o->src_text);
     printf(", %lu %s at concurrency %u", o->count,
            o->mode == MODE_IDLE ? "connections" : "sessions", o->concurrency);
     if (o->mode != MODE_IDLE)
@@ -199,6 +201,10 @@ void report_print(const struct bench_opts *o, struct bench_stats *st)
     if (o->mode == MODE_SEND)
         printf(", %zu-byte messages", st->msg_size);
     printf("\n");
+
+    if (o->have_range && o->count > o->range_size)
+        printf("  note: %lu sessions over %lu addresses: client addresses repeat\n", o->count,
+               o->range_size);
 
     if (o->mode == MODE_IDLE) {
         printf("  open at hold        %lu of %lu\n", st->open_at_hold, o->count);

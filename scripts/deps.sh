@@ -4,8 +4,8 @@
 # Usage: scripts/deps.sh [build|test]   (default: test, the superset)
 set -eu
 
-BUILD_PKGS="gcc make pkg-config libevent-dev liblmdb-dev libpcre2-dev"
-TEST_PKGS="clang libclang-rt-14-dev python3 python3-pytest swaks pflogsumm"
+BUILD_PKGS="gcc make pkg-config libevent-dev liblmdb-dev libpcre2-dev libunbound-dev"
+TEST_PKGS="clang libclang-rt-14-dev python3 python3-pytest swaks pflogsumm unbound"
 
 want="$BUILD_PKGS"
 [ "${1:-test}" = "build" ] || want="$want $TEST_PKGS"
@@ -24,6 +24,14 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
+# Packages such as unbound ship a system service: keep apt from starting
+# it (tests run their own instance on a loopback port).  Only when no
+# policy is in place already; removed again on exit.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >/dev/null

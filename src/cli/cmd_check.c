@@ -25,7 +25,11 @@
 #include "config/config.h"
 #include "core/buf.h"
 #include "core/util.h"
+#include "policy/peer.h"
 #include "policy/restrict.h"
+#include "smtp/smtpd.h"
+
+#include <event2/event.h>
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -150,6 +154,97 @@ static char *complete_recipient(const policy_t *pol, const params_t *p, const ch
     return full;
 }
 
+/* ---------- DNS: the same resolver and waiting as a session ---------- */
+
+typedef struct resolver {
+    struct event_base *base;
+    dns_t *dns;
+    dns_memo_t *memo;
+    char *key;           /* the dns_* parameters it was made with */
+    bool woke;
+} resolver_t;
+
+static void resolver_wake(void *arg)
+{
+    ((resolver_t *)arg)->woke = true;
+}
+
+static void resolver_close(resolver_t *r)
+{
+    dns_memo_free(&r->memo);
+    dns_unref(&r->dns);
+    if (r->base)
+        event_base_free(r->base);
+    r->base = NULL;
+    xfree(&r->key);
+}
+
+/* (Re)make the resolver when p's dns_* parameters differ from the last. */
+static bool resolver_open(resolver_t *r, const params_t *p, buf_t *err)
+{
+    buf_t key = BUF_INIT;
+    smtpd_resolver_new(p, NULL, &key, err);
+    if (r->dns && strcmp(r->key, buf_cstr(&key)) == 0) {
+        buf_free(&key);
+        return true;
+    }
+    resolver_close(r);
+    r->base = event_base_new();
+    r->dns = smtpd_resolver_new(p, r->base, NULL, err);
+    r->key = buf_steal(&key);
+    if (r->dns)
+        r->memo = dns_memo_new(r->dns, resolver_wake, r);
+    return r->dns != NULL;
+}
+
+/* Run the loop until the memo has news; false when nothing is running
+ * (the caller would wait forever: an engine bug, reported as such). */
+static bool resolver_wait(resolver_t *r)
+{
+    if (!dns_memo_outstanding(r->memo))
+        return false;
+    r->woke = false;
+    while (!r->woke)
+        event_base_loop(r->base, EVLOOP_ONCE);
+    return true;
+}
+
+static vstatus_t eval_wait(resolver_t *r, policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *v, buf_t *trace)
+{
+    vstatus_t vs;
+    while ((vs = policy_eval(pol, cmd, st, v, trace)) == V_PENDING)
+        if (!resolver_wait(r))
+            break;
+    return vs;
+}
+
+static vstatus_t rcpt_wait(resolver_t *r, policy_t *pol, const pstate_t *st, bool exempt, bool discarding,
+                           const char *postponed, verdict_t *v, buf_t *trace)
+{
+    vstatus_t vs;
+    size_t mark = trace ? trace->len : 0;
+    while ((vs = policy_rcpt(pol, st, exempt, discarding, postponed, v, trace)) == V_PENDING) {
+        if (trace)
+            buf_truncate(trace, mark);
+        if (!resolver_wait(r))
+            break;
+    }
+    return vs;
+}
+
+/* The client's names as the server finds them (peer.h), traced. */
+static void resolve_client(resolver_t *r, const char *addr, peer_names_t *pn, buf_t *trace)
+{
+    while (!peer_names_lookup(r->memo, addr, pn))
+        if (!resolver_wait(r))
+            break;
+    if (trace)
+        buf_printf(trace, "  client: dns: name %s (%s), reverse name %s (%s)%s%s\n", pn->name,
+                   pn->name_code == 0 ? "forward-confirmed" : pn->name_code == 4 ? "temporary failure" : "unknown",
+                   pn->reverse, pn->reverse_code == 0 ? "found" : pn->reverse_code == 4 ? "temporary failure" : "none",
+                   pn->warning[0] ? "; warning: " : "", pn->warning);
+}
+
 /* ---------- printing one decision ---------- */
 
 static void print_lines(FILE *out, const char *prefix, const buf_t *b)
@@ -243,6 +338,7 @@ typedef struct sim {
     bool refused;       /* anything rejected or deferred */
     bool discard;       /* a DISCARD action applies to the message */
     char *postponed;    /* delay_reject = no: a DEFER_IF_PERMIT reply waiting for RCPT */
+    resolver_t *res;
 } sim_t;
 
 static vstatus_t eval(sim_t *s, pcmd_t cmd)
@@ -250,7 +346,7 @@ static vstatus_t eval(sim_t *s, pcmd_t cmd)
     verdict_reset(&s->v);
     buf_reset(&s->trace);
     buf_reset(&s->text);
-    vstatus_t r = policy_eval(s->pol, cmd, &s->st, &s->v, s->want_trace ? &s->trace : NULL);
+    vstatus_t r = eval_wait(s->res, s->pol, cmd, &s->st, &s->v, s->want_trace ? &s->trace : NULL);
     if (r != V_PERMIT) {
         s->refused = true;
         policy_reply_text(s->pol, &s->v, &s->st, &s->text);
@@ -280,20 +376,39 @@ static void keep_postponed(sim_t *s)
     }
 }
 
-static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, const client_addr_t *ca)
+static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, const client_addr_t *ca,
+                    resolver_t *res)
 {
-    sim_t s = {.pol = pol, .p = p, .want_trace = o->trace};
+    sim_t s = {.pol = pol, .p = p, .want_trace = o->trace, .res = res};
+    buf_t names = BUF_INIT;   /* the trace of the name lookup, shown under CONNECT */
     verdict_init(&s.v);
     bool delay = policy_delay_reject(pol);
-    const char *name = o->client_name ? o->client_name : "unknown";
+    /* --client-name: a verified name, as given; otherwise what DNS says. */
+    peer_names_t pn;
+    if (o->client_name) {
+        peer_names_unknown(&pn);
+        str_copy(pn.name, o->client_name, sizeof pn.name);
+        str_copy(pn.reverse, o->client_name, sizeof pn.reverse);
+        pn.name_code = pn.reverse_code = pn.forward_code = str_ieq(o->client_name, "unknown") ? 5 : 0;
+    } else if (param_bool(p, PARAM_smtpd_peername_lookup) && policy_uses_dns(pol)) {
+        resolve_client(res, ca->text, &pn, o->trace ? &names : NULL);
+    } else {
+        peer_names_unknown(&pn);
+    }
+    const char *name = pn.name;
     s.st = (pstate_t){
         .peer = (const struct sockaddr *)&ca->ss,
         .client_addr = ca->text,
-        .client_name = name,
-        .reverse_name = name,
+        .client_name = pn.name,
+        .reverse_name = pn.reverse,
         .protocol = o->smtp ? "SMTP" : "ESMTP",
         .sasl_user = o->sasl_user,
+        .dns = res->memo,
+        .name_code = pn.name_code,
+        .reverse_code = pn.reverse_code,
+        .forward_code = pn.forward_code,
     };
+    policy_prefetch(pol, &s.st);
     buf_t label = BUF_INIT, ok = BUF_INIT, denied = BUF_INIT;
     char *from_copy = NULL;
 
@@ -310,6 +425,8 @@ static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, con
             buf_puts(&s.trace, "  smtpd_delay_reject = yes: client, helo and sender restrictions run at RCPT\n");
         show(&s, buf_cstr(&label), buf_cstr(&ok));
     }
+    print_lines(stdout, "", &names);
+    buf_free(&names);
 
     const char *helo_verb = o->smtp ? "HELO" : "EHLO";
     if (o->helo) {
@@ -378,8 +495,8 @@ static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, con
         s.st.recipient = rcpt;
         buf_reset(&s.trace);
         buf_reset(&s.text);
-        vstatus_t r = policy_rcpt(pol, &s.st, postmaster, s.discard, delay ? NULL : s.postponed, &s.v,
-                                  s.want_trace ? &s.trace : NULL);
+        vstatus_t r = rcpt_wait(res, pol, &s.st, postmaster, s.discard, delay ? NULL : s.postponed, &s.v,
+                                s.want_trace ? &s.trace : NULL);
         if (r != V_PERMIT) {
             s.refused = true;
             policy_reply_text(pol, &s.v, &s.st, &s.text);
@@ -467,6 +584,8 @@ typedef struct script {
     client_addr_t ca;
     bool have_client;
     char *client_name, *helo, *sender, *rcpt;
+    char name_code;         /* "client NAME ADDR [CODE]": 0 ok, 4 temporary, 5 permanent */
+    resolver_t res;
 } script_t;
 
 static const struct {
@@ -657,6 +776,12 @@ static void script_query(script_t *sc, pcmd_t cmd)
         buf_free(&why);
         return;
     }
+    if (!resolver_open(&sc->res, config_main(sc->cfg), &why)) {
+        print_lines(stdout, "moat: error: ", &why);
+        puts("451 4.3.5 Server configuration error");
+        buf_free(&why);
+        return;
+    }
     buf_free(&why);
     const char *name = sc->client_name ? sc->client_name : "unknown";
     pstate_t st = {
@@ -668,11 +793,15 @@ static void script_query(script_t *sc, pcmd_t cmd)
         .sender = sc->sender,
         .recipient = cmd == PCMD_RCPT ? sc->rcpt : NULL,
         .protocol = "SMTP",
+        .dns = sc->res.memo,
+        .name_code = sc->name_code,
+        .reverse_code = sc->name_code,
+        .forward_code = sc->name_code,
     };
     verdict_t v;
     verdict_init(&v);
     buf_t trace = BUF_INIT;
-    vstatus_t r = policy_eval(sc->pol, cmd, &st, &v, sc->trace ? &trace : NULL);
+    vstatus_t r = eval_wait(&sc->res, sc->pol, cmd, &st, &v, sc->trace ? &trace : NULL);
     print_lines(stdout, "moat: log: ", &v.warnings);
     if (sc->trace) {
         /* the engine indents its lines for the per-command layout; here
@@ -746,6 +875,11 @@ static void script_line(script_t *sc, char *line)
         }
         sc->have_client = true;
         replace(&sc->client_name, w[1]);
+        /* The driver's name status: "unknown" is a temporary failure
+         * unless a code says otherwise (2 ok, 4 temporary, 5 permanent). */
+        sc->name_code = strcmp(w[1], "unknown") == 0 ? 4 : 0;
+        if (nw == 4)
+            sc->name_code = w[3][0] == '2' ? 0 : w[3][0] == '4' ? 4 : 5;
         script_query(sc, PCMD_CONNECT);
         return;
     }
@@ -837,6 +971,7 @@ static int run_script(const check_opts_t *o)
     if (in != stdin)
         fclose(in);
     script_reset_policy(&sc);
+    resolver_close(&sc.res);
     buf_free(&sc.errors);
     for (int c = 0; c < RC__COUNT; c++)
         buf_free(&sc.class_err[c]);
@@ -953,8 +1088,14 @@ int cmd_check(int argc, char **argv)
         if (!err.len)
             fputs("moat: check: the configuration did not load\n", stderr);
     } else {
-        fflush(stderr);
-        rc = simulate(pol, sv->params, &o, &ca);
+        resolver_t res = {0};
+        if (resolver_open(&res, config_main(cfg), &err)) {
+            fflush(stderr);
+            rc = simulate(pol, sv->params, &o, &ca, &res);
+        } else {
+            put(stderr, &err);
+        }
+        resolver_close(&res);
     }
     policy_free(&pol);
     config_free(&cfg);

@@ -21,6 +21,7 @@ static void usage(FILE *f)
             "  config doc                   print the parameter reference (markdown)\n"
             "  check [-c DIR] --client IP [--helo NAME] [--from ADDR] --rcpt ADDR... [--trace]\n"
             "                               explain what the restrictions decide for a transaction\n"
+            "  dns [-c DIR] TYPE NAME...    resolve names with moat's resolver (--bench: measure it)\n"
             "  map build FILE...            compile FILE into FILE.lmdb (like postmap)\n"
             "  map query [-t] KEY type:name look KEY up in a table (like postmap -q)\n"
             "  version                      print the version\n"
@@ -46,6 +47,8 @@ int main(int argc, char **argv)
         return cmd_map(argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0)
         return cmd_check(argc - 1, argv + 1);
+    if (strcmp(cmd, "dns") == 0)
+        return cmd_dns(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("moat %s\n", MOAT_VERSION);
         return 0;

@@ -27,16 +27,19 @@
 #include "policy/access.h"
 #include "policy/action.h"
 #include "policy/addrlist.h"
+#include "policy/dnsbl.h"
 #include "policy/netlist.h"
 #include "policy/restrict-private.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define RECURSION_LIMIT 100      /* Postfix's bound on table-result nesting */
 #define REPLY_MAX 510            /* RFC 5321 reply line, as Postfix truncates */
@@ -54,7 +57,17 @@ typedef enum {
     R_NONE,    /* "no implied check" (data and end-of-data lists) */
     /* Added with the remaining non-DNS restrictions: */
     R_PERMIT_INET_IF, R_REJECT_UNLISTED_RCPT, R_REJECT_UNLISTED_SENDER,
+    /* Added with the DNS issue: */
+    R_RBL_CLIENT, R_DNSWL_CLIENT, R_RHSBL_CLIENT, R_RHSBL_REVERSE, R_RHSBL_HELO, R_RHSBL_SENDER, R_RHSBL_RCPT,
+    R_RHSWL_CLIENT, R_MAPS_RBL, R_DNSBL_SCORE,
+    R_UNKNOWN_CLIENT, R_UNKNOWN_REVERSE, R_UNKNOWN_FORWARD, R_UNKNOWN_HELO, R_UNKNOWN_SENDER_DOMAIN,
+    R_UNKNOWN_RCPT_DOMAIN, R_UNKNOWN_ADDRESS,
+    R_DNS_ACCESS,   /* check_<target>_{a,mx,ns}_access: arg = target * 3 + which */
 } rkind_t;
+
+/* check_<target>_<which>_access */
+enum { DT_CLIENT, DT_REVERSE, DT_HELO, DT_SENDER, DT_RCPT };
+enum { DW_A, DW_MX, DW_NS };
 
 enum { A_NONE, A_TABLE, A_NUMBER, A_WORD };
 
@@ -93,42 +106,43 @@ static const rdef_t rdefs[] = {
     {"check_sender_access", R_CHECK_SENDER, A_TABLE, NULL},
     {"check_recipient_access", R_CHECK_RCPT, A_TABLE, NULL},
     {"check_etrn_access", R_CHECK_ETRN, A_TABLE, NULL},
+    {"reject_rbl_client", R_RBL_CLIENT, A_WORD, NULL},
+    {"reject_rbl", R_RBL_CLIENT, A_WORD, NULL},
+    {"reject_rhsbl_client", R_RHSBL_CLIENT, A_WORD, NULL},
+    {"reject_rhsbl_reverse_client", R_RHSBL_REVERSE, A_WORD, NULL},
+    {"reject_rhsbl_helo", R_RHSBL_HELO, A_WORD, NULL},
+    {"reject_rhsbl_sender", R_RHSBL_SENDER, A_WORD, NULL},
+    {"reject_rhsbl_recipient", R_RHSBL_RCPT, A_WORD, NULL},
+    {"permit_dnswl_client", R_DNSWL_CLIENT, A_WORD, NULL},
+    {"permit_rhswl_client", R_RHSWL_CLIENT, A_WORD, NULL},
+    {"reject_maps_rbl", R_MAPS_RBL, A_NONE, NULL},
+    {"reject_dnsbl_score", R_DNSBL_SCORE, A_NONE, NULL},
+    {"reject_unknown_client_hostname", R_UNKNOWN_CLIENT, A_NONE, NULL},
+    {"reject_unknown_client", R_UNKNOWN_CLIENT, A_NONE, NULL},
+    {"reject_unknown_reverse_client_hostname", R_UNKNOWN_REVERSE, A_NONE, NULL},
+    {"reject_unknown_forward_client_hostname", R_UNKNOWN_FORWARD, A_NONE, NULL},
+    {"reject_unknown_helo_hostname", R_UNKNOWN_HELO, A_NONE, NULL},
+    {"reject_unknown_hostname", R_UNKNOWN_HELO, A_NONE, NULL},
+    {"reject_unknown_sender_domain", R_UNKNOWN_SENDER_DOMAIN, A_NONE, NULL},
+    {"reject_unknown_recipient_domain", R_UNKNOWN_RCPT_DOMAIN, A_NONE, NULL},
+    {"reject_unknown_address", R_UNKNOWN_ADDRESS, A_NONE, NULL},
+    {"check_client_a_access", R_DNS_ACCESS, A_TABLE, NULL},
+    {"check_client_mx_access", R_DNS_ACCESS, A_TABLE, NULL},
+    {"check_client_ns_access", R_DNS_ACCESS, A_TABLE, NULL},
+    {"check_reverse_client_a_access", R_DNS_ACCESS, A_TABLE, NULL},
+    {"check_reverse_client_mx_access", R_DNS_ACCESS, A_TABLE, NULL},
+    {"check_reverse_client_ns_access", R_DNS_ACCESS, A_TABLE, NULL},
+    {"check_helo_a_access", R_DNS_ACCESS, A_TABLE, NULL},
+    {"check_helo_mx_access", R_DNS_ACCESS, A_TABLE, NULL},
+    {"check_helo_ns_access", R_DNS_ACCESS, A_TABLE, NULL},
+    {"check_sender_a_access", R_DNS_ACCESS, A_TABLE, NULL},
+    {"check_sender_mx_access", R_DNS_ACCESS, A_TABLE, NULL},
+    {"check_sender_ns_access", R_DNS_ACCESS, A_TABLE, NULL},
+    {"check_recipient_a_access", R_DNS_ACCESS, A_TABLE, NULL},
+    {"check_recipient_mx_access", R_DNS_ACCESS, A_TABLE, NULL},
+    {"check_recipient_ns_access", R_DNS_ACCESS, A_TABLE, NULL},
     /* Known to Postfix, brought by later moat issues: refused by name. */
-    {"reject_rbl_client", R_NONE, A_WORD, "dns"},
-    {"reject_rbl", R_NONE, A_WORD, "dns"},
-    {"reject_rhsbl_client", R_NONE, A_WORD, "dns"},
-    {"reject_rhsbl_reverse_client", R_NONE, A_WORD, "dns"},
-    {"reject_rhsbl_helo", R_NONE, A_WORD, "dns"},
-    {"reject_rhsbl_sender", R_NONE, A_WORD, "dns"},
-    {"reject_rhsbl_recipient", R_NONE, A_WORD, "dns"},
-    {"permit_dnswl_client", R_NONE, A_WORD, "dns"},
-    {"permit_rhswl_client", R_NONE, A_WORD, "dns"},
-    {"reject_maps_rbl", R_NONE, A_NONE, "dns"},
-    {"reject_unknown_client_hostname", R_NONE, A_NONE, "dns"},
-    {"reject_unknown_client", R_NONE, A_NONE, "dns"},
-    {"reject_unknown_reverse_client_hostname", R_NONE, A_NONE, "dns"},
-    {"reject_unknown_forward_client_hostname", R_NONE, A_NONE, "dns"},
-    {"reject_unknown_helo_hostname", R_NONE, A_NONE, "dns"},
-    {"reject_unknown_hostname", R_NONE, A_NONE, "dns"},
-    {"reject_unknown_sender_domain", R_NONE, A_NONE, "dns"},
-    {"reject_unknown_recipient_domain", R_NONE, A_NONE, "dns"},
-    {"reject_unknown_address", R_NONE, A_NONE, "dns"},
-    {"permit_mx_backup", R_NONE, A_NONE, "dns"},
-    {"check_client_mx_access", R_NONE, A_TABLE, "dns"},
-    {"check_client_ns_access", R_NONE, A_TABLE, "dns"},
-    {"check_client_a_access", R_NONE, A_TABLE, "dns"},
-    {"check_reverse_client_mx_access", R_NONE, A_TABLE, "dns"},
-    {"check_reverse_client_ns_access", R_NONE, A_TABLE, "dns"},
-    {"check_reverse_client_a_access", R_NONE, A_TABLE, "dns"},
-    {"check_helo_mx_access", R_NONE, A_TABLE, "dns"},
-    {"check_helo_ns_access", R_NONE, A_TABLE, "dns"},
-    {"check_helo_a_access", R_NONE, A_TABLE, "dns"},
-    {"check_sender_mx_access", R_NONE, A_TABLE, "dns"},
-    {"check_sender_ns_access", R_NONE, A_TABLE, "dns"},
-    {"check_sender_a_access", R_NONE, A_TABLE, "dns"},
-    {"check_recipient_mx_access", R_NONE, A_TABLE, "dns"},
-    {"check_recipient_ns_access", R_NONE, A_TABLE, "dns"},
-    {"check_recipient_a_access", R_NONE, A_TABLE, "dns"},
+    {"permit_mx_backup", R_NONE, A_NONE, "queue (relay_domains)"},
     {"check_policy_service", R_NONE, A_WORD, "state"},
     {"reject_unverified_sender", R_NONE, A_NONE, "state"},
     {"reject_unverified_recipient", R_NONE, A_NONE, "state"},
@@ -155,6 +169,7 @@ typedef struct step {
     int arg;            /* sleep seconds; class index */
     map_t *map;         /* owned by pol->tables */
     bool pattern;       /* regexp/pcre/cidr: only the full key is looked up */
+    dnsbl_site_t *site; /* DNS list steps: the list and its reply filter */
     char *text;         /* "check_sender_access hash:/etc/moat/x": rules and traces */
 } step_t;
 
@@ -209,6 +224,20 @@ struct policy {
     size_t nforbid_words;
     map_t **forbid_maps;    /* ... and tables */
     size_t nforbid_maps;
+    /* Added with the DNS issue: */
+    dnsbl_site_t *maps_rbl;   /* maps_rbl_domains (reject_maps_rbl) */
+    size_t nmaps_rbl;
+    dnsbl_site_t *score;      /* dnsbl_sites (reject_dnsbl_score) */
+    size_t nscore;
+    int score_threshold;
+    map_t **rbl_maps;         /* rbl_reply_maps (the maps are in pol->tables) */
+    size_t nrbl_maps;
+    char *rbl_reply;          /* default_rbl_reply, as written */
+    int maps_rbl_code, unknown_addr_code, unknown_client_code, unknown_host_code;
+    bool tf_defer, addr_tf_defer, helo_tf_defer;   /* the *_tempfail_action is "defer" (else defer_if_permit) */
+    dnsbl_health_t *health;
+    bool uses_dns;            /* a list names a DNS restriction */
+    verdict_t scratch;        /* policy_prefetch's throw-away verdict */
 };
 
 static const char *const class_names[RC__COUNT] = {"client", "helo", "sender", "relay", "recipient",
@@ -269,8 +298,13 @@ static char **split_list(const char *s, size_t *count)
 
 static void list_free(rlist_t *l)
 {
-    for (size_t i = 0; i < l->n; i++)
+    for (size_t i = 0; i < l->n; i++) {
         free(l->steps[i].text);
+        if (l->steps[i].site) {
+            dnsbl_site_free(l->steps[i].site);
+            free(l->steps[i].site);
+        }
+    }
     xfree(&l->steps);
     l->n = 0;
 }
@@ -414,6 +448,8 @@ static void compile_items(cctx_t *cc, const char *const *items, size_t n, rlist_
             }
             if (d->kind == R_PERMIT_INET_IF)
                 cc->pol->uses_inet_if = true;
+            if (d->kind >= R_RBL_CLIENT && d->kind <= R_DNS_ACCESS)
+                cc->pol->uses_dns = true;
             if (d->arg == A_TABLE) {
                 if (!strchr(arg, ':')) {
                     cmsg(cc, "%s: bad argument \"%s\": need type:table", d->name, arg);
@@ -433,6 +469,36 @@ static void compile_items(cctx_t *cc, const char *const *items, size_t n, rlist_
                     continue;
                 }
                 st.arg = atoi(arg);
+            } else if (d->arg == A_WORD) {
+                /* reject_rbl_client zone[=filter] and friends */
+                buf_t why = BUF_INIT;
+                st.site = xcalloc(1, sizeof *st.site);
+                if (dnsbl_site_parse(arg, false, st.site, &why) != 0) {
+                    cmsg(cc, "%s %s: %s", d->name, arg, buf_cstr(&why));
+                    buf_free(&why);
+                    free(st.site);
+                    continue;
+                }
+                buf_free(&why);
+            }
+            if (d->kind == R_DNS_ACCESS) {
+                /* check_<target>_<a|mx|ns>_access: the name says both */
+                static const char *const targets[] = {"check_client_", "check_reverse_client_", "check_helo_",
+                                                      "check_sender_", "check_recipient_"};
+                for (int t = 0; t < (int)ARRAY_LEN(targets); t++) {
+                    size_t tl = strlen(targets[t]);
+                    if (strncmp(d->name, targets[t], tl) == 0 && strchr("amn", d->name[tl]) &&
+                        d->name[tl + (d->name[tl] == 'a' ? 1 : 2)] == '_')
+                        st.arg = t * 3 + (d->name[tl] == 'a' ? DW_A : d->name[tl] == 'm' ? DW_MX : DW_NS);
+                }
+            }
+            if (d->kind == R_DNSBL_SCORE && !cc->pol->nscore) {
+                cmsg(cc, "reject_dnsbl_score: dnsbl_sites is empty");
+                continue;
+            }
+            if (d->kind == R_MAPS_RBL && !cc->pol->nmaps_rbl) {
+                cmsg(cc, "reject_maps_rbl: maps_rbl_domains is empty");
+                continue;
             }
             buf_puts(&text, d->name);
             if (arg)
@@ -608,6 +674,73 @@ static int compile_forbidden(policy_t *pol, const params_t *p, const char *confi
 
 /* Postfix's is_header(): a name of printable characters other than ':'
  * and white space, then ':' (white space may come before the colon). */
+static int tempfail_action(const params_t *p, param_id id, bool *defer, buf_t *err)
+{
+    const char *v = param_str(p, id);
+    if (str_ieq(v, "defer_if_permit")) {
+        *defer = false;
+    } else if (str_ieq(v, "defer")) {
+        *defer = true;
+    } else {
+        where(p, id, err);
+        buf_printf(err, "%s: \"%s\": specify defer_if_permit or defer\n", param_name(id), v);
+        return 1;
+    }
+    return 0;
+}
+
+static int compile_sites(const params_t *p, param_id id, bool weights, dnsbl_site_t **out, size_t *nout, buf_t *err)
+{
+    const char *const *items;
+    size_t n = param_list(p, id, &items);
+    int errors = 0;
+    *out = xcalloc(n ? n : 1, sizeof **out);
+    *nout = 0;
+    for (size_t i = 0; i < n; i++) {
+        buf_t why = BUF_INIT;
+        if (dnsbl_site_parse(items[i], weights, &(*out)[*nout], &why) == 0) {
+            (*nout)++;
+        } else {
+            where(p, id, err);
+            buf_printf(err, "%s: \"%s\": %s\n", param_name(id), items[i], buf_cstr(&why));
+            errors++;
+        }
+        buf_free(&why);
+    }
+    return errors;
+}
+
+/* The DNS lists and texts every DNS restriction shares. */
+static int compile_dns(policy_t *pol, const params_t *p, const char *config_dir, buf_t *err)
+{
+    int errors = 0;
+    pol->maps_rbl_code = (int)param_int(p, PARAM_maps_rbl_reject_code);
+    pol->unknown_addr_code = (int)param_int(p, PARAM_unknown_address_reject_code);
+    pol->unknown_client_code = (int)param_int(p, PARAM_unknown_client_reject_code);
+    pol->unknown_host_code = (int)param_int(p, PARAM_unknown_hostname_reject_code);
+    pol->score_threshold = (int)param_int(p, PARAM_reject_dnsbl_score);
+    pol->rbl_reply = xstrdup(param_str(p, PARAM_default_rbl_reply));
+    pol->health = dnsbl_health_new((unsigned)param_int(p, PARAM_dnsbl_health_check_interval));
+    errors += tempfail_action(p, PARAM_reject_tempfail_action, &pol->tf_defer, err);
+    errors += tempfail_action(p, PARAM_unknown_address_tempfail_action, &pol->addr_tf_defer, err);
+    errors += tempfail_action(p, PARAM_unknown_helo_hostname_tempfail_action, &pol->helo_tf_defer, err);
+    errors += compile_sites(p, PARAM_maps_rbl_domains, false, &pol->maps_rbl, &pol->nmaps_rbl, err);
+    errors += compile_sites(p, PARAM_dnsbl_sites, true, &pol->score, &pol->nscore, err);
+    const char *const *items;
+    size_t n = param_list(p, PARAM_rbl_reply_maps, &items);
+    pol->rbl_maps = xcalloc(n ? n : 1, sizeof *pol->rbl_maps);
+    cctx_t cc = {.pol = pol, .config_dir = config_dir, .pname = "rbl_reply_maps", .err = err};
+    if (!param_origin(p, PARAM_rbl_reply_maps, &cc.file, &cc.line))
+        cc.file = NULL;
+    for (size_t i = 0; i < n; i++) {
+        map_t *m = open_table(&cc, items[i]);
+        if (m)
+            pol->rbl_maps[pol->nrbl_maps++] = m;
+    }
+    verdict_init(&pol->scratch);
+    return errors + cc.errors;
+}
+
 static bool looks_like_header(const char *s)
 {
     const char *p = s;
@@ -686,6 +819,7 @@ policy_t *policy_new(const params_t *p, const char *config_dir, buf_t *err)
     }
 
     errors += compile_mynetworks(pol, p, config_dir, err);
+    errors += compile_dns(pol, p, config_dir, err);
     if (param_list(p, PARAM_relay_domains, &items))
         pol->relay_why = "relay_domains is set";
     else if (param_list(p, PARAM_relay_recipient_maps, &items))
@@ -813,6 +947,16 @@ void policy_free(policy_t **ppol)
     free(pol->overflow.text);
     free(pol->overflow.error);
     list_free(&pol->overflow.list);
+    for (size_t i = 0; i < pol->nmaps_rbl; i++)
+        dnsbl_site_free(&pol->maps_rbl[i]);
+    free(pol->maps_rbl);
+    for (size_t i = 0; i < pol->nscore; i++)
+        dnsbl_site_free(&pol->score[i]);
+    free(pol->score);
+    free(pol->rbl_maps);
+    free(pol->rbl_reply);
+    dnsbl_health_free(&pol->health);
+    verdict_free(&pol->scratch);
     free(pol->null_key);
     free(pol->delim);
     free(pol->footer);
@@ -827,6 +971,11 @@ bool policy_tables_changed(const policy_t *pol)
         if (map_changed(pol->tables[i].map))
             return true;
     return addrlist_changed(pol->mynetworks);
+}
+
+bool policy_uses_dns(const policy_t *pol)
+{
+    return pol->uses_dns;
 }
 
 bool policy_delay_reject(const policy_t *pol)
@@ -911,7 +1060,7 @@ void verdict_free(verdict_t *v)
 
 /* --------------------------------------------------------------- evaluate */
 
-enum { S_DUNNO = 0, S_OK = 1, S_REJECT = 2 };
+enum { S_DUNNO = 0, S_OK = 1, S_REJECT = 2, S_PENDING = 3 };
 
 typedef struct defer_state {
     bool active;
@@ -935,6 +1084,8 @@ typedef struct ectx {
     map_origin_t origin;      /* the table line being acted on, if any */
     const step_t *step;
     char namaddr[320];
+    bool prefetch;            /* policy_prefetch: start queries, decide nothing */
+    bool pending;             /* a DNS answer this evaluation needs is not known yet */
 } ectx_t;
 
 static void trace(ectx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1557,6 +1708,675 @@ static int unlisted(ectx_t *c, const step_t *s, const char *addr)
     return S_DUNNO;
 }
 
+/* ------------------------------------------------------------ DNS steps */
+
+/* The answer for (type, name) from the session's memo; NULL when it is not
+ * known yet (the query is running: the step answers S_PENDING).  The final
+ * pass traces each answer and whether it came from moat's cache. */
+static const dns_answer_t *dq(ectx_t *c, dns_type_t type, const char *name)
+{
+    dns_how_t how;
+    const dns_answer_t *a = dns_memo_get(c->st->dns, type, name, &how);
+    if (!a) {
+        c->pending = true;
+        return NULL;
+    }
+    if (c->trace) {
+        buf_t f = BUF_INIT;
+        dns_answer_format(a, &f);
+        if (how.cached)
+            trace(c, "dns: %s %s -> %s (cache)", dns_type_name(type), name, buf_cstr(&f));
+        else
+            trace(c, "dns: %s %s -> %s (%u ms)", dns_type_name(type), name, buf_cstr(&f), how.ms);
+        buf_free(&f);
+    }
+    return a;
+}
+
+static bool no_dns(ectx_t *c)
+{
+    if (c->st->dns)
+        return false;
+    warnf(c, "%s: no DNS resolver in this context", c->step->text);
+    return true;
+}
+
+/* A reject_* check that could not decide because DNS failed: Postfix's
+ * *_tempfail_action (defer_if_permit, or defer at once). */
+static int tempfail(ectx_t *c, bool defer_now, int code, const char *dsn, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int tempfail(ectx_t *c, bool defer_now, int code, const char *dsn, const char *fmt, ...)
+{
+    char text[REPLY_MAX + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (defer_now || c->warn_if_reject)
+        return reject(c, false, code, dsn, "%s", text);
+    defer_if(c, &c->dip, code, dsn, "%s", text);
+    return S_DUNNO;
+}
+
+static const char *domain_of(const char *addr)
+{
+    const char *at = strrchr(addr, '@');
+    return at ? at + 1 : NULL;
+}
+
+/* ---- reject_unknown_* */
+
+static int unknown_client(ectx_t *c, const step_t *s)
+{
+    const pstate_t *st = c->st;
+    const char *what = s->kind == R_UNKNOWN_REVERSE ? "reverse hostname" : "hostname";
+    char code = s->kind == R_UNKNOWN_CLIENT    ? st->name_code
+                : s->kind == R_UNKNOWN_REVERSE ? st->reverse_code
+                                               : (st->reverse_code ? st->reverse_code : st->forward_code);
+    if (code == 0) {
+        trace(c, "%s: the client's %s is known", s->text, what);
+        return S_DUNNO;
+    }
+    /* Postfix: a temporary failure is a 450 at once (not defer_if_permit). */
+    return reject(c, false, code == 4 ? 450 : c->pol->unknown_client_code, "4.7.1",
+                  "Client host rejected: cannot find your %s, [%s]", what,
+                  st->client_addr ? st->client_addr : "unknown");
+}
+
+/* Does name have an A, AAAA or MX record?  1 yes, 0 no (NXDOMAIN or no
+ * such records), -1 temporary failure, -2 not known yet; *nullmx for a
+ * null MX (RFC 7505).  All three queries start together. */
+static int host_exists(ectx_t *c, const char *name, bool *nullmx, const char **error)
+{
+    const dns_answer_t *mx = dq(c, DNS_T_MX, name);
+    const dns_answer_t *a = dq(c, DNS_T_A, name);
+    const dns_answer_t *aaaa = dq(c, DNS_T_AAAA, name);
+    *nullmx = false;
+    if (!mx)
+        return -2;
+    if (mx->status == DNS_OK) {
+        *nullmx = mx->n == 1 && mx->rr[0].data[0] == 0;
+        return 1;
+    }
+    if (mx->status == DNS_NXDOMAIN)
+        return 0;
+    if (mx->status == DNS_TEMPFAIL) {
+        *error = mx->error;
+        return -1;
+    }
+    if ((a && a->status == DNS_OK) || (aaaa && aaaa->status == DNS_OK))
+        return 1;
+    if (!a || !aaaa)
+        return -2;
+    if (a->status == DNS_TEMPFAIL || aaaa->status == DNS_TEMPFAIL) {
+        *error = a->status == DNS_TEMPFAIL ? a->error : aaaa->error;
+        return -1;
+    }
+    return 0;
+}
+
+static int unknown_helo(ectx_t *c, const step_t *s)
+{
+    const char *helo = c->st->helo;
+    if (!helo || helo[0] == '[')
+        return S_DUNNO;   /* an address literal names no host (Postfix) */
+    char buf[300];
+    const char *h = trim_dot(helo, buf, sizeof buf);
+    bool nullmx;
+    const char *error = "";
+    int r = host_exists(c, h, &nullmx, &error);
+    if (r == -2)
+        return S_PENDING;
+    if (r == 1)
+        return S_DUNNO;
+    if (r == -1) {
+        warnf(c, "%s: DNS lookup of %s failed: %s", s->text, h, error);
+        return tempfail(c, c->pol->helo_tf_defer, 450, "4.7.1", "<%s>: Helo command rejected: Host not found", helo);
+    }
+    return reject(c, false, c->pol->unknown_host_code, "4.7.1", "<%s>: Helo command rejected: Host not found", helo);
+}
+
+/* reject_unknown_sender_domain / _recipient_domain: Postfix's
+ * reject_unknown_mailhost.  Local domains are never checked. */
+static int unknown_domain(ectx_t *c, const step_t *s, const char *addr, const char *rclass, bool sender)
+{
+    const char *d = addr ? domain_of(addr) : NULL;
+    if (!d || !*d || d[0] == '[' || policy_local_domain(c->pol, d))
+        return S_DUNNO;
+    char buf[300];
+    d = trim_dot(d, buf, sizeof buf);
+    bool nullmx;
+    const char *error = "";
+    int r = host_exists(c, d, &nullmx, &error);
+    if (r == -2)
+        return S_PENDING;
+    if (r == 1 && nullmx)
+        return reject(c, false, sender ? 550 : 556, sender ? "5.7.27" : "5.1.10",
+                      "<%s>: %s rejected: Domain %s does not accept mail (nullMX)", addr, rclass, d);
+    if (r == 1)
+        return S_DUNNO;
+    const char *dsn = sender ? "4.1.8" : "4.1.2";
+    if (r == -1) {
+        warnf(c, "%s: DNS lookup of %s failed: %s", s->text, d, error);
+        return tempfail(c, c->pol->addr_tf_defer, 450, dsn, "<%s>: %s rejected: Domain not found", addr, rclass);
+    }
+    return reject(c, false, c->pol->unknown_addr_code, dsn, "<%s>: %s rejected: Domain not found", addr, rclass);
+}
+
+/* ---- DNS lists */
+
+/* The expansion names of default_rbl_reply and rbl_reply_maps. */
+typedef struct rblvars {
+    ectx_t *c;
+    const char *code, *domain, *reason, *what, *rclass;
+    char tmp[320];
+} rblvars_t;
+
+static const char *rbl_get(void *arg, const char *name, size_t n)
+{
+    rblvars_t *r = arg;
+    const pstate_t *st = r->c->st;
+#define IS(lit) (n == sizeof lit - 1 && memcmp(name, lit, n) == 0)
+    if (IS("rbl_code"))
+        return r->code;
+    if (IS("rbl_domain"))
+        return r->domain;
+    if (IS("rbl_reason") || IS("rbl_txt"))
+        return r->reason ? r->reason : "";
+    if (IS("rbl_what"))
+        return r->what;
+    if (IS("rbl_class"))
+        return r->rclass;
+    if (IS("client"))
+        return r->c->namaddr;
+    if (IS("client_address"))
+        return st->client_addr ? st->client_addr : "";
+    if (IS("client_name"))
+        return st->client_name ? st->client_name : "";
+    if (IS("reverse_client_name"))
+        return st->reverse_name ? st->reverse_name : "";
+    if (IS("helo_name"))
+        return st->helo ? st->helo : "";
+    const char *addr = NULL;
+    if (n > 7 && memcmp(name, "sender", 6) == 0)
+        addr = st->sender ? st->sender : "";
+    else if (n > 10 && memcmp(name, "recipient", 9) == 0)
+        addr = st->recipient ? st->recipient : "";
+    if (IS("sender"))
+        return st->sender ? st->sender : "";
+    if (IS("recipient"))
+        return st->recipient ? st->recipient : "";
+    if (addr && (IS("sender_name") || IS("recipient_name"))) {
+        const char *at = strrchr(addr, '@');
+        size_t len = at ? (size_t)(at - addr) : strlen(addr);
+        snprintf(r->tmp, sizeof r->tmp, "%.*s", (int)(len < sizeof r->tmp ? len : sizeof r->tmp - 1), addr);
+        return r->tmp;
+    }
+    if (addr && (IS("sender_domain") || IS("recipient_domain"))) {
+        const char *at = strrchr(addr, '@');
+        return at ? at + 1 : "";
+    }
+#undef IS
+    return NULL;
+}
+
+/* A listed client or domain: the reply from rbl_reply_maps (keyed by the
+ * list as written, zone=filter included) or default_rbl_reply. */
+static int rbl_reject(ectx_t *c, const dnsbl_site_t *site, const char *spec, const char *what, const char *rclass,
+                      const char *reason)
+{
+    policy_t *pol = c->pol;
+    char code[8];
+    snprintf(code, sizeof code, "%d", pol->maps_rbl_code);
+    rblvars_t vars = {.c = c, .code = code, .domain = site ? site->zone : spec, .reason = reason, .what = what,
+                      .rclass = rclass};
+    const char *tmpl = pol->rbl_reply;
+    /* The list as written (zone=filter), then the zone alone (Postfix). */
+    const char *keys[2] = {spec, site && strcmp(spec, site->zone) != 0 ? site->zone : NULL};
+    for (size_t i = 0; i < pol->nrbl_maps * 2 && tmpl == pol->rbl_reply; i++) {
+        const char *key = keys[i / pol->nrbl_maps];
+        if (!key)
+            break;
+        map_t *m = pol->rbl_maps[i % pol->nrbl_maps];
+        map_origin_t origin = {0};
+        map_status ms = map_lookup(m, key, &pol->value, &origin);
+        if (ms == MAP_TEMPFAIL) {
+            warnf(c, "%s lookup error for \"%s\": %s", map_name(m), key, buf_cstr(&pol->value));
+            return reject(c, true, 451, "4.3.0", "Temporary lookup error");
+        }
+        if (ms == MAP_FOUND) {
+            tmpl = buf_cstr(&pol->value);
+            c->origin = origin;
+            trace(c, "%s: rbl_reply_maps: %s found%s%s", c->step->text, key, origin.file ? " at " : "",
+                  origin.file ? origin.file : "");
+        }
+    }
+    buf_t out = BUF_INIT;
+    template_expand(tmpl, rbl_get, &vars, &out);
+    const char *t = buf_cstr(&out);
+    int rc;
+    /* "NNN [x.y.z ]text": the template chooses the code. */
+    if (strlen(t) >= 4 && t[0] >= '4' && t[0] <= '5' && isdigit((unsigned char)t[1]) &&
+        isdigit((unsigned char)t[2]) && t[3] == ' ') {
+        int n = atoi(t);
+        t += 4;
+        char dsn[12] = "5.7.1";
+        size_t dl = strspn(t, "0123456789.");
+        if (dl >= 5 && dl < sizeof dsn && t[dl] == ' ' && (t[0] == '4' || t[0] == '5') && t[1] == '.') {
+            memcpy(dsn, t, dl);
+            dsn[dl] = 0;
+            t += dl + 1;
+        }
+        rc = reject(c, false, n, dsn, "%s", t);
+    } else {
+        warnf(c, "%s: reply template for %s does not start with a 4xx or 5xx code: \"%s\"", c->step->text, spec, t);
+        rc = server_error(c);
+    }
+    buf_free(&out);
+    return rc;
+}
+
+typedef enum { L_PENDING, L_NOT, L_LISTED, L_TEMPFAIL, L_IGNORED } listing_t;
+
+/* Is the query name listed in site?  The first matching answer goes to
+ * *hit.  A list that is broken (health) or answers with an error code
+ * or a foreign address is ignored, with a warning once per period. */
+static listing_t listed(ectx_t *c, const dnsbl_site_t *site, const char *qname, bool domain_list, const char **hit,
+                        const char **error)
+{
+    policy_t *pol = c->pol;
+    time_t now = time(NULL);
+    buf_t probe = BUF_INIT;
+    listing_t out = L_NOT;
+    const dns_answer_t *a = dq(c, DNS_T_A, qname);
+    if (dnsbl_health_probe_due(pol->health, site->zone, now, &probe)) {
+        if (domain_list) {
+            buf_reset(&probe);
+            buf_printf(&probe, "invalid.%s", site->zone);   /* RFC 5782 section 5: never listed */
+        }
+        const dns_answer_t *p = dq(c, DNS_T_A, buf_cstr(&probe));
+        if (!p) {
+            out = L_PENDING;
+            goto done;
+        }
+        bool plisted = false;
+        for (size_t i = 0; p->status == DNS_OK && i < p->n; i++)
+            plisted |= dnsbl_classify(p->rr[i].data) == DNSBL_ANS_LISTED;
+        if (!c->prefetch)
+            dnsbl_health_probe(pol->health, site->zone, plisted, p->status == DNS_TEMPFAIL, now);
+    }
+    if (!a) {
+        out = L_PENDING;
+        goto done;
+    }
+    if (a->status == DNS_TEMPFAIL) {
+        *error = a->error;
+        out = L_TEMPFAIL;
+        goto done;
+    }
+    for (size_t i = 0; a->status == DNS_OK && i < a->n; i++) {
+        dnsbl_ans_t k = dnsbl_classify(a->rr[i].data);
+        if (k != DNSBL_ANS_LISTED) {
+            if (!c->prefetch)
+                dnsbl_health_bad_answer(pol->health, site->zone, k, a->rr[i].data, now);
+            continue;
+        }
+        if (dnsbl_site_match(site, a->rr[i].data) && out != L_LISTED) {
+            out = L_LISTED;
+            *hit = a->rr[i].data;
+        }
+    }
+    buf_t why = BUF_INIT;
+    if (dnsbl_health_broken(pol->health, site->zone, &why)) {
+        if (!c->prefetch && dnsbl_health_should_log(pol->health, site->zone, now))
+            warnf(c, "dnsbl %s: %s: ignoring its answers", site->zone, buf_cstr(&why));
+        if (out == L_LISTED && !c->prefetch)
+            dnsbl_health_ignored(pol->health, site->zone);
+        trace(c, "%s: list %s is broken (%s): answer ignored", c->step->text, site->zone, buf_cstr(&why));
+        out = L_IGNORED;
+    }
+    buf_free(&why);
+done:
+    buf_free(&probe);
+    return out;
+}
+
+/* The TXT reason of a listing, or NULL (none published). */
+static bool listing_reason(ectx_t *c, const char *qname, const char **reason)
+{
+    const dns_answer_t *t = dq(c, DNS_T_TXT, qname);
+    if (!t)
+        return false;
+    *reason = t->status == DNS_OK && t->n ? t->rr[0].data : NULL;
+    return true;
+}
+
+/* What a list step looks up: the client address (reject_rbl_client,
+ * permit_dnswl_client) or a domain (the rhsbl family). */
+static bool list_target(ectx_t *c, rkind_t kind, const char **what, const char **domain, const char **rclass)
+{
+    const pstate_t *st = c->st;
+    *domain = NULL;
+    switch (kind) {
+    case R_RBL_CLIENT:
+    case R_DNSWL_CLIENT:
+    case R_MAPS_RBL:
+    case R_DNSBL_SCORE:
+        *what = st->client_addr, *rclass = "Client host";
+        return st->client_addr && rs_valid_hostaddr(st->client_addr);
+    case R_RHSBL_CLIENT:
+    case R_RHSWL_CLIENT:
+        *what = *domain = st->client_name, *rclass = "Client host";
+        return st->client_name && !str_ieq(st->client_name, "unknown") && st->name_code == 0;
+    case R_RHSBL_REVERSE:
+        *what = *domain = st->reverse_name, *rclass = "Unverified Client host";
+        return st->reverse_name && !str_ieq(st->reverse_name, "unknown") && st->reverse_code == 0;
+    case R_RHSBL_HELO:
+        *what = *domain = st->helo, *rclass = "Helo command";
+        return st->helo && st->helo[0] != '[' && !rs_valid_hostaddr(st->helo);
+    case R_RHSBL_SENDER:
+        *what = st->sender, *rclass = "Sender address";
+        *domain = st->sender ? domain_of(st->sender) : NULL;
+        return *domain && **domain && **domain != '[';
+    case R_RHSBL_RCPT:
+        *what = st->recipient, *rclass = "Recipient address";
+        *domain = st->recipient && c->cmd != PCMD_ETRN ? domain_of(st->recipient) : NULL;
+        return *domain && **domain && **domain != '[';
+    default:
+        return false;
+    }
+}
+
+/* reject_rbl_client, reject_rhsbl_*, permit_dnswl_client, permit_rhswl_client. */
+static int dns_list(ectx_t *c, const step_t *s, const dnsbl_site_t *site, const char *spec)
+{
+    const char *what, *domain, *rclass;
+    if (!list_target(c, s->kind, &what, &domain, &rclass)) {
+        trace(c, "%s: nothing to look up", s->text);
+        return S_DUNNO;
+    }
+    buf_t q = BUF_INIT;
+    bool ok = domain ? dnsbl_query_name_domain(domain, site->zone, &q) : dnsbl_query_name_addr(what, site->zone, &q);
+    if (!ok) {
+        trace(c, "%s: %s makes no valid DNS name under %s", s->text, domain ? domain : what, site->zone);
+        buf_free(&q);
+        return S_DUNNO;
+    }
+    const char *hit = NULL, *error = "", *reason = NULL;
+    bool allow = s->kind == R_DNSWL_CLIENT || s->kind == R_RHSWL_CLIENT;
+    int rc = S_DUNNO;
+    switch (listed(c, site, buf_cstr(&q), domain != NULL, &hit, &error)) {
+    case L_PENDING:
+        rc = S_PENDING;
+        break;
+    case L_NOT:
+    case L_IGNORED:
+        trace(c, "%s: %s is not listed", s->text, domain ? domain : what);
+        break;
+    case L_TEMPFAIL:
+        warnf(c, "%s: DNS lookup of %s failed: %s", s->text, buf_cstr(&q), error);
+        if (allow) {
+            /* Postfix: an allow list that fails turns a later reject into a deferral. */
+            defer_if(c, &c->dir, 450, "4.7.1", "<%s>: %s rejected: Service unavailable; DNS lookup of %s failed",
+                     c->namaddr, rclass, site->zone);
+        } else {
+            rc = tempfail(c, c->pol->tf_defer, 450, "4.7.1",
+                          "<%s>: %s rejected: Service unavailable; %s lookup in %s failed temporarily",
+                          domain ? what : c->namaddr, rclass, domain ? domain : what, site->zone);
+        }
+        break;
+    case L_LISTED:
+        trace(c, "%s: %s is listed in %s (%s)", s->text, domain ? domain : what, site->zone, hit);
+        if (allow) {
+            /* Never a way around reject_unauth_destination (Postfix). */
+            if ((c->top == class_names[RC_RELAY] || c->top == class_names[RC_RECIPIENT]) && c->st->recipient &&
+                !auth_destination(c, c->st->recipient)) {
+                trace(c, "%s: ignored: it would override reject_unauth_destination", s->text);
+                break;
+            }
+            rc = acl_permit(c, s->kind == R_DNSWL_CLIENT ? "permit_dnswl_client" : "permit_rhswl_client", rclass,
+                            c->namaddr, NULL);
+            break;
+        }
+        if (!listing_reason(c, buf_cstr(&q), &reason)) {
+            rc = S_PENDING;
+            break;
+        }
+        rc = rbl_reject(c, site, spec, what, rclass, reason);
+        break;
+    }
+    buf_free(&q);
+    return rc;
+}
+
+/* reject_dnsbl_score: every dnsbl_sites list in parallel; reject when the
+ * weights of the lists that list the client reach reject_dnsbl_score.
+ * Lists still running with a negative weight count as listed (so an allow
+ * list can never be outrun) and the rest as not: a reject needs no more. */
+static int dnsbl_score(ectx_t *c, const step_t *s)
+{
+    policy_t *pol = c->pol;
+    const char *what, *domain, *rclass;
+    if (!list_target(c, s->kind, &what, &domain, &rclass))
+        return S_DUNNO;
+    int sum = 0, pending_neg = 0, pending_pos = 0, failed_pos = 0;
+    buf_t parts = BUF_INIT, zones = BUF_INIT, q = BUF_INIT;
+    for (size_t i = 0; i < pol->nscore; i++) {
+        const dnsbl_site_t *site = &pol->score[i];
+        buf_reset(&q);
+        if (!dnsbl_query_name_addr(what, site->zone, &q))
+            continue;
+        const char *hit = NULL, *error = "";
+        listing_t l = listed(c, site, buf_cstr(&q), false, &hit, &error);
+        if (l == L_PENDING) {
+            if (site->weight < 0)
+                pending_neg += site->weight;
+            else
+                pending_pos += site->weight;
+            continue;
+        }
+        if (l == L_TEMPFAIL) {
+            warnf(c, "%s: DNS lookup of %s failed: %s", s->text, buf_cstr(&q), error);
+            if (site->weight > 0)
+                failed_pos += site->weight;
+        }
+        buf_printf(&parts, "%s%s=%s", parts.len ? " " : "", site->zone,
+                   l == L_LISTED ? hit : l == L_TEMPFAIL ? "tempfail" : l == L_IGNORED ? "ignored" : "none");
+        if (l == L_LISTED) {
+            sum += site->weight;
+            buf_printf(&parts, "*%d", site->weight);
+            if (site->weight > 0)
+                buf_printf(&zones, "%s%s", zones.len ? ", " : "", site->zone);
+        }
+    }
+    int rc = S_DUNNO;
+    if (sum + pending_neg >= pol->score_threshold) {
+        whatsup(c, "dnsbl_score", "%s score %d >= %d: %s%s", what, sum + pending_neg, pol->score_threshold,
+                buf_cstr(&parts), pending_pos || pending_neg ? " (lists still running not waited for)" : "");
+        char reason[64];
+        snprintf(reason, sizeof reason, "DNSBL score %d", sum + pending_neg);
+        rc = rbl_reject(c, NULL, buf_cstr(&zones), what, rclass, reason);
+    } else if (pending_pos || pending_neg) {
+        rc = S_PENDING;
+    } else if (failed_pos && sum + failed_pos >= pol->score_threshold) {
+        trace(c, "%s: score %d < %d, but lists that failed could reach it: %s", s->text, sum, pol->score_threshold,
+              buf_cstr(&parts));
+        rc = tempfail(c, pol->tf_defer, 450, "4.7.1", "<%s>: %s rejected: Service unavailable; DNS list lookups "
+                      "failed temporarily", c->namaddr, rclass);
+    } else {
+        trace(c, "%s: score %d < %d: %s", s->text, sum, pol->score_threshold, buf_cstr(&parts));
+    }
+    buf_free(&parts);
+    buf_free(&zones);
+    buf_free(&q);
+    return rc;
+}
+
+/* reject_maps_rbl: reject_rbl_client for each maps_rbl_domains list. */
+static int maps_rbl(ectx_t *c, const step_t *s)
+{
+    policy_t *pol = c->pol;
+    for (size_t i = 0; i < pol->nmaps_rbl; i++) {
+        step_t one = *s;
+        one.kind = R_RBL_CLIENT;
+        int rc = dns_list(c, &one, &pol->maps_rbl[i], pol->maps_rbl[i].zone);
+        if (rc != S_DUNNO)
+            return rc;
+    }
+    return S_DUNNO;
+}
+
+/* ---- check_<target>_{a,mx,ns}_access */
+
+#define SERVERS_MAX 10   /* host names examined per lookup, as Postfix's limit */
+
+/* The addresses of host, each looked up as check_addr_access does. */
+static int server_addrs(ectx_t *c, const step_t *s, const char *host, lookup_t *l, bool *pending)
+{
+    static const dns_type_t types[] = {DNS_T_A, DNS_T_AAAA};
+    for (size_t t = 0; t < ARRAY_LEN(types); t++) {
+        const dns_answer_t *a = dq(c, types[t], host);
+        if (!a) {
+            *pending = true;
+            continue;
+        }
+        for (size_t i = 0; a->status == DNS_OK && i < a->n && l->status == MAP_NOTFOUND; i++) {
+            l->nkeys = 0;
+            access_keys_addr(a->rr[i].data, try_key, l);
+        }
+    }
+    (void)s;
+    return 0;
+}
+
+static int dns_access(ectx_t *c, const step_t *s)
+{
+    const pstate_t *st = c->st;
+    int target = s->arg / 3, which = s->arg % 3;
+    const char *name = NULL, *rname = NULL, *rclass = NULL;
+    switch (target) {
+    case DT_CLIENT:
+        if (st->client_name && st->name_code == 0 && !str_ieq(st->client_name, "unknown"))
+            name = st->client_name;
+        rname = c->namaddr, rclass = "Client host";
+        break;
+    case DT_REVERSE:
+        if (st->reverse_name && st->reverse_code == 0 && !str_ieq(st->reverse_name, "unknown"))
+            name = st->reverse_name;
+        rname = c->namaddr, rclass = "Unverified Client host";
+        break;
+    case DT_HELO:
+        if (st->helo && st->helo[0] != '[' && !rs_valid_hostaddr(st->helo))
+            name = st->helo;
+        rname = st->helo, rclass = "Helo command";
+        break;
+    case DT_SENDER:
+        if (st->sender && *st->sender)
+            name = domain_of(st->sender);
+        rname = st->sender, rclass = "Sender address";
+        break;
+    default:
+        if (st->recipient && c->cmd != PCMD_ETRN)
+            name = domain_of(st->recipient);
+        rname = st->recipient, rclass = "Recipient address";
+        break;
+    }
+    if (!name || !*name || name[0] == '[') {
+        trace(c, "%s: nothing to look up", s->text);
+        return S_DUNNO;
+    }
+    const char *at = strrchr(name, '@');   /* "user@domain" as a HELO name: its domain (Postfix) */
+    if (at)
+        name = at + 1;
+    if (!*name)
+        return S_DUNNO;
+    char buf[300];
+    name = trim_dot(name, buf, sizeof buf);
+    lookup_t l;
+    lookup_init(&l, c, s);
+    bool pending = false;
+    if (which == DW_A) {
+        server_addrs(c, s, name, &l, &pending);
+        if (pending && l.status == MAP_NOTFOUND)
+            return S_PENDING;
+        return lookup_done(c, &l, rname, rclass);
+    }
+    /* MX or NS hosts; a domain without MX is its own mail host, a domain
+     * without NS inherits its parent's. */
+    dns_type_t type = which == DW_MX ? DNS_T_MX : DNS_T_NS;
+    const char *owner = name;
+    const dns_answer_t *a;
+    for (;;) {
+        if (!(a = dq(c, type, owner)))
+            return S_PENDING;
+        if (a->status != DNS_NODATA || type == DNS_T_MX)
+            break;
+        const char *dot = strchr(owner, '.');
+        if (!dot || !strchr(dot + 1, '.'))
+            break;   /* no NS up to the top-level domain: nothing to check */
+        owner = dot + 1;
+    }
+    if (a->status == DNS_TEMPFAIL) {
+        warnf(c, "%s: DNS lookup of %s %s failed: %s", s->text, dns_type_name(type), owner, a->error);
+        defer_if(c, &c->dir, 450, "4.4.3", "<%s>: %s rejected: Unable to look up %s host for %s", rname, rclass,
+                 dns_type_name(type), name);
+        return S_DUNNO;
+    }
+    const char *hosts[SERVERS_MAX];
+    size_t nh = 0;
+    if (a->status == DNS_OK) {
+        for (size_t i = 0; i < a->n && nh < SERVERS_MAX; i++)
+            if (a->rr[i].data[0])
+                hosts[nh++] = a->rr[i].data;
+    } else if (a->status == DNS_NODATA && type == DNS_T_MX) {
+        hosts[nh++] = name;
+    }
+    for (size_t i = 0; i < nh && l.status == MAP_NOTFOUND; i++) {
+        l.nkeys = 0;
+        access_keys_host(hosts[i], c->pol->parent_match, try_key, &l);
+        if (l.status == MAP_NOTFOUND)
+            server_addrs(c, s, hosts[i], &l, &pending);
+    }
+    if (pending && l.status == MAP_NOTFOUND)
+        return S_PENDING;
+    return lookup_done(c, &l, rname, rclass);
+}
+
+static int dns_step(ectx_t *c, const step_t *s, const char *rname, const char *rclass)
+{
+    if (no_dns(c))
+        return server_error(c);
+    switch (s->kind) {
+    case R_UNKNOWN_CLIENT:
+    case R_UNKNOWN_REVERSE:
+    case R_UNKNOWN_FORWARD:
+        return unknown_client(c, s);
+    case R_UNKNOWN_HELO:
+        return unknown_helo(c, s);
+    case R_UNKNOWN_SENDER_DOMAIN:
+        return c->st->sender && *c->st->sender ? unknown_domain(c, s, c->st->sender, "Sender address", true) : S_DUNNO;
+    case R_UNKNOWN_RCPT_DOMAIN:
+        if (!c->st->recipient || c->cmd == PCMD_ETRN)
+            return S_DUNNO;
+        return unknown_domain(c, s, c->st->recipient, "Recipient address", false);
+    case R_UNKNOWN_ADDRESS:
+        /* The address this class is about. */
+        if (strcmp(rclass, "Sender address") == 0 && *rname)
+            return unknown_domain(c, s, rname, rclass, true);
+        if (strcmp(rclass, "Recipient address") == 0 && *rname)
+            return unknown_domain(c, s, rname, rclass, false);
+        return S_DUNNO;
+    case R_MAPS_RBL:
+        return maps_rbl(c, s);
+    case R_DNSBL_SCORE:
+        return dnsbl_score(c, s);
+    case R_DNS_ACCESS:
+        return dns_access(c, s);
+    default:
+        return dns_list(c, s, s->site, s->text + strcspn(s->text, " ") + 1);
+    }
+}
+
 static int run_step(ectx_t *c, const step_t *s, const char *rname, const char *rclass)
 {
     policy_t *pol = c->pol;
@@ -1680,6 +2500,25 @@ static int run_step(ectx_t *c, const step_t *s, const char *rname, const char *r
     case R_CLASS:
         trace(c, "class %s", s->text);
         return run_list(c, &pol->classes[s->arg].list, rname, rclass);
+    case R_RBL_CLIENT:
+    case R_DNSWL_CLIENT:
+    case R_RHSBL_CLIENT:
+    case R_RHSBL_REVERSE:
+    case R_RHSBL_HELO:
+    case R_RHSBL_SENDER:
+    case R_RHSBL_RCPT:
+    case R_RHSWL_CLIENT:
+    case R_MAPS_RBL:
+    case R_DNSBL_SCORE:
+    case R_UNKNOWN_CLIENT:
+    case R_UNKNOWN_REVERSE:
+    case R_UNKNOWN_FORWARD:
+    case R_UNKNOWN_HELO:
+    case R_UNKNOWN_SENDER_DOMAIN:
+    case R_UNKNOWN_RCPT_DOMAIN:
+    case R_UNKNOWN_ADDRESS:
+    case R_DNS_ACCESS:
+        return dns_step(c, s, rname, rclass);
     case R_NONE:
         break;
     }
@@ -1777,9 +2616,12 @@ static const char *stage_name(pcmd_t cmd, const pstate_t *st)
     return "?";
 }
 
+#define GO(status) ((status) != S_REJECT && (status) != S_PENDING)
+
 vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *v, buf_t *trace_buf)
 {
     verdict_reset(v);
+    size_t trace_start = trace_buf ? trace_buf->len : 0;
     ectx_t c = {.pol = pol, .st = st, .v = v, .trace = trace_buf, .cmd = cmd, .top = "policy"};
     c.stage = stage_name(cmd, st);
     snprintf(c.namaddr, sizeof c.namaddr, "%s[%s]", st->client_name ? st->client_name : "unknown",
@@ -1806,17 +2648,17 @@ vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *
     case PCMD_RCPT:
         if (delay) {
             status = stage(&c, RC_CLIENT, true);
-            if (status != S_REJECT && st->helo)
+            if (GO(status) && st->helo)
                 status = stage(&c, RC_HELO, true);
-            if (status != S_REJECT && st->sender)
+            if (GO(status) && st->sender)
                 status = stage(&c, RC_SENDER, true);
         }
-        if (status != S_REJECT && st->recipient) {
+        if (GO(status) && st->recipient) {
             /* One stage in Postfix: a defer_if_reject spans both lists. */
             rclass_t first = pol->relay_first ? RC_RELAY : RC_RECIPIENT;
             rclass_t second = pol->relay_first ? RC_RECIPIENT : RC_RELAY;
             status = stage(&c, first, true);
-            if (status != S_REJECT)
+            if (GO(status))
                 status = stage(&c, second, false);
         }
         break;
@@ -1829,14 +2671,23 @@ vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *
     case PCMD_ETRN:
         if (delay) {
             status = stage(&c, RC_CLIENT, true);
-            if (status != S_REJECT && st->helo)
+            if (GO(status) && st->helo)
                 status = stage(&c, RC_HELO, true);
         }
-        if (status != S_REJECT)
+        if (GO(status))
             status = stage(&c, RC_ETRN, true);
         break;
     }
-    if (status != S_REJECT && c.dip.active) {
+    if (status == S_PENDING) {
+        /* Nothing of this pass counts: the caller asks again once the
+         * memo has the answers, and that pass records everything. */
+        verdict_reset(v);
+        v->status = V_PENDING;
+        if (trace_buf)
+            buf_truncate(trace_buf, trace_start);
+        return V_PENDING;
+    }
+    if (GO(status) && c.dip.active) {
         if (final_dip) {
             /* A permit, but an earlier step could not decide: defer. */
             c.warn_if_reject = 0;
@@ -1854,6 +2705,40 @@ vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *
             trace(&c, "%s (rule=%s)", buf_cstr(&v->reply), v->rule);
     }
     return v->status;
+}
+
+void policy_prefetch(policy_t *pol, const pstate_t *st)
+{
+    if (!st->dns)
+        return;
+    ectx_t c = {.pol = pol, .st = st, .v = &pol->scratch, .cmd = PCMD_RCPT, .top = "prefetch", .prefetch = true};
+    snprintf(c.namaddr, sizeof c.namaddr, "%s[%s]", st->client_name ? st->client_name : "unknown",
+             st->client_addr ? st->client_addr : "unknown");
+    const rlist_t *lists[RC__COUNT];
+    size_t nl = 0;
+    for (int rc = 0; rc < RC__COUNT; rc++)
+        lists[nl++] = &pol->top[rc];
+    for (size_t li = 0; li < nl + pol->nclasses; li++) {
+        const rlist_t *l = li < nl ? lists[li] : &pol->classes[li - nl].list;
+        for (size_t i = 0; i < l->n; i++) {
+            const step_t *s = &l->steps[i];
+            if (s->kind < R_RBL_CLIENT || s->kind > R_DNS_ACCESS)
+                continue;
+            /* reject_unknown_address needs its class: try both. */
+            verdict_reset(&pol->scratch);
+            c.step = s;
+            c.recursion = RECURSION_LIMIT + 1;   /* table results are not followed */
+            if (s->kind == R_UNKNOWN_ADDRESS) {
+                if (st->sender && *st->sender)
+                    dns_step(&c, s, st->sender, "Sender address");
+                if (st->recipient)
+                    dns_step(&c, s, st->recipient, "Recipient address");
+            } else {
+                dns_step(&c, s, "", "");
+            }
+        }
+    }
+    verdict_reset(&pol->scratch);
 }
 
 /* ------------------------------------------------------------- the reply */

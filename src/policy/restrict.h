@@ -9,9 +9,14 @@
  *   REJECT   (5xx or 4xx: ends the whole evaluation for this command)
  *   DUNNO    (continue with the next step; the end of a list permits)
  * DEFER_IF_PERMIT / DEFER_IF_REJECT / warn_if_reject are remembered in
- * the evaluation state as in Postfix.  (Steps that need DNS or a remote
- * store arrive with later issues and will return PENDING; until then the
- * compiler refuses them with a clear error, never skips them.)
+ * the evaluation state as in Postfix.  A step that needs a DNS answer
+ * not yet known starts the query (through st->dns, the caller's memo)
+ * and the whole evaluation answers V_PENDING with nothing recorded: the
+ * caller waits for the memo's wake and calls policy_eval again, which
+ * replays the same steps over the memo's answers (so every side effect,
+ * trace line and log line happens once, in the final pass).  Steps that
+ * need a remote store arrive with later issues; until then the compiler
+ * refuses them with a clear error, never skips them.
  *
  * One code path, two doors: the SMTP session and `moat check` both call
  * policy_eval() with a pstate_t; with a trace attached, every class,
@@ -25,6 +30,7 @@
 
 #include "config/config.h"
 #include "core/buf.h"
+#include "dns/dns.h"
 #include "maps/maps.h"
 
 typedef enum {
@@ -75,9 +81,15 @@ typedef struct pstate {
     const char *sasl_user;         /* NULL: not authenticated */
     /* Added with permit_inet_interfaces (fields after the original ones): */
     const struct sockaddr *local;  /* the server's end of the connection; NULL: unknown (moat check) */
+    /* Added with the DNS issue: */
+    dns_memo_t *dns;               /* the session's DNS answers; NULL: DNS steps answer 451 4.3.5 */
+    char name_code;                /* client_name: 0 verified (forward-confirmed), 4 temporary failure,
+                                      5 no name or not confirmed (Postfix's peer codes) */
+    char reverse_code;             /* reverse_name: 0 found, 4 temporary failure, 5 no PTR */
+    char forward_code;             /* forward confirmation of reverse_name: 0 confirmed, 4 temporary, 5 not */
 } pstate_t;
 
-typedef enum { V_PERMIT, V_REJECT, V_DEFER } vstatus_t;
+typedef enum { V_PERMIT, V_REJECT, V_DEFER, V_PENDING } vstatus_t;
 
 typedef struct verdict {
     vstatus_t status;
@@ -112,6 +124,12 @@ vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *
 
 /* --- Added with the engine (declarations below the original ones) --- */
 
+/* Start the DNS queries the compiled restrictions will need, for every
+ * input st already has (client address and names, HELO name, sender,
+ * recipient), so their answers are cached by the time the steps run.
+ * Needs st->dns; records nothing. */
+void policy_prefetch(policy_t *pol, const pstate_t *st);
+
 /* Notes on the contract above:
  *  - PCMD_ETRN: the ETRN domain is passed in st->recipient.
  *  - PCMD_DATA / PCMD_EOD: st->recipient is the recipient when there is
@@ -127,6 +145,9 @@ vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *
  * $client_name, $helo_name, $sender, $recipient expanded), lines joined by
  * CRLF, no final CRLF.  Empty for V_PERMIT. */
 void policy_reply_text(const policy_t *pol, const verdict_t *v, const pstate_t *st, buf_t *out);
+
+/* Does a restriction list (or class) of the configuration use DNS? */
+bool policy_uses_dns(const policy_t *pol);
 
 /* smtpd_delay_reject of the compiled configuration. */
 bool policy_delay_reject(const policy_t *pol);

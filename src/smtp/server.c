@@ -67,6 +67,8 @@ void gen_release(gen_t *g)
         svc_free(&g->svcs[i]);
     free(g->svcs);
     config_free(&g->cfg);
+    dns_unref(&g->dns);
+    free(g->dns_key);
     free(g);
 }
 
@@ -154,7 +156,52 @@ static void append_new_lines(buf_t *err, const buf_t *add)
     }
 }
 
-static gen_t *gen_new(config_t *cfg, buf_t *err)
+dns_t *smtpd_resolver_new(const params_t *p, struct event_base *base, buf_t *key, buf_t *err)
+{
+    const char *const *items;
+    size_t n = param_list(p, PARAM_dns_forwarders, &items);
+    buf_t fwd = BUF_INIT;
+    for (size_t i = 0; i < n; i++)
+        buf_printf(&fwd, "%s%s", i ? " " : "", items[i]);
+    dns_opts_t o = {.forwarders = buf_cstr(&fwd),
+                    .timeout_ms = (unsigned)param_int(p, PARAM_dns_timeout) * 1000u,
+                    .cache_max = (size_t)param_int(p, PARAM_dns_cache_size)};
+    if (key)
+        buf_printf(key, "%s|%u|%zu", o.forwarders, o.timeout_ms, o.cache_max);
+    dns_t *d = NULL;
+    if (base) {
+        buf_t why = BUF_INIT;
+        d = dns_new(base, &o, &why);
+        if (!d) {
+            const char *file;
+            int line;
+            if (param_origin(p, PARAM_dns_forwarders, &file, &line))
+                buf_printf(err, "%s:%d: ", file, line);
+            buf_printf(err, "dns_forwarders: %s\n", buf_cstr(&why));
+        }
+        buf_free(&why);
+    }
+    buf_free(&fwd);
+    return d;
+}
+
+/* The resolver for a new generation: the previous one's when the dns_*
+ * parameters are the same (its cache and in-flight queries carry over),
+ * else a new one.  -1 with "main.cf:N: ..." in err. */
+static int gen_dns(gen_t *g, struct event_base *base, const gen_t *prev, buf_t *err)
+{
+    const params_t *p = config_main(g->cfg);
+    buf_t key = BUF_INIT;
+    smtpd_resolver_new(p, NULL, &key, err);
+    if (prev && prev->dns && strcmp(prev->dns_key, buf_cstr(&key)) == 0)
+        g->dns = dns_ref(prev->dns);
+    else
+        g->dns = smtpd_resolver_new(p, base, NULL, err);
+    g->dns_key = buf_steal(&key);
+    return g->dns ? 0 : -1;
+}
+
+static gen_t *gen_new(config_t *cfg, struct event_base *base, const gen_t *prev, buf_t *err)
 {
     gen_t *g = xcalloc(1, sizeof *g);
     g->cfg = cfg;
@@ -205,6 +252,11 @@ static gen_t *gen_new(config_t *cfg, buf_t *err)
             gen_release(g);
             return NULL;
         }
+    }
+    if (gen_dns(g, base, prev, err) != 0) {
+        g->cfg = NULL;
+        gen_release(g);
+        return NULL;
     }
     return g;
 }
@@ -388,7 +440,7 @@ server_t *server_new(struct event_base *base, spool_t *spool, qmgr_t *qmgr)
 
 int server_configure(server_t *srv, config_t *cfg, buf_t *err)
 {
-    gen_t *g = gen_new(cfg, err);
+    gen_t *g = gen_new(cfg, srv->base, srv->gen, err);
     if (!g)
         return -1;
     listener_t *fresh = NULL;
@@ -467,12 +519,14 @@ fail:
 
 int server_check_config(config_t *cfg, buf_t *err)
 {
-    gen_t *g = gen_new(cfg, err);
-    if (!g)
-        return -1;
-    g->cfg = NULL;   /* only compiled to see that it compiles */
-    gen_release(g);
-    return 0;
+    struct event_base *base = event_base_new();
+    gen_t *g = gen_new(cfg, base, NULL, err);
+    if (g) {
+        g->cfg = NULL;   /* only compiled to see that it compiles */
+        gen_release(g);
+    }
+    event_base_free(base);
+    return g ? 0 : -1;
 }
 
 const config_t *server_config(const server_t *srv)

@@ -25,6 +25,7 @@
 #include "smtp/addr.h"
 #include "smtp/data.h"
 #include "smtp/proxy.h"
+#include "policy/peer.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -59,8 +60,10 @@ typedef struct session {
     struct sockaddr_storage peer;
     struct sockaddr_storage local;   /* our end of the connection (permit_inet_interfaces); family 0: unknown */
     char addr[INET6_ADDRSTRLEN];
-    char name[16];               /* client host name; reverse DNS arrives with the DNS module */
-    char client[300];            /* "name[addr]" for log lines */
+    char name[256];              /* forward-confirmed client host name, or "unknown" */
+    char reverse[256];           /* the PTR name, or "unknown" */
+    char name_code, reverse_code, forward_code;   /* policy/peer.h */
+    char client[320];            /* "name[addr]" for log lines */
     int state;
     bool closing, reaping, busy, eof, paused, skipping, shutdown;
     bool quit_sent;
@@ -103,7 +106,18 @@ typedef struct session {
     char *redirect, *filter;     /* REDIRECT / FILTER actions (the last one wins) */
     buf_t bcc;                   /* BCC addresses, each ending in "\n" */
     buf_t bdat_reply;            /* a data-restriction reply that follows a BDAT chunk */
+
+    /* DNS (dns/dns.h): the session's answers, and what waits for them */
+    dns_memo_t *memo;
+    int waiting;                 /* W_*: what runs again when the memo wakes us (busy is set meanwhile) */
+    const struct command *pend_cmd;   /* W_CMD: the command to run again, with its argument */
+    char *pend_arg;
 } session_t;
+
+enum { W_NONE, W_NAMES, W_GREET, W_CMD, W_EOD };
+#define CMD_PENDING 2   /* a command handler's answer: waiting for DNS, run me again */
+
+static void dns_wake(void *arg);
 
 static void process_input(session_t *s);
 static void session_close(session_t *s);
@@ -215,7 +229,11 @@ static void fill_pstate(session_t *s, pstate_t *st)
     st->peer = (const struct sockaddr *)&s->peer;
     st->client_addr = s->addr;
     st->client_name = s->name;
-    st->reverse_name = s->name;
+    st->reverse_name = s->reverse;
+    st->name_code = s->name_code;
+    st->reverse_code = s->reverse_code;
+    st->forward_code = s->forward_code;
+    st->dns = s->memo;
     st->helo = s->helo;
     st->sender = s->in_mail ? s->sender.full : NULL;
     st->protocol = proto_name(s);
@@ -251,8 +269,24 @@ static vstatus_t session_policy(session_t *s, pcmd_t cmd, const pstate_t *st)
 {
     verdict_reset(&s->v);
     vstatus_t vs = policy_eval(s->sv->policy, cmd, st, &s->v, NULL);
-    log_policy_lines(s, &s->v);
+    if (vs != V_PENDING)
+        log_policy_lines(s, &s->v);
     return vs;
+}
+
+/* Wait for the memo: nothing is read or run until what (W_*) runs again. */
+static void wait_dns(session_t *s, int what)
+{
+    s->waiting = what;
+    s->busy = true;
+}
+
+/* Start the queries the restrictions will want, now that st has more data. */
+static void prefetch(session_t *s)
+{
+    pstate_t st;
+    fill_pstate(s, &st);
+    policy_prefetch(s->sv->policy, &st);
 }
 
 /* Send text (one or more reply lines without the final CRLF), after
@@ -395,6 +429,8 @@ static void reap(evutil_socket_t fd, short what, void *arg)
     buf_free(&s->prepend);
     buf_free(&s->bcc);
     buf_free(&s->bdat_reply);
+    dns_memo_free(&s->memo);
+    free(s->pend_arg);
     server_session_removed(s->srv, (struct session *)s);
     s->sv->nsessions--;
     gen_release(s->sv->gen);
@@ -507,17 +543,14 @@ static void set_client(session_t *s, const struct sockaddr *sa)
         str_copy(s->addr, "unknown", sizeof s->addr);
     }
     str_copy(s->name, "unknown", sizeof s->name);
+    str_copy(s->reverse, "unknown", sizeof s->reverse);
+    s->name_code = s->reverse_code = s->forward_code = 5;
     snprintf(s->client, sizeof s->client, "%s[%s]", s->name, s->addr);
 }
 
-static void greet(session_t *s)
+/* The greeting, after the client restrictions when smtpd_delay_reject = no. */
+static void greet_policy(session_t *s)
 {
-    s->state = ST_CMD;
-    s->last_cmd = "CONNECT";
-    log_info("smtpd", "connect from %s", s->client);
-    long long t = param_int(s->p, PARAM_smtpd_timeout);
-    struct timeval tv = {(time_t)t, 0};
-    bufferevent_set_timeouts(s->bev, &tv, &tv);
     if (s->shutdown) {
         reply(s, "421 4.3.2 %s Service shutting down", s->sv->myhostname);
         session_close(s);
@@ -529,7 +562,12 @@ static void greet(session_t *s)
          * greeting, and 503 for every command but QUIT. */
         pstate_t st;
         fill_pstate(s, &st);
-        if (session_policy(s, PCMD_CONNECT, &st) != V_PERMIT) {
+        vstatus_t vs = session_policy(s, PCMD_CONNECT, &st);
+        if (vs == V_PENDING) {
+            wait_dns(s, W_GREET);
+            return;
+        }
+        if (vs != V_PERMIT) {
             policy_refuse(s, &st, "CONNECT", NULL, NULL, NULL);
             s->access_denied = xstrdup(buf_cstr(&s->vtext));
             return;
@@ -542,6 +580,48 @@ static void greet(session_t *s)
     buf_printf(&g, "220 %s", param_str(s->p, PARAM_smtpd_banner));
     send_text(s, buf_cstr(&g), false, sleep_s);
     buf_free(&g);
+}
+
+static void greet(session_t *s)
+{
+    s->state = ST_CMD;
+    s->last_cmd = "CONNECT";
+    log_info("smtpd", "connect from %s", s->client);
+    long long t = param_int(s->p, PARAM_smtpd_timeout);
+    struct timeval tv = {(time_t)t, 0};
+    bufferevent_set_timeouts(s->bev, &tv, &tv);
+    greet_policy(s);
+}
+
+/* The client's names (smtpd_peername_lookup), then the greeting; the
+ * DNS lists for its address are already asked by then. */
+static void client_names(session_t *s)
+{
+    peer_names_t pn;
+    if (!param_bool(s->p, PARAM_smtpd_peername_lookup) || !strcmp(s->addr, "unknown")) {
+        peer_names_unknown(&pn);
+    } else if (!peer_names_lookup(s->memo, s->addr, &pn)) {
+        wait_dns(s, W_NAMES);
+        return;
+    }
+    if (pn.warning[0])
+        log_warn("smtpd", "%s", pn.warning);
+    str_copy(s->name, pn.name, sizeof s->name);
+    str_copy(s->reverse, pn.reverse, sizeof s->reverse);
+    s->name_code = pn.name_code;
+    s->reverse_code = pn.reverse_code;
+    s->forward_code = pn.forward_code;
+    snprintf(s->client, sizeof s->client, "%s[%s]", s->name, s->addr);
+    prefetch(s);   /* the lists about the names */
+    greet(s);
+}
+
+static void begin(session_t *s)
+{
+    if (!s->memo)
+        s->memo = dns_memo_new(s->sv->gen->dns, dns_wake, s);
+    prefetch(s);   /* the lists about the address */
+    client_names(s);
 }
 
 void session_start(server_t *srv, smtpd_svc_t *sv, int fd, const struct sockaddr *peer)
@@ -572,7 +652,7 @@ void session_start(server_t *srv, smtpd_svc_t *sv, int fd, const struct sockaddr
         bufferevent_set_timeouts(s->bev, &tv, &tv);
         return;
     }
-    greet(s);
+    begin(s);
 }
 
 void session_shutdown(struct session *ss, bool now)
@@ -617,7 +697,7 @@ static bool read_proxy(session_t *s)
         set_client(s, (const struct sockaddr *)&info.src);
         memcpy(&s->local, &info.dst, sizeof s->local);   /* the address the client dialled */
     }
-    greet(s);
+    begin(s);
     return true;
 }
 
@@ -666,7 +746,10 @@ static int cmd_helo_common(session_t *s, char *arg, bool esmtp)
         st.helo = name;
         st.sender = NULL;
         st.protocol = esmtp ? "ESMTP" : "SMTP";
-        if (session_policy(s, PCMD_HELO, &st) != V_PERMIT) {
+        vstatus_t vs = session_policy(s, PCMD_HELO, &st);
+        if (vs == V_PENDING)
+            return CMD_PENDING;
+        if (vs != V_PERMIT) {
             policy_refuse(s, &st, esmtp ? "EHLO" : "HELO", NULL, NULL, name);
             return -1;
         }
@@ -679,6 +762,7 @@ static int cmd_helo_common(session_t *s, char *arg, bool esmtp)
     free(s->helo);
     s->helo = xstrdup(name);
     s->esmtp = esmtp;
+    prefetch(s);   /* the HELO name */
     if (esmtp)
         send_text(s, s->sv->ehlo_reply, false, sleep_s);
     else
@@ -778,7 +862,12 @@ static int cmd_mail(session_t *s, char *arg)
         pstate_t st;
         fill_pstate(s, &st);
         st.sender = a.full;
-        if (session_policy(s, PCMD_MAIL, &st) != V_PERMIT) {
+        vstatus_t vs = session_policy(s, PCMD_MAIL, &st);
+        if (vs == V_PENDING) {
+            addr_free(&a);
+            return CMD_PENDING;
+        }
+        if (vs != V_PERMIT) {
             policy_refuse(s, &st, "MAIL", a.full, NULL, s->helo);
             addr_free(&a);
             return -1;
@@ -795,6 +884,7 @@ static int cmd_mail(session_t *s, char *arg)
         if (s->v.postponed.len)
             s->dip_sender = xstrdup(buf_cstr(&s->v.postponed));
     }
+    prefetch(s);   /* the sender's domain */
     send_text(s, "250 2.1.0 Ok", false, sleep_s);
     return 0;
 }
@@ -855,8 +945,12 @@ static int cmd_rcpt(session_t *s, char *arg)
     st.recipient = a.full;
     const char *dip = s->dip_client ? s->dip_client : s->dip_helo ? s->dip_helo : s->dip_sender;
     /* Quiet: the engine's lines are logged once the queue ID exists. */
-    if (policy_rcpt(s->sv->policy, &st, postmaster, s->discard, delay_reject(s) ? NULL : dip, &s->v, NULL)
-        != V_PERMIT) {
+    vstatus_t vs = policy_rcpt(s->sv->policy, &st, postmaster, s->discard, delay_reject(s) ? NULL : dip, &s->v, NULL);
+    if (vs == V_PENDING) {
+        addr_free(&a);
+        return CMD_PENDING;
+    }
+    if (vs != V_PERMIT) {
         log_policy_lines(s, &s->v);
         policy_refuse(s, &st, "RCPT", s->sender.full, a.full, s->helo);
         addr_free(&a);
@@ -1078,7 +1172,12 @@ static void finish_message(session_t *s)
         pstate_t st;
         fill_pstate(s, &st);
         st.recipient = s->nrcpt == 1 ? s->rcpts[0] : NULL;
-        if (session_policy(s, PCMD_EOD, &st) != V_PERMIT) {
+        vstatus_t vs = session_policy(s, PCMD_EOD, &st);
+        if (vs == V_PENDING) {
+            wait_dns(s, W_EOD);
+            return;
+        }
+        if (vs != V_PERMIT) {
             policy_refuse(s, &st, "END-OF-MESSAGE", s->sender.full, st.recipient, s->helo);
             reset_transaction(s);
             return;
@@ -1128,7 +1227,10 @@ static int cmd_data(session_t *s, char *arg)
         pstate_t st;
         fill_pstate(s, &st);
         st.recipient = s->nrcpt == 1 ? s->rcpts[0] : NULL;
-        if (session_policy(s, PCMD_DATA, &st) != V_PERMIT) {
+        vstatus_t vs = session_policy(s, PCMD_DATA, &st);
+        if (vs == V_PENDING)
+            return CMD_PENDING;
+        if (vs != V_PERMIT) {
             policy_refuse(s, &st, "DATA", s->sender.full, st.recipient, s->helo);
             return -1;
         }
@@ -1175,7 +1277,10 @@ static int cmd_bdat(session_t *s, char *arg)
         pstate_t st;
         fill_pstate(s, &st);
         st.recipient = s->nrcpt == 1 ? s->rcpts[0] : NULL;
-        if (session_policy(s, PCMD_DATA, &st) != V_PERMIT) {
+        vstatus_t vs = session_policy(s, PCMD_DATA, &st);
+        if (vs == V_PENDING)
+            return CMD_PENDING;
+        if (vs != V_PERMIT) {
             log_event(s, "reject", "BDAT", buf_cstr(&s->v.reply), s->sender.full, st.recipient, s->helo, &s->v);
             policy_reply_text(s->sv->policy, &s->v, &st, &s->bdat_reply);
             s->bdat_error = buf_cstr(&s->bdat_reply);
@@ -1315,9 +1420,57 @@ static void run_command(session_t *s, char *line)
         s->pipelined_early = true;
     if (pipelining_violation(s, c->verb, c->last_in_group))
         return;
+    if (s->memo)
+        dns_memo_clear(s->memo);   /* each command sees fresh answers */
+    char *saved = c->idx <= C_BDAT ? xstrdup(arg) : NULL;   /* the handlers that may wait for DNS */
     int rc = c->fn(s, arg);
+    if (rc == CMD_PENDING) {
+        s->pend_cmd = c;
+        s->pend_arg = saved;
+        wait_dns(s, W_CMD);
+        return;
+    }
+    free(saved);
     if (rc == 0)
         s->ok[c->idx]++;
+}
+
+/* The memo has answers: run again what waited for them. */
+static void dns_wake(void *arg)
+{
+    session_t *s = arg;
+    int what = s->waiting;
+    if (s->reaping || what == W_NONE)
+        return;   /* a prefetched answer nobody waits for */
+    s->waiting = W_NONE;
+    s->busy = false;
+    switch (what) {
+    case W_NAMES:
+        client_names(s);
+        break;
+    case W_GREET:
+        greet_policy(s);
+        break;
+    case W_EOD:
+        finish_message(s);
+        break;
+    case W_CMD: {
+        const struct command *c = s->pend_cmd;
+        char *line = xstrdup(s->pend_arg);
+        int rc = c->fn(s, line);
+        free(line);
+        if (rc == CMD_PENDING) {
+            wait_dns(s, W_CMD);
+            return;
+        }
+        xfree(&s->pend_arg);
+        if (rc == 0)
+            s->ok[c->idx]++;
+        break;
+    }
+    }
+    if (!s->busy)
+        process_input(s);
 }
 
 /* ---------- input ---------- */

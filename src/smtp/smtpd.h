@@ -17,6 +17,7 @@
 #include "config/config.h"
 #include "core/buf.h"
 #include "core/pool.h"
+#include "dns/dns.h"
 #include "policy/addrlist.h"
 #include "policy/restrict.h"
 #include "queue/qmgr.h"
@@ -46,6 +47,9 @@ enum { BARE_NL_NO, BARE_NL_NORMALIZE, BARE_NL_REJECT };
 struct gen {
     config_t *cfg;
     int refs;                /* the server's "current" ref + one per session */
+    dns_t *dns;              /* the resolver (shared with the previous generation when
+                                the dns_* parameters did not change: its cache survives) */
+    char *dns_key;           /* those parameters, to compare on reload */
     size_t nsvc;
     smtpd_svc_t *svcs;
 };
@@ -58,10 +62,16 @@ server_t *server_new(struct event_base *base, spool_t *spool, qmgr_t *qmgr);
  * -1 with the reason in err and keeps the previous configuration. */
 int server_configure(server_t *srv, config_t *cfg, buf_t *err);
 /* Compile cfg's services as server_configure would, without opening
- * anything: the second half of `moat config check`.  -1 with
+ * anything: the second half of `moat config check` (the resolver is set
+ * up on a scratch event base, so bad dns_forwarders show too).  -1 with
  * "file:line: message" lines in err. */
 int server_check_config(config_t *cfg, buf_t *err);
 const config_t *server_config(const server_t *srv);
+/* A resolver on base configured by p's dns_forwarders, dns_timeout and
+ * dns_cache_size (for the server, `moat check` and `moat dns`).  key
+ * (may be NULL) gets those values as one string, to compare; with base
+ * NULL only key is filled.  NULL with "main.cf:N: ..." in err. */
+dns_t *smtpd_resolver_new(const params_t *p, struct event_base *base, buf_t *key, buf_t *err);
 /* The current generation's i-th smtpd service (tests and fuzzing feed
  * sessions through it without a listener). */
 smtpd_svc_t *server_service(server_t *srv, size_t i);

@@ -10,12 +10,16 @@ error:", a panic, or died on its own.
       one daemon per test module, for tests that do not change config;
       the module may set SHARED_MAIN / SHARED_SMTPD_OPTS dicts and a
       shared_setup(moat) function (extra services...) run before start.
+  dns_world / dns_world_private
+      the DNS test world (tests/dns/README.md): one shared server for the
+      session (never paused), or a test's own that it may pause/stop.
 """
 
 import os
 
 import pytest
 
+from dnsworld import DnsWorld
 from moatlib import Moat, moat_bin
 
 _LIVE = []   # every daemon started and not yet stopped
@@ -100,3 +104,31 @@ def _daemon_watch():
                             % (m.proc.pid, m.proc.returncode, m.stderr()[-3000:]))
             m.returncode = m.proc.returncode
     _report(problems)
+
+
+# ------------------------------------------------------ the DNS test world
+# tests/dns/README.md lists every name; tests/proto/dnsworld.py runs it.
+
+
+@pytest.fixture(scope="session")
+def dns_world(tmp_path_factory):
+    """One DNS server for the whole run, shared: never paused or stopped by
+    a test (pause() refuses).  Pass dns_world.forwarders to moat as
+    dns_forwarders."""
+    w = DnsWorld(tmp_path_factory.mktemp("dnsworld"), shared=True)
+    w.start()
+    yield w
+    rc = w.stop()
+    if rc not in (None, 0):
+        pytest.fail("shared DNS world (unbound) exited with %s:\n%s" % (rc, w.diagnostics()),
+                    pytrace=False)
+
+
+@pytest.fixture
+def dns_world_private(tmp_path):
+    """A DNS server of this test's own, which the test may pause(),
+    resume(), stop() or restart()."""
+    w = DnsWorld(tmp_path / "dnsworld")
+    w.start()
+    yield w
+    w.stop()

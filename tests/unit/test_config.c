@@ -421,8 +421,8 @@ TEST(config_pending_nondefault_is_error)
     ERR_HAS(&l, "soft_bounce: not supported");
     LOAD_FAILS(&l, "relayhost = [127.0.0.1]:1025\n");
     ERR_HAS(&l, "relayhost: not supported");
-    LOAD_FAILS(&l, "default_rbl_reply = $rbl_code go away\n");
-    ERR_HAS(&l, "default_rbl_reply: not supported");
+    LOAD_FAILS(&l, "header_checks = regexp:/etc/moat/header_checks\n");
+    ERR_HAS(&l, "header_checks: not supported");
     /* Equal to the default after typing: accepted. */
     LOAD_OK(&l, "smtpd_delay_reject = TRUE\n"
                 "unverified_sender_reject_code = 450\n"

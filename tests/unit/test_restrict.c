@@ -862,14 +862,17 @@ TEST(restrict_compile_errors_name_file_and_line)
     rx_init(&x);
     CHECK(!rx_load(&x, "smtpd_client_restrictions = permit_mynetworks, frob\n"));
     CHECK_STR(buf_cstr(&x.err), "<text>/main.cf:4: unknown restriction \"frob\"\n");
-    CHECK(!rx_load(&x, "smtpd_client_restrictions = reject_rbl_client zen.example\n"));
-    CHECK_STR(buf_cstr(&x.err), "<text>/main.cf:4: reject_rbl_client: not supported by this version of moat "
-                                "(comes with the dns issue)\n");
+    CHECK(!rx_load(&x, "smtpd_client_restrictions = reject_rbl_client zen.example=127.0.0.x\n"));
+    ERR_HAS(&x, "<text>/main.cf:4: reject_rbl_client zen.example=127.0.0.x: ");
+    CHECK(!rx_load(&x, "smtpd_client_restrictions = reject_dnsbl_score\n"));
+    ERR_HAS(&x, "<text>/main.cf:4: reject_dnsbl_score: dnsbl_sites is empty");
+    CHECK(!rx_load(&x, "reject_tempfail_action = dunno\n"));
+    ERR_HAS(&x, "reject_tempfail_action: \"dunno\": specify defer_if_permit or defer");
     static const char *const later[][2] = {
         {"check_policy_service inet:127.0.0.1:10023", "state"}, {"permit_tls_clientcerts", "tls"},
-        {"check_relay_domains", "queue"}, {"reject_unknown_sender_domain", "dns"},
+        {"check_relay_domains", "queue"}, {"reject_unverified_recipient", "state"},
         {"check_ccert_access hash:/x", "tls"}, {"reject_unverified_sender", "state"},
-        {"reject_plaintext_session", "tls"}, {"permit_mx_backup", "dns"}};
+        {"reject_plaintext_session", "tls"}, {"permit_mx_backup", "queue (relay_domains)"}};
     for (size_t i = 0; i < ARRAY_LEN(later); i++) {
         char cf[200], want[200];
         snprintf(cf, sizeof cf, "smtpd_recipient_restrictions = %s, reject_unauth_destination\n", later[i][0]);

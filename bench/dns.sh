@@ -1,0 +1,336 @@
+#!/bin/sh
+# bench/dns.sh: the DNSBL part of `make bench` (bench/run.sh calls it last;
+# it also runs alone).  See docs/bench.md, "DNSBL rejections".
+#
+# Starts the test DNS server (Debian's unbound, through DnsWorld of
+# tests/proto/dnsworld.py, data sets world + bench: every address of
+# 127.1.0.0/16 is listed in bench.dnsbl.test), then a private moat that
+# forwards to it and rejects listed clients with reject_rbl_client.  Checks
+# with one real SMTP session that the 5xx is the DNSBL's, then measures
+# rejected transactions/s at concurrency 100 for one listed client whose
+# answers moat has cached (warm), and for a new client address in every
+# session, so that every transaction waits for fresh DNS answers (cold).
+# Stops moat and the DNS server by PID and removes its temp dir.
+#
+# Prints figures and never judges them: the exit status is 0 unless a step
+# could not run at all (binaries or unbound missing, a server did not
+# start, the check did not see the DNSBL's reply, a moat-bench run died).
+# Loopback only.  About 20 s.
+#
+# Knobs (environment): BENCH_DNS=0 skips it, BENCH_DNS_WARM [30000] and
+# BENCH_DNS_COLD [30000, at most 65280] sessions, BENCH_SECONDS per-run
+# limit [20], BENCH_KEEP=1 keeps the temp dir, MOAT_BIN another moat binary,
+# MOAT_TEST_UNBOUND another unbound.
+#
+# $common (below) is split into words on purpose.
+# shellcheck disable=SC2086
+set -u
+
+[ "${BENCH_DNS:-1}" = 0 ] && exit 0
+cd "$(dirname "$0")/.." || exit 1
+MOAT=${MOAT_BIN:-$PWD/build/rel/moat}
+BENCH=$PWD/build/rel/moat-bench
+PY=/usr/bin/python3
+SECS=${BENCH_SECONDS:-20}
+NWARM=${BENCH_DNS_WARM:-30000}
+NCOLD=${BENCH_DNS_COLD:-30000}
+WARM_CLIENT=127.1.0.1
+# The cold run starts at 127.1.1.0 and walks up the /16, so it never meets
+# the warm client (or anything else this script used) in moat's cache.
+COLD_RANGE=127.1.1.0/16
+COLD_MAX=65280
+ZONE=bench.dnsbl.test
+
+for b in "$MOAT" "$BENCH" "$PY"; do
+    if [ ! -x "$b" ]; then
+        echo "bench: dns: $b is missing; run make bench (or make $b)" >&2
+        exit 1
+    fi
+done
+if [ "$NCOLD" -gt "$COLD_MAX" ]; then
+    echo "bench: dns: BENCH_DNS_COLD=$NCOLD would repeat client addresses; using $COLD_MAX" >&2
+    NCOLD=$COLD_MAX
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/moat-bench-dns.XXXXXX") || exit 1
+MOAT_PID=
+DNS_PID=        # the Python helper
+UNBOUND_PID=    # its unbound, stopped by the helper; by us only if it survived
+failed=0
+
+stop_pid() {
+    # $1: a PID this script started (or its helper did).  SIGTERM, then
+    # SIGKILL after 10 s.
+    [ -n "$1" ] || return 0
+    kill -TERM "$1" 2>/dev/null || return 0
+    i=0
+    while kill -0 "$1" 2>/dev/null && [ $i -lt 100 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    kill -KILL "$1" 2>/dev/null
+    wait "$1" 2>/dev/null
+    return 0
+}
+
+stop_dns() {
+    stop_pid "$DNS_PID"
+    DNS_PID=
+    # The helper stops unbound itself; this only catches a helper that died.
+    if [ -n "$UNBOUND_PID" ] && kill -0 "$UNBOUND_PID" 2>/dev/null &&
+        grep -q unbound /proc/"$UNBOUND_PID"/cmdline 2>/dev/null; then
+        stop_pid "$UNBOUND_PID"
+    fi
+    UNBOUND_PID=
+}
+
+# shellcheck disable=SC2317  # called from the EXIT trap
+cleanup() {
+    stop_pid "$MOAT_PID"
+    stop_dns
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then
+        echo "bench: dns: kept $TMP" >&2
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    "$PY" -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+rss_kb() { awk '$1 == "VmRSS:" { print $2; exit }' /proc/"$1"/status 2>/dev/null; }
+mb() { awk -v k="${1:-0}" 'BEGIN { printf "%.1f MB", k / 1024 }'; }
+cpu_ticks() {
+    [ -n "$1" ] && awk '{ print $14 + $15 }' /proc/"$1"/stat 2>/dev/null || echo 0
+}
+HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+# moat's DNSBL rejections so far, by the text of its log lines.
+dnsbl_rejects() {
+    n=$(grep -c -F "blocked using $ZONE" "$TMP/maillog" 2>/dev/null)
+    echo "${n:-0}"
+}
+# Log lines may trail the last reply: wait until the count stops moving.
+dnsbl_rejects_settled() {
+    prev=$(dnsbl_rejects)
+    i=0
+    while [ $i -lt 25 ]; do
+        sleep 0.2
+        now=$(dnsbl_rejects)
+        [ "$now" = "$prev" ] && break
+        prev=$now
+        i=$((i + 1))
+    done
+    echo "$prev"
+}
+
+# --- the DNS server -------------------------------------------------------
+# A Python helper owns unbound through DnsWorld: it writes "PORT PID" to
+# $TMP/dns/ready once unbound answers, and on SIGTERM stops unbound (which
+# then logs its query count) and exits.
+
+mkdir -p "$TMP/dns" "$TMP/conf" "$TMP/queue" "$TMP/data" "$TMP/mail"
+"$PY" - "$TMP/dns" "$PWD/tests/proto" >"$TMP/dns.out" 2>&1 <<'EOF' &
+import os, signal, sys
+stop = []
+def on_signal(signum, frame):
+    stop.append(signum)
+# Handlers first: a SIGTERM during start-up must still stop unbound.
+signal.signal(signal.SIGTERM, on_signal)
+signal.signal(signal.SIGINT, on_signal)
+sys.path.insert(0, sys.argv[2])
+from dnsworld import DnsWorld
+w = DnsWorld(sys.argv[1], data=["world", "bench"])
+try:
+    w.start()
+    with open(os.path.join(sys.argv[1], "ready.tmp"), "w") as f:
+        f.write("%d %d\n" % (w.port, w.pid))
+    os.rename(os.path.join(sys.argv[1], "ready.tmp"), os.path.join(sys.argv[1], "ready"))
+    while not stop:
+        signal.pause()
+finally:
+    w.stop()
+EOF
+DNS_PID=$!
+i=0
+while [ $i -lt 150 ] && [ ! -s "$TMP/dns/ready" ] && kill -0 "$DNS_PID" 2>/dev/null; do
+    sleep 0.1
+    i=$((i + 1))
+done
+if [ ! -s "$TMP/dns/ready" ]; then
+    echo "bench: dns: the test DNS server did not start:" >&2
+    sed 's/^/    /' "$TMP/dns.out" >&2
+    exit 1
+fi
+read -r DNS_PORT UNBOUND_PID <"$TMP/dns/ready"
+
+# --- moat -----------------------------------------------------------------
+
+PORT=$(free_port) || { echo "bench: dns: no free port" >&2; exit 1; }
+cat >"$TMP/conf/main.cf" <<EOF
+# moat DNSBL benchmark instance (bench/dns.sh); removed after the run
+myhostname = bench.example.test
+mydestination = example.test
+queue_directory = $TMP/queue
+data_directory = $TMP/data
+mail_spool_directory = $TMP/mail/
+maillog_file = $TMP/maillog
+dns_forwarders = 127.0.0.1@$DNS_PORT
+mynetworks = 127.0.0.1/32
+smtpd_client_restrictions = reject_rbl_client $ZONE
+EOF
+cat >"$TMP/conf/master.cf" <<EOF
+127.0.0.1:$PORT inet n - n - - smtpd
+EOF
+
+"$MOAT" serve -c "$TMP/conf" >"$TMP/moat.out" 2>&1 &
+MOAT_PID=$!
+up=0
+i=0
+while [ $i -lt 100 ] && kill -0 "$MOAT_PID" 2>/dev/null; do
+    if "$BENCH" idle -p "$PORT" -n 1 --hold 0 -T 3 -t 2 -q >/dev/null 2>&1; then
+        up=1
+        break
+    fi
+    sleep 0.1
+    i=$((i + 1))
+done
+if [ $up = 0 ]; then
+    echo "bench: dns: moat did not start answering on 127.0.0.1:$PORT" >&2
+    tail -20 "$TMP/moat.out" "$TMP/maillog" 2>/dev/null >&2
+    exit 1
+fi
+
+# --- the check: the 5xx must be the DNSBL's --------------------------------
+# One real session from the warm client.  The recipient is local, so
+# without the listing moat would accept it: only the DNSBL can refuse it.
+
+"$PY" - "$PORT" "$WARM_CLIENT" >"$TMP/check.out" 2>&1 <<'EOF'
+import smtplib, sys
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), source_address=(sys.argv[2], 0), timeout=30)
+s.ehlo("moat-bench.example.test")
+s.mail("bench@client.example.test")
+code, text = s.rcpt("bench@example.test")
+s.quit()
+print(code, text.decode("ascii", "replace"))
+EOF
+check=$(tail -1 "$TMP/check.out")
+case "$check" in
+5[0-9][0-9]\ *"blocked using $ZONE"*) ;;
+*)
+    echo "bench: dns: RCPT from $WARM_CLIENT was not refused by the DNSBL; moat said:" >&2
+    sed 's/^/    /' "$TMP/check.out" >&2
+    exit 1
+    ;;
+esac
+sleep 0.5
+rss_start=$(rss_kb "$MOAT_PID")
+
+# --- the runs ---------------------------------------------------------------
+
+kv() {
+    sed -n 's/^RESULT .*/&/p' "$TMP/$1.out" | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1
+}
+
+# run NAME ARGS...: one moat-bench reject run; its report in $TMP/NAME.out,
+# the CPU ticks of moat and unbound, and its DNSBL rejections in the maillog.
+run() {
+    name=$1
+    shift
+    printf 'bench: %s %-10s moat-bench reject %s\n' "$(date +%T)" "$name" "$*" >&2
+    l0=$(dnsbl_rejects_settled)
+    m0=$(cpu_ticks "$MOAT_PID")
+    u0=$(cpu_ticks "$UNBOUND_PID")
+    "$BENCH" reject "$@" --kv >"$TMP/$name.out" 2>&1
+    rc=$?
+    m1=$(cpu_ticks "$MOAT_PID")
+    u1=$(cpu_ticks "$UNBOUND_PID")
+    echo "$((m1 - m0)) $((u1 - u0))" >"$TMP/$name.ticks"
+    l1=$(dnsbl_rejects_settled)
+    echo $((l1 - l0)) >"$TMP/$name.dnsbl"
+    if [ $rc -ge 2 ] || ! grep -q '^RESULT ' "$TMP/$name.out"; then
+        echo "bench: dns: $name did not run (exit $rc):" >&2
+        sed 's/^/    /' "$TMP/$name.out" >&2
+        failed=1
+        return 1
+    fi
+    return 0
+}
+
+common="-H 127.0.0.1 -p $PORT -T $SECS -c 100 -r bench@example.test"
+# Warm-up (allocator, moat's cache for the warm client); not reported.
+run dns_warmup $common -b "$WARM_CLIENT" -n 1000
+run dns_warm $common -b "$WARM_CLIENT" -n "$NWARM"
+sleep 0.5
+rss_warm=$(rss_kb "$MOAT_PID")
+run dns_cold $common --bind-range "$COLD_RANGE" -n "$NCOLD"
+sleep 0.5
+rss_cold=$(rss_kb "$MOAT_PID")
+
+stop_pid "$MOAT_PID"
+MOAT_PID=
+stop_dns
+# unbound logs its own count when it stops.
+dns_queries=$(sed -n 's/.*server stats for thread 0: \([0-9]*\) queries.*/\1/p' \
+    "$TMP/dns/unbound.log" 2>/dev/null | tail -1)
+
+# --- the table ------------------------------------------------------------
+
+# pct TICKS SECONDS: CPU ticks as a percentage of one core over SECONDS.
+pct() {
+    awk -v t="$1" -v hz="$HZ" -v e="$2" \
+        'BEGIN { if (e > 0 && t != "") printf "%.0f%%", 100 * t / hz / e; else printf "-" }'
+}
+
+# row NAME LABEL: one line from run NAME's RESULT line.
+row() {
+    if [ ! -s "$TMP/$1.out" ] || ! grep -q '^RESULT ' "$TMP/$1.out"; then
+        printf '%-30s %s\n' "$2" "did not run"
+        return
+    fi
+    el=$(kv "$1" elapsed_s)
+    read -r mt ut <"$TMP/$1.ticks"
+    ccpu=$(awk -v c="$(kv "$1" client_cpu_s)" -v e="$el" \
+        'BEGIN { if (e > 0) printf "%.0f%%", 100 * c / e; else printf "-" }')
+    printf '%-30s %9s/s %7s %7s %7s %7s %11s %6s %5s %5s %5s %11s\n' "$2" "$(kv "$1" rate)" \
+        "$(kv "$1" txn_p50_ms)" "$(kv "$1" txn_p90_ms)" "$(kv "$1" txn_p99_ms)" \
+        "$(kv "$1" txn_max_ms)" "$(kv "$1" ok)/$(kv "$1" count)" \
+        "$(($(kv "$1" reply_errors) + $(kv "$1" other_errors)))" "$(pct "$mt" "$el")" "$(pct "$ut" "$el")" \
+        "$ccpu" "$(cat "$TMP/$1.dnsbl")/$(kv "$1" ok)"
+}
+
+echo
+echo "DNSBL rejections: smtpd_client_restrictions = reject_rbl_client $ZONE, answers from"
+echo "unbound on 127.0.0.1:$DNS_PORT (tests/dns/bench.conf); recipient local, so only the"
+echo "listing refuses it.  Check, RCPT from $WARM_CLIENT: $check"
+echo
+printf '%-30s %11s %7s %7s %7s %7s %11s %6s %5s %5s %5s %11s\n' "" "rate" "p50" "p90" "p99" \
+    "max" "ok/total" "errors" "moat" "dns" "bench" "DNSBL 5xx"
+printf '%-30s %11s %7s %7s %7s %7s %11s %6s %5s %5s %5s %11s\n' "" "" "ms" "ms" "ms" "ms" \
+    "" "" "CPU" "CPU" "CPU" "/rejected"
+row dns_warm "DNSBL-listed, warm cache, c=100"
+row dns_cold "DNSBL-listed, cold cache, c=100"
+echo "(warm: every session from $WARM_CLIENT, its answers in moat's cache; cold: sessions"
+echo " from $COLD_RANGE in turn starting at ${COLD_RANGE%/*}, a new client each, so each needs"
+echo " a PTR, an A and a TXT query; p50..max: MAIL FROM sent to the RCPT rejection; DNSBL 5xx:"
+echo " rejections logged as \"blocked using $ZONE\"; CPU: percent of one core for moat,"
+echo " unbound and moat-bench)"
+echo "unbound answered ${dns_queries:-?} queries in all (its own count at exit)"
+echo "moat VmRSS: $(mb "$rss_start") at start, $(mb "$rss_warm") after the warm run," \
+    "$(mb "$rss_cold") after the cold run (DNS cache)"
+
+for n in dns_warm dns_cold; do
+    [ -s "$TMP/$n.out" ] || continue
+    if grep -q -e '^errors:$' -e '^cut off' "$TMP/$n.out"; then
+        echo
+        echo "$n:"
+        sed -n -e '/^cut off/p' -e '/^errors:/,/^RESULT /p' "$TMP/$n.out" | grep -v '^RESULT '
+    fi
+done
+exit $failed
