@@ -378,4 +378,5 @@ for n in send1 send10 send100 reject100 idle sink_send sink_reject; do
         sed -n -e '/^cut off/p' -e '/^errors:/,/^RESULT /p' "$TMP/$n.out" | grep -v '^RESULT '
     fi
 done
+bench/dns.sh || failed=1   # DNSBL rejections, warm and cold cache: its own moat and DNS server
 exit $failed

@@ -390,7 +390,7 @@ static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, con
         str_copy(pn.name, o->client_name, sizeof pn.name);
         str_copy(pn.reverse, o->client_name, sizeof pn.reverse);
         pn.name_code = pn.reverse_code = pn.forward_code = str_ieq(o->client_name, "unknown") ? 5 : 0;
-    } else if (param_bool(p, PARAM_smtpd_peername_lookup) && policy_uses_dns(pol)) {
+    } else if (param_bool(p, PARAM_smtpd_peername_lookup)) {
         resolve_client(res, ca->text, &pn, o->trace ? &names : NULL);
     } else {
         peer_names_unknown(&pn);

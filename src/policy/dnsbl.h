@@ -107,7 +107,8 @@ bool dnsbl_reply_parse(const char *reply, int *code, char *dsn, size_t dsn_size,
  * not be listed (a list that lists it answers everything: dead, or
  * refusing us with a wildcard), and an answer in 127.255.255.0/24 is an
  * error code.  A broken list's answers are ignored until a later probe
- * passes; problems are logged once per period, and counted. */
+ * passes; problems are logged once per period, and counted.  Not locked:
+ * one tracker per event loop (worker). */
 typedef struct dnsbl_health dnsbl_health_t;
 
 dnsbl_health_t *dnsbl_health_new(unsigned period_s);

@@ -236,7 +236,6 @@ struct policy {
     int maps_rbl_code, unknown_addr_code, unknown_client_code, unknown_host_code;
     bool tf_defer, addr_tf_defer, helo_tf_defer;   /* the *_tempfail_action is "defer" (else defer_if_permit) */
     dnsbl_health_t *health;
-    bool uses_dns;            /* a list names a DNS restriction */
     verdict_t scratch;        /* policy_prefetch's throw-away verdict */
 };
 
@@ -448,8 +447,6 @@ static void compile_items(cctx_t *cc, const char *const *items, size_t n, rlist_
             }
             if (d->kind == R_PERMIT_INET_IF)
                 cc->pol->uses_inet_if = true;
-            if (d->kind >= R_RBL_CLIENT && d->kind <= R_DNS_ACCESS)
-                cc->pol->uses_dns = true;
             if (d->arg == A_TABLE) {
                 if (!strchr(arg, ':')) {
                     cmsg(cc, "%s: bad argument \"%s\": need type:table", d->name, arg);
@@ -971,11 +968,6 @@ bool policy_tables_changed(const policy_t *pol)
         if (map_changed(pol->tables[i].map))
             return true;
     return addrlist_changed(pol->mynetworks);
-}
-
-bool policy_uses_dns(const policy_t *pol)
-{
-    return pol->uses_dns;
 }
 
 bool policy_delay_reject(const policy_t *pol)
@@ -1926,9 +1918,9 @@ static int rbl_reject(ectx_t *c, const dnsbl_site_t *site, const char *spec, con
                       const char *reason)
 {
     policy_t *pol = c->pol;
-    char code[8];
-    snprintf(code, sizeof code, "%d", pol->maps_rbl_code);
-    rblvars_t vars = {.c = c, .code = code, .domain = site ? site->zone : spec, .reason = reason, .what = what,
+    char code_text[8];
+    snprintf(code_text, sizeof code_text, "%d", pol->maps_rbl_code);
+    rblvars_t vars = {.c = c, .code = code_text, .domain = site ? site->zone : spec, .reason = reason, .what = what,
                       .rclass = rclass};
     const char *tmpl = pol->rbl_reply;
     /* The list as written (zone=filter), then the zone alone (Postfix). */
@@ -1953,24 +1945,16 @@ static int rbl_reject(ectx_t *c, const dnsbl_site_t *site, const char *spec, con
     }
     buf_t out = BUF_INIT;
     template_expand(tmpl, rbl_get, &vars, &out);
-    const char *t = buf_cstr(&out);
-    int rc;
+    int code, rc;
+    char dsn[12], fixed[12];
+    const char *t;
     /* "NNN [x.y.z ]text": the template chooses the code. */
-    if (strlen(t) >= 4 && t[0] >= '4' && t[0] <= '5' && isdigit((unsigned char)t[1]) &&
-        isdigit((unsigned char)t[2]) && t[3] == ' ') {
-        int n = atoi(t);
-        t += 4;
-        char dsn[12] = "5.7.1";
-        size_t dl = strspn(t, "0123456789.");
-        if (dl >= 5 && dl < sizeof dsn && t[dl] == ' ' && (t[0] == '4' || t[0] == '5') && t[1] == '.') {
-            memcpy(dsn, t, dl);
-            dsn[dl] = 0;
-            t += dl + 1;
-        }
-        rc = reject(c, false, n, dsn, "%s", t);
+    if (dnsbl_reply_parse(buf_cstr(&out), &code, dsn, sizeof dsn, &t)) {
+        rs_dsn_fix(dsn, rclass, fixed, sizeof fixed);
+        rc = reject(c, false, code, fixed, "%s", t);
     } else {
-        warnf(c, "%s: reply template for %s does not start with a 4xx or 5xx code: \"%s\"", c->step->text, spec, t);
-        rc = server_error(c);
+        warnf(c, "rbl response code configuration error: %s", buf_cstr(&out));
+        rc = reject(c, true, 450, "4.7.1", "Service unavailable");
     }
     buf_free(&out);
     return rc;
@@ -1989,21 +1973,17 @@ static listing_t listed(ectx_t *c, const dnsbl_site_t *site, const char *qname, 
     buf_t probe = BUF_INIT;
     listing_t out = L_NOT;
     const dns_answer_t *a = dq(c, DNS_T_A, qname);
+    if (domain_list)
+        dnsbl_health_domain_list(pol->health, site->zone);   /* its test point is invalid.ZONE */
     if (dnsbl_health_probe_due(pol->health, site->zone, now, &probe)) {
-        if (domain_list) {
-            buf_reset(&probe);
-            buf_printf(&probe, "invalid.%s", site->zone);   /* RFC 5782 section 5: never listed */
-        }
         const dns_answer_t *p = dq(c, DNS_T_A, buf_cstr(&probe));
         if (!p) {
             out = L_PENDING;
             goto done;
         }
-        bool plisted = false;
-        for (size_t i = 0; p->status == DNS_OK && i < p->n; i++)
-            plisted |= dnsbl_classify(p->rr[i].data) == DNSBL_ANS_LISTED;
         if (!c->prefetch)
-            dnsbl_health_probe(pol->health, site->zone, plisted, p->status == DNS_TEMPFAIL, now);
+            dnsbl_health_probe_answer(pol->health, site->zone, p->status == DNS_OK && p->n ? p->rr[0].data : NULL,
+                                      p->status == DNS_TEMPFAIL, now);
     }
     if (!a) {
         out = L_PENDING;

@@ -146,9 +146,6 @@ void policy_prefetch(policy_t *pol, const pstate_t *st);
  * CRLF, no final CRLF.  Empty for V_PERMIT. */
 void policy_reply_text(const policy_t *pol, const verdict_t *v, const pstate_t *st, buf_t *out);
 
-/* Does a restriction list (or class) of the configuration use DNS? */
-bool policy_uses_dns(const policy_t *pol);
-
 /* smtpd_delay_reject of the compiled configuration. */
 bool policy_delay_reject(const policy_t *pol);
 

@@ -587,9 +587,6 @@ static void greet(session_t *s)
     s->state = ST_CMD;
     s->last_cmd = "CONNECT";
     log_info("smtpd", "connect from %s", s->client);
-    long long t = param_int(s->p, PARAM_smtpd_timeout);
-    struct timeval tv = {(time_t)t, 0};
-    bufferevent_set_timeouts(s->bev, &tv, &tv);
     greet_policy(s);
 }
 
@@ -618,6 +615,11 @@ static void client_names(session_t *s)
 
 static void begin(session_t *s)
 {
+    /* From here on smtpd_timeout applies (the PROXY header had its own),
+     * also while the names are looked up. */
+    long long t = param_int(s->p, PARAM_smtpd_timeout);
+    struct timeval tv = {(time_t)t, 0};
+    bufferevent_set_timeouts(s->bev, &tv, &tv);
     if (!s->memo)
         s->memo = dns_memo_new(s->sv->gen->dns, dns_wake, s);
     prefetch(s);   /* the lists about the address */

@@ -124,6 +124,16 @@ def dns_world(tmp_path_factory):
                     pytrace=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic_dns(dns_world):
+    """Every Moat of the run asks the test DNS server, never the machine's
+    resolver (moatlib.DEFAULT_DNS_FORWARDERS)."""
+    import moatlib
+    moatlib.DEFAULT_DNS_FORWARDERS = dns_world.forwarders
+    yield
+    moatlib.DEFAULT_DNS_FORWARDERS = None
+
+
 @pytest.fixture
 def dns_world_private(tmp_path):
     """A DNS server of this test's own, which the test may pause(),

@@ -278,6 +278,12 @@ def queued_id(r):
 
 # ---------------------------------------------------------------- daemon
 
+# The test DNS server every Moat asks (conftest.py's session fixture sets
+# it): sessions look up their client's names before the greeting, and no
+# test may depend on the machine's resolver.
+DEFAULT_DNS_FORWARDERS = None
+
+
 class Moat:
     """One moat daemon in its own directory, on its own port."""
 
@@ -295,6 +301,9 @@ class Moat:
             "maillog_file": os.path.join(self.dir, "maillog"),
             "smtpd_error_sleep_time": "0",
         }
+        if DEFAULT_DNS_FORWARDERS:
+            self.main["dns_forwarders"] = DEFAULT_DNS_FORWARDERS
+            self.main["dns_timeout"] = "5s"
         self.main.update(main or {})
         self.main_extra_lines = []      # raw lines appended verbatim (bad-config tests)
         self.smtpd_opts = dict(smtpd_opts or {})

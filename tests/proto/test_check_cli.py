@@ -17,6 +17,8 @@ import subprocess
 
 import pytest
 
+import moatlib
+
 from moatlib import SANITIZER_MARKERS, moat_bin
 
 MOAT = moat_bin()
@@ -54,6 +56,8 @@ def confdir(tmp_path, main=None, master=MASTER, tables=None, build=()):
     d = tmp_path / "conf"
     d.mkdir(exist_ok=True)
     settings = dict(BASE_MAIN)
+    if moatlib.DEFAULT_DNS_FORWARDERS:   # the test DNS server, never the machine's resolver
+        settings["dns_forwarders"] = moatlib.DEFAULT_DNS_FORWARDERS
     settings.update(main or {})
     with open(d / "main.cf", "w") as f:
         for k, v in settings.items():

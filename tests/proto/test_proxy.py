@@ -181,7 +181,7 @@ def test_header_timeout(pm):
         assert c.buf == b""
     c = Client(pm.proxy_slow_port, greeting=False)
     with c:
-        c.send(b"PROXY TCP4 127.0.0.13 127.0.0.1 40005 25\r\n")
+        c.send(b"PROXY TCP4 127.0.0.99 127.0.0.1 40005 25\r\n")
         check(c.reply(), 220)
         c.quit()
 

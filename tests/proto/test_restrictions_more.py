@@ -64,8 +64,8 @@ def test_web_request_ends_the_session(moat_factory):
     out = raw_session(m, [b"GET / HTTP/1.1", b"Host: mx.example.test", b"", b"NOOP"])
     assert out.splitlines()[-1] == "221 2.7.0 Error: I can break rules, too. Goodbye.", out
     assert "250" not in out.split("\r\n", 1)[1]   # nothing after GET was answered
-    m.wait_log(r"warning: non-SMTP command from unknown\[127\.0\.0\.2\]: GET / HTTP/1\.1$")
-    m.wait_log(r"disconnect from unknown\[127\.0\.0\.2\] unknown=0/1 commands=0/1$")
+    m.wait_log(r"warning: non-SMTP command from listed\.client\.test\[127\.0\.0\.2\]: GET / HTTP/1\.1$")
+    m.wait_log(r"disconnect from listed\.client\.test\[127\.0\.0\.2\] unknown=0/1 commands=0/1$")
 
 
 def test_header_sent_as_command_ends_the_session(moat_factory):
@@ -75,7 +75,7 @@ def test_header_sent_as_command_ends_the_session(moat_factory):
         r = c.cmd("Subject: hello")
         assert r.code == 221 and "I can break rules, too. Goodbye." in str(r)
         c.wait_closed()
-    m.wait_log(r"non-SMTP command from unknown\[127\.0\.0\.2\]: Subject: hello$")
+    m.wait_log(r"non-SMTP command from listed\.client\.test\[127\.0\.0\.2\]: Subject: hello$")
 
 
 def test_forbidden_commands_list_and_table(moat_factory):
