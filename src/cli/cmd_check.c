@@ -209,8 +209,11 @@ static bool resolver_wait(resolver_t *r)
     return true;
 }
 
+/* As the session: each command starts with fresh answers (from moat's
+ * cache when still valid), then waits for what is missing. */
 static vstatus_t eval_wait(resolver_t *r, policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *v, buf_t *trace)
 {
+    dns_memo_clear(r->memo);
     vstatus_t vs;
     while ((vs = policy_eval(pol, cmd, st, v, trace)) == V_PENDING)
         if (!resolver_wait(r))
@@ -221,6 +224,7 @@ static vstatus_t eval_wait(resolver_t *r, policy_t *pol, pcmd_t cmd, const pstat
 static vstatus_t rcpt_wait(resolver_t *r, policy_t *pol, const pstate_t *st, bool exempt, bool discarding,
                            const char *postponed, verdict_t *v, buf_t *trace)
 {
+    dns_memo_clear(r->memo);
     vstatus_t vs;
     size_t mark = trace ? trace->len : 0;
     while ((vs = policy_rcpt(pol, st, exempt, discarding, postponed, v, trace)) == V_PENDING) {
@@ -235,9 +239,13 @@ static vstatus_t rcpt_wait(resolver_t *r, policy_t *pol, const pstate_t *st, boo
 /* The client's names as the server finds them (peer.h), traced. */
 static void resolve_client(resolver_t *r, const char *addr, peer_names_t *pn, buf_t *trace)
 {
-    while (!peer_names_lookup(r->memo, addr, pn))
+    size_t mark = trace ? trace->len : 0;
+    while (!peer_names_lookup(r->memo, addr, pn, trace)) {
+        if (trace)
+            buf_truncate(trace, mark);   /* the final pass traces every answer */
         if (!resolver_wait(r))
             break;
+    }
     if (trace)
         buf_printf(trace, "  client: dns: name %s (%s), reverse name %s (%s)%s%s\n", pn->name,
                    pn->name_code == 0 ? "forward-confirmed" : pn->name_code == 4 ? "temporary failure" : "unknown",

@@ -36,7 +36,24 @@ static bool same_address(const char *a, const char *b)
     return false;
 }
 
-bool peer_names_lookup(dns_memo_t *m, const char *addr, peer_names_t *out)
+static const dns_answer_t *get(dns_memo_t *m, dns_type_t type, const char *name, buf_t *trace)
+{
+    dns_how_t how;
+    const dns_answer_t *a = dns_memo_get(m, type, name, &how);
+    if (a && trace) {
+        buf_t f = BUF_INIT;
+        dns_answer_format(a, &f);
+        buf_printf(trace, "  client: dns: %s %s -> %s (", dns_type_name(type), name, buf_cstr(&f));
+        if (how.cached)
+            buf_puts(trace, "cache)\n");
+        else
+            buf_printf(trace, "%u ms)\n", how.ms);
+        buf_free(&f);
+    }
+    return a;
+}
+
+bool peer_names_lookup(dns_memo_t *m, const char *addr, peer_names_t *out, buf_t *trace)
 {
     peer_names_unknown(out);
     bool v6 = strchr(addr, ':') != NULL;
@@ -48,7 +65,7 @@ bool peer_names_lookup(dns_memo_t *m, const char *addr, peer_names_t *out)
         buf_free(&q);
         return true;   /* not an address: no names */
     }
-    const dns_answer_t *ptr = dns_memo_get(m, DNS_T_PTR, buf_cstr(&q), NULL);
+    const dns_answer_t *ptr = get(m, DNS_T_PTR, buf_cstr(&q), trace);
     buf_free(&q);
     if (!ptr)
         return false;
@@ -74,7 +91,7 @@ bool peer_names_lookup(dns_memo_t *m, const char *addr, peer_names_t *out)
     for (char *p = out->reverse; *p; p++)
         *p = (char)tolower((unsigned char)*p);
     out->reverse_code = 0;
-    const dns_answer_t *fwd = dns_memo_get(m, v6 ? DNS_T_AAAA : DNS_T_A, out->reverse, NULL);
+    const dns_answer_t *fwd = get(m, v6 ? DNS_T_AAAA : DNS_T_A, out->reverse, trace);
     if (!fwd)
         return false;
     if (fwd->status == DNS_TEMPFAIL) {

@@ -9,6 +9,7 @@
 
 #include <stdbool.h>
 
+#include "core/buf.h"
 #include "dns/dns.h"
 
 typedef struct peer_names {
@@ -23,8 +24,10 @@ typedef struct peer_names {
 
 /* Fill out from the memo's answers for addr ("192.0.2.1", "2001:db8::1").
  * Returns false while an answer is missing: the queries are running, and
- * the caller waits for the memo's wake and calls again. */
-bool peer_names_lookup(dns_memo_t *m, const char *addr, peer_names_t *out);
+ * the caller waits for the memo's wake and calls again.  trace (may be
+ * NULL) gets a "  client: dns: TYPE NAME -> ANSWER (cache|N ms)" line
+ * per answer used. */
+bool peer_names_lookup(dns_memo_t *m, const char *addr, peer_names_t *out, buf_t *trace);
 
 /* Without DNS (smtpd_peername_lookup = no, or an address that has no
  * reverse zone): both names "unknown", codes 5. */

@@ -2281,15 +2281,15 @@ static int dns_access(ectx_t *c, const step_t *s)
             return S_PENDING;
         return lookup_done(c, &l, rname, rclass);
     }
-    /* MX or NS hosts; a domain without MX is its own mail host, a domain
-     * without NS inherits its parent's. */
+    /* MX or NS hosts; a domain without MX is its own mail host, a name
+     * without NS (or that does not exist) inherits its parent's. */
     dns_type_t type = which == DW_MX ? DNS_T_MX : DNS_T_NS;
     const char *owner = name;
     const dns_answer_t *a;
     for (;;) {
         if (!(a = dq(c, type, owner)))
             return S_PENDING;
-        if (a->status != DNS_NODATA || type == DNS_T_MX)
+        if ((a->status != DNS_NODATA && a->status != DNS_NXDOMAIN) || type == DNS_T_MX)
             break;
         const char *dot = strchr(owner, '.');
         if (!dot || !strchr(dot + 1, '.'))

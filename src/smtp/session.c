@@ -597,7 +597,7 @@ static void client_names(session_t *s)
     peer_names_t pn;
     if (!param_bool(s->p, PARAM_smtpd_peername_lookup) || !strcmp(s->addr, "unknown")) {
         peer_names_unknown(&pn);
-    } else if (!peer_names_lookup(s->memo, s->addr, &pn)) {
+    } else if (!peer_names_lookup(s->memo, s->addr, &pn, NULL)) {
         wait_dns(s, W_NAMES);
         return;
     }

@@ -16,8 +16,6 @@ second one carries the cases that need other reply codes in main.cf, and
 DNS timeout waits once.  Only the failure tests (a server paused mid-run,
 an unreachable resolver, the prefetch probe) get daemons and DNS servers
 of their own.
-
-Engine bugs are xfail(strict=True) tests that say input, expected and got.
 """
 import os
 import re
@@ -198,7 +196,7 @@ class Gateway:
         if port:
             self.ports[v6_service + "6"] = ("::1", port)
             self.m.master_extra.append("[::1]:%d inet n - n - - smtpd" % port)
-            for k, v in services[v6_service].items():
+            for k in services[v6_service]:
                 self.m.master_extra.append("  -o %s=$svc_%s_%s" % (k, v6_service, k))
         for name, text in (tables or {}).items():
             with open(os.path.join(self.m.dir, name), "w") as f:
@@ -218,11 +216,15 @@ class Gateway:
         return Client(port, host=host, source=source, family=family, **kw)
 
     def start(self):
-        self.m.start()
+        try:
+            self.m.start()
+            for host, port in self.ports.values():
+                if host == "127.0.0.1":
+                    self.m.wait_listening(port=port)
+        except BaseException:
+            self.m.stop()
+            raise
         _LIVE.append(self.m)
-        for host, port in self.ports.values():
-            if host == "127.0.0.1":
-                self.m.wait_listening(port=port)
         return self
 
     def stop(self):
@@ -253,13 +255,14 @@ def gw2(dns_world, tmp_path_factory):
 
 # ------------------------------------------------------------- the two doors
 
-RCPT_LINE = re.compile(r"^RCPT TO:<(?P<rcpt>[^>]*)>: (?P<reply>.*?)(?:; rule=(?P<rule>.*?))?(?: table=(?P<table>\S+))?$")
+RCPT_LINE = re.compile(r"^RCPT TO:<(?P<rcpt>[^>]*)>: (?P<reply>.*?)"
+                       r"(?:; rule=(?P<rule>.*?))?(?: table=(?P<table>\S+))?$")
 
 
 class Outcome:
     def __init__(self, live, reply, rule, table, stdout):
         self.live = live            # the session's RCPT Reply, or None (check only)
-        self.reply = reply          # the RCPT reply text (both doors agree on it)
+        self.reply = reply          # moat check's RCPT reply (the session's agrees)
         self.rule = rule            # moat check's rule=, None when accepted
         self.table = table
         self.stdout = stdout        # moat check's whole output (with --trace)
@@ -305,15 +308,16 @@ def both(gw, svc, client, helo="client.test", sender="a@b.test", rcpt="u@example
     """The RCPT reply through a live session and through `moat check`; they
     must agree (on same(reply), when part of a reply may differ)."""
     proc = run_check(gw, svc, client, helo, sender, rcpt, check_args)
-    r = None
     try:
-        if live:
-            r = live_rcpt(gw, svc, client, helo, sender, rcpt)
-    finally:
-        reply, rule, table, out = check_result(proc, rcpt)
+        r = live_rcpt(gw, svc, client, helo, sender, rcpt) if live else None
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    reply, rule, table, out = check_result(proc, rcpt)
     if r is not None:
-        assert same(str(r)) == same(reply), "the two doors disagree:\n  session:     %s\n  moat check:  %s\n%s" % (
-            str(r), reply, out)
+        assert same(str(r)) == same(reply), (
+            "the two doors disagree:\n  session:     %s\n  moat check:  %s\n%s" % (str(r), reply, out))
     return Outcome(r, reply, rule, table, out)
 
 
@@ -765,9 +769,6 @@ def test_dns_access(gw, svc, target, value, text):
     assert o.rule.startswith("%s:check_%s_%s_access texthash:" % (cls, target, kind)), o.rule
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "check_*_ns_access walks up to the parent's NS only after NODATA, not after NXDOMAIN; Postfix 3.x "
-    "(smtpd_check.c check_server_access, '20150707 work around ... NXDOMAIN') walks up on both"))
 def test_dns_access_ns_walks_up_from_nxdomain(gw):
     # nosuch.badns.test does not exist; its parent badns.test has NS ns.evil.test.
     expect(both(gw, "acc_ns_names", "127.0.0.10", helo="nosuch.badns.test"),
@@ -955,7 +956,8 @@ def test_prefetch_answers_rcpt_from_cache(tmp_path, moat_factory):
             check(c.cmd("MAIL FROM:<a@b.test>"), 250)
 
             def asked(qtype):
-                return re.search(r"2\.0\.0\.127\.zen\.dnsbl\.test\. %s IN" % qtype, open(w.log_path).read())
+                with open(w.log_path) as f:
+                    return re.search(r"2\.0\.0\.127\.zen\.dnsbl\.test\. %s IN" % qtype, f.read())
             wait_for(lambda: asked("A") and asked("TXT"), 10, what="the zen A and TXT queries before RCPT")
             w.pause()
             try:
@@ -1008,9 +1010,6 @@ def test_check_trace_shows_queries_answers_and_errors(gw):
     assert re.search(r"^  sender: dns: MX nxdomain\.test -> NXDOMAIN \((\d+ ms|cache)\)$", out, re.M), out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "moat check --trace summarizes the client-name lookup in one line and never shows its PTR and "
-    "A queries (issue 4 item 8: each DNS query, its answer or error)"))
 def test_check_trace_shows_client_name_queries(gw):
     out = both(gw, "unknown_client", "127.0.0.11", live=False).stdout
     assert re.search(r"dns: PTR 11\.0\.0\.127\.in-addr\.arpa -> liar\.client\.test \((\d+ ms|cache)\)$",
@@ -1018,10 +1017,6 @@ def test_check_trace_shows_client_name_queries(gw):
     assert re.search(r"dns: A liar\.client\.test -> 127\.0\.0\.99 \((\d+ ms|cache)\)$", out, re.M), out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "moat check --script keeps one DNS memo for the whole run: a second transaction reuses the "
-    "first one's answers without any query, yet its trace repeats the first query's '(N ms)' "
-    "instead of '(cache)'"))
 def test_check_trace_marks_cached_answers(gw, dns_world):
     script = ("dns_forwarders %s\nsmtpd_delay_reject 0\nclient_restrictions reject_rbl_client,zen.dnsbl.test\n"
               "client one 127.0.0.2\nclient two 127.0.0.2\n" % dns_world.forwarders)
