@@ -198,6 +198,18 @@ static void batch_free(batch_t *b)
     free(b);
 }
 
+/* The name as one word: octets that would split or garble the line
+ * (an impossible name is echoed as given) as \DDD. */
+static void put_name(buf_t *out, const char *name)
+{
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+        if (*p <= ' ' || *p >= 0x7f || *p == '\\')
+            buf_printf(out, "\\%03u", *p);
+        else
+            buf_putc(out, (char)*p);
+    }
+}
+
 static void batch_print(batch_t *b)
 {
     buf_t line = BUF_INIT;
@@ -205,7 +217,8 @@ static void batch_print(batch_t *b)
         job_t *j = &b->jobs[i];
         const dns_answer_t *a = j->a;
         buf_reset(&line);
-        buf_printf(&line, "%s %s %s ", a->name, dns_type_name(j->type), dns_status_name(a->status));
+        put_name(&line, a->name);
+        buf_printf(&line, " %s %s ", dns_type_name(j->type), dns_status_name(a->status));
         if (a->status == DNS_OK)
             dns_answer_format(a, &line);
         else if (a->status == DNS_TEMPFAIL)

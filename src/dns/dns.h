@@ -100,7 +100,8 @@ void dns_answer_unref(dns_answer_t **a);
 
 typedef struct dns_query dns_query_t;
 /* a is borrowed for the call (dns_answer_ref to keep it); from_cache says
- * whether moat's cache answered without any network query. */
+ * whether moat's cache answered without any network query (also true for
+ * the NXDOMAIN of an impossible name, which needs no query). */
 typedef void (*dns_cb_t)(dns_answer_t *a, bool from_cache, void *arg);
 
 /* Look name up.  A cached answer calls cb before dns_lookup returns and

@@ -2021,13 +2021,15 @@ done:
     return out;
 }
 
-/* The TXT reason of a listing, or NULL (none published). */
-static bool listing_reason(ectx_t *c, const char *qname, const char **reason)
+/* The TXT reason of a listing: every record, " / " between them, at most
+ * 500 bytes (Postfix); empty when none is published. */
+static bool listing_reason(ectx_t *c, const char *qname, buf_t *reason)
 {
     const dns_answer_t *t = dq(c, DNS_T_TXT, qname);
     if (!t)
         return false;
-    *reason = t->status == DNS_OK && t->n ? t->rr[0].data : NULL;
+    for (size_t i = 0; t->status == DNS_OK && i < t->n && reason->len < 500; i++)
+        buf_printf(reason, "%s%.*s", i ? " / " : "", (int)(500 - reason->len), t->rr[i].data);
     return true;
 }
 
@@ -2082,7 +2084,8 @@ static int dns_list(ectx_t *c, const step_t *s, const dnsbl_site_t *site, const 
         buf_free(&q);
         return S_DUNNO;
     }
-    const char *hit = NULL, *error = "", *reason = NULL;
+    const char *hit = NULL, *error = "";
+    buf_t reason = BUF_INIT;
     bool allow = s->kind == R_DNSWL_CLIENT || s->kind == R_RHSWL_CLIENT;
     int rc = S_DUNNO;
     switch (listed(c, site, buf_cstr(&q), domain != NULL, &hit, &error)) {
@@ -2097,8 +2100,8 @@ static int dns_list(ectx_t *c, const step_t *s, const dnsbl_site_t *site, const 
         warnf(c, "%s: DNS lookup of %s failed: %s", s->text, buf_cstr(&q), error);
         if (allow) {
             /* Postfix: an allow list that fails turns a later reject into a deferral. */
-            defer_if(c, &c->dir, 450, "4.7.1", "<%s>: %s rejected: Service unavailable; DNS lookup of %s failed",
-                     c->namaddr, rclass, site->zone);
+            defer_if(c, &c->dir, 450, "4.7.1", "<%s>: %s rejected: Service unavailable",
+                     domain ? domain : what, rclass);
         } else {
             rc = tempfail(c, c->pol->tf_defer, 450, "4.7.1",
                           "<%s>: %s rejected: Service unavailable; %s lookup in %s failed temporarily",
@@ -2122,9 +2125,10 @@ static int dns_list(ectx_t *c, const step_t *s, const dnsbl_site_t *site, const 
             rc = S_PENDING;
             break;
         }
-        rc = rbl_reject(c, site, spec, what, rclass, reason);
+        rc = rbl_reject(c, site, spec, what, rclass, reason.len ? buf_cstr(&reason) : NULL);
         break;
     }
+    buf_free(&reason);
     buf_free(&q);
     return rc;
 }

@@ -144,6 +144,7 @@ def test_impossible_names_are_not_asked(dns_world):
     long_label = "a" * 64 + ".test"
     r, lines, stats = resolve(dns_world, "A", "a..b.test", long_label, "sp ace.test")
     assert [l["status"] for l in lines] == ["NXDOMAIN"] * 3
+    assert lines[2]["name"] == "sp\\032ace.test"   # echoed as one word
     assert stats["queries"] == 0
     assert stats["lookups"] == 3
 
