@@ -20,7 +20,9 @@
 # the temp dir for a look at the maillog, MOAT_BIN another moat binary,
 # BENCH_ENGINE=0 skips the table/engine part, BENCH_ENGINE_ARGS adds
 # moat-bench-engine options (e.g. "--sizes 10,10000"), MOAT_SEED_GATEWAY
-# the seed configuration [../shared/examples/seed-gateway].
+# the seed configuration [../shared/examples/seed-gateway], BENCH_DNS=0
+# skips the resolver part, BENCH_DNS_COUNT names [20000] and
+# BENCH_DNS_CONCURRENCY [100] for it.
 #
 # ulimit -n is not POSIX, but dash and bash both have it; $common (below)
 # is split into words on purpose.
@@ -52,6 +54,7 @@ MOAT_PID=
 SINK_PID=
 SERVER_PID=
 BG_PID=
+DNS_PID=
 optional=0   # 1 while running the smtp-sink reference: its failures do not count
 failed=0
 
@@ -72,6 +75,7 @@ stop_pid() {
 # shellcheck disable=SC2317  # called from the EXIT trap
 cleanup() {
     stop_pid "$BG_PID"
+    stop_pid "$DNS_PID"
     stop_pid "$SINK_PID"
     stop_pid "$MOAT_PID"
     if [ "${BENCH_KEEP:-0}" = 1 ]; then
@@ -321,6 +325,62 @@ if [ "$RUN_ENGINE" != 0 ]; then
     fi
 fi
 
+# --- the resolver (moat dns --bench against the DNS test world) -----------
+# tests/proto/dnsworld.py runs Debian's unbound with the test zones on a
+# free loopback port (a small Python helper keeps it up until SIGTERM);
+# moat dns --bench resolves DNS-list-style names q0.dead.dnsbl.test ...
+# (a wildcard zone: every name is listed, each a distinct question) with a
+# cold cache, then from moat's cache, then twice with moat's cache off
+# (the second time libunbound's own cache answers).  Skipped with a note
+# when unbound or Python is missing.
+
+dns_rc=
+dns_note=
+if [ "${BENCH_DNS:-1}" != 0 ]; then
+    py=/usr/bin/python3
+    [ -x "$py" ] || py=python3
+    if [ ! -x /usr/sbin/unbound ] || ! command -v "$py" >/dev/null 2>&1; then
+        dns_note="skipped: needs /usr/sbin/unbound and python3 (scripts/deps.sh installs them)"
+    else
+        mkdir -p "$TMP/dns"
+        echo "bench: $(date +%T) dns        moat dns --bench" >&2
+        "$py" -c '
+import os, signal, sys, time
+sys.path.insert(0, sys.argv[2])
+from dnsworld import DnsWorld
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+w = DnsWorld(sys.argv[1]).start()
+with open(os.path.join(sys.argv[1], "port.tmp"), "w") as f:
+    f.write("%d\n" % w.port)
+os.rename(os.path.join(sys.argv[1], "port.tmp"), os.path.join(sys.argv[1], "port"))
+while True:
+    time.sleep(60)
+' "$TMP/dns" "$PWD/tests/proto" >"$TMP/dns/helper.out" 2>&1 &
+        DNS_PID=$!
+        i=0
+        while [ ! -s "$TMP/dns/port" ] && kill -0 "$DNS_PID" 2>/dev/null && [ $i -lt 150 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        if [ -s "$TMP/dns/port" ]; then
+            "$MOAT" dns --bench --forwarders "127.0.0.1@$(cat "$TMP/dns/port")" \
+                --prefix dead.dnsbl.test --count "${BENCH_DNS_COUNT:-20000}" \
+                --concurrency "${BENCH_DNS_CONCURRENCY:-100}" >"$TMP/dnsbench.out" 2>&1
+            dns_rc=$?
+            if [ "$dns_rc" -ne 0 ]; then
+                echo "bench: moat dns --bench did not run cleanly (exit $dns_rc)" >&2
+                failed=1
+            fi
+        else
+            echo "bench: the test DNS server did not start:" >&2
+            sed 's/^/    /' "$TMP/dns/helper.out" >&2
+            failed=1
+        fi
+        stop_pid "$DNS_PID"
+        DNS_PID=
+    fi
+fi
+
 # --- the table ------------------------------------------------------------
 
 fstype=$(findmnt -n -o FSTYPE -T "$TMP" 2>/dev/null || stat -f -c %T "$TMP" 2>/dev/null)
@@ -367,6 +427,17 @@ if [ -n "$engine_rc" ]; then
     echo
     echo "lookup tables and restriction engine (moat-bench-engine, in-process, one core):"
     sed 's/^./  &/' "$TMP/engine.out"
+fi
+
+if [ -n "$dns_rc" ] || [ -n "$dns_note" ]; then
+    echo
+    echo "resolver (moat dns --bench against the test DNS server on loopback; concurrency"
+    echo "= lookups in flight; neg = NXDOMAIN/NODATA; cached = answered by moat's cache):"
+    if [ -n "$dns_note" ]; then
+        echo "  $dns_note"
+    else
+        sed 's/^./  &/' "$TMP/dnsbench.out"
+    fi
 fi
 
 # Unexpected replies, failures and time-limit cut-offs, in moat-bench's words.

@@ -33,7 +33,7 @@
 
 static const char usage_text[] =
     "usage: moat dns [-c DIR] [--forwarders LIST] [--timeout SECONDS] [--cache-size N]\n"
-    "                [--stats] [--repeat N] [--interval SECONDS] TYPE NAME...\n"
+    "                [--no-cache] [--stats] [--repeat N] [--interval SECONDS] TYPE NAME...\n"
     "       moat dns [-c DIR] [...] [--stats] --stdin\n"
     "       moat dns --bench [-c DIR] [--forwarders LIST] [--timeout SECONDS] [--type TYPE]\n"
     "                [--concurrency N] [--count N] (--names FILE | --prefix DOMAIN)\n"
@@ -49,6 +49,7 @@ static const char usage_text[] =
     "                     dns_forwarders, else /etc/resolv.conf)\n"
     "  --timeout SECONDS  per query, fractions allowed (default: dns_timeout)\n"
     "  --cache-size N     answers moat's cache keeps (default: dns_cache_size)\n"
+    "  --no-cache         bypass moat's cache (libunbound's own still answers)\n"
     "  --repeat N         resolve the same names N times in a row (one resolver:\n"
     "                     later rounds show cache hits)\n"
     "  --interval SECONDS pause between rounds\n"
@@ -72,7 +73,7 @@ typedef struct dns_cli_opts {
     const char *dir, *forwarders, *names_file, *prefix, *type;
     double timeout, interval;
     long cache_size, repeat, concurrency, count;
-    bool stats, use_stdin, bench;
+    bool stats, use_stdin, bench, no_cache;
 } dns_cli_opts_t;
 
 /* --------------------------------------------------- the resolver */
@@ -321,9 +322,10 @@ static void run_maybe_done(run_t *r)
 
 static void stdin_line(run_t *r, char *line)
 {
-    char *w[256];
+    char *w[256], *save = NULL;
     size_t n = 0;
-    for (char *tok = strtok(line, " \t\r"); tok && n < ARRAY_LEN(w); tok = strtok(NULL, " \t\r"))
+    for (char *tok = strtok_r(line, " \t\r", &save); tok && n < ARRAY_LEN(w);
+         tok = strtok_r(NULL, " \t\r", &save))
         w[n++] = tok;
     if (n == 0 || w[0][0] == '#') {
         free(line);
@@ -463,8 +465,11 @@ static void bench_phase(bench_t *b, const char *label)
     fflush(stdout);
 }
 
+/* The names in path ("-": standard input), one per line; NULL (with a
+ * message) when it cannot be read or holds none. */
 static char **read_names(const char *path, size_t *n)
 {
+    *n = 0;
     FILE *fp = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");
     if (!fp) {
         fprintf(stderr, "moat: dns: %s: %s\n", path, strerror(errno));
@@ -473,7 +478,6 @@ static char **read_names(const char *path, size_t *n)
     char **v = NULL;
     size_t cap = 0;
     char line[1024];
-    *n = 0;
     while (fgets(line, sizeof line, fp)) {
         char *s = str_trim(line);
         if (!*s || *s == '#')
@@ -486,6 +490,8 @@ static char **read_names(const char *path, size_t *n)
     }
     if (fp != stdin)
         fclose(fp);
+    if (*n == 0)
+        fprintf(stderr, "moat: dns: no names in %s\n", path);
     return v;
 }
 
@@ -504,11 +510,8 @@ static int run_bench(const dns_cli_opts_t *o)
     char **names = NULL;
     if (o->names_file) {
         names = read_names(o->names_file, &nnames);
-        if (!names) {
-            if (nnames == 0)
-                fprintf(stderr, "moat: dns: no names in %s\n", o->names_file);
+        if (!names)
             return 2;
-        }
         if (o->count > 0 && (size_t)o->count < nnames)
             nnames = (size_t)o->count;
     } else {
@@ -597,13 +600,14 @@ static bool parse_seconds(const char *s, double *out)
 
 int cmd_dns(int argc, char **argv)
 {
-    enum { O_FWD = 256, O_TIMEOUT, O_CACHE, O_STATS, O_REPEAT, O_INTERVAL, O_STDIN, O_BENCH,
-           O_TYPE, O_CONC, O_COUNT, O_NAMES, O_PREFIX };
+    enum { O_FWD = 256, O_TIMEOUT, O_CACHE, O_NOCACHE, O_STATS, O_REPEAT, O_INTERVAL, O_STDIN,
+           O_BENCH, O_TYPE, O_CONC, O_COUNT, O_NAMES, O_PREFIX };
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
         {"forwarders", required_argument, NULL, O_FWD},
         {"timeout", required_argument, NULL, O_TIMEOUT},
         {"cache-size", required_argument, NULL, O_CACHE},
+        {"no-cache", no_argument, NULL, O_NOCACHE},
         {"stats", no_argument, NULL, O_STATS},
         {"repeat", required_argument, NULL, O_REPEAT},
         {"interval", required_argument, NULL, O_INTERVAL},
@@ -632,6 +636,7 @@ int cmd_dns(int argc, char **argv)
             if (!parse_long(optarg, 1, &o.cache_size))
                 return usage_error("--cache-size wants a positive number");
             break;
+        case O_NOCACHE: o.no_cache = true; break;
         case O_STATS: o.stats = true; break;
         case O_REPEAT:
             if (!parse_long(optarg, 1, &o.repeat))
@@ -685,7 +690,7 @@ int cmd_dns(int argc, char **argv)
 
     r.base = event_base_new();
     unsigned tmo;
-    r.d = make_resolver(&o, r.base, false, &tmo, NULL);
+    r.d = make_resolver(&o, r.base, o.no_cache, &tmo, NULL);
     if (!r.d) {
         event_base_free(r.base);
         return 2;

@@ -168,7 +168,9 @@ void dns_answer_format(const dns_answer_t *a, buf_t *out)
             put_quoted(out, r->data);
             break;
         default:
-            buf_printf(out, "%s%s", i ? " " : "", r->data);
+            /* the root (an NS or PTR of ".") shows as "." */
+            buf_printf(out, "%s%s", i ? " " : "", r->data[0] || a->type == DNS_T_A ||
+                                                      a->type == DNS_T_AAAA ? r->data : ".");
             break;
         }
     }

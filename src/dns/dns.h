@@ -3,11 +3,15 @@
  * libevent loop (ub_ctx_create_event: no thread, no child process, no
  * blocking call); in front of it moat keeps its own answer cache so a warm
  * answer costs one hash lookup and so the trace can say "from cache".
+ * docs/dns.md ("The resolver") has the design and the figures.
  *
- *  - A, AAAA, MX, TXT, PTR, NS lookups, answers parsed into dns_answer_t.
- *  - Positive answers cached for their (smallest) TTL, NXDOMAIN/NODATA for
- *    the SOA minimum of the authority section (RFC 2308); temporary
- *    failures are never cached.
+ *  - A, AAAA, MX, TXT, PTR, NS lookups, answers parsed into dns_answer_t
+ *    (CNAME chains inside the answer followed).
+ *  - Positive answers cached for their smallest TTL (at most a day),
+ *    NXDOMAIN/NODATA for min(SOA TTL, SOA minimum) of the authority
+ *    section (RFC 2308; at most an hour, 60 s without a SOA); temporary
+ *    failures and TTL 0 are never cached.  At most opts.cache_max
+ *    answers, the least recently used going first.
  *  - Identical in-flight queries (type + name, any case) are coalesced:
  *    one upstream query, every waiter called back.
  *  - Every query has a deadline (opts.timeout_ms); libunbound retransmits
@@ -106,10 +110,14 @@ typedef void (*dns_cb_t)(dns_answer_t *a, bool from_cache, void *arg);
 
 /* Look name up.  A cached answer calls cb before dns_lookup returns and
  * the result is NULL.  Otherwise the result is a handle and cb runs once,
- * later, from the loop, unless dns_cancel(handle) ran first.  name may
- * have a trailing dot and any case; a syntactically impossible name
- * (empty label, label over 63 octets, name over 253) answers NXDOMAIN at
- * once, without a query. */
+ * later, from the loop (never from inside libunbound), unless
+ * dns_cancel(handle) ran first; the handle is dead once cb has started.
+ * Inside cb the caller may look up, cancel other handles, or drop its
+ * dns_t reference (then no further callback runs).  name may have a
+ * trailing dot and any case; a syntactically impossible name (empty
+ * label, label over 63 octets, name over 253, or octets no host name has:
+ * controls, space, '\', non-ASCII) answers NXDOMAIN at once, without a
+ * query. */
 dns_query_t *dns_lookup(dns_t *d, dns_type_t type, const char *name, dns_cb_t cb, void *arg);
 void dns_cancel(dns_query_t *q);
 
@@ -118,10 +126,10 @@ typedef struct dns_stats {
     uint64_t cache_hits;
     uint64_t coalesced;   /* lookups that joined an identical in-flight query */
     uint64_t queries;     /* queries handed to libunbound */
-    uint64_t timeouts;
-    uint64_t tempfails;   /* including timeouts */
-    size_t in_flight;
-    size_t cached;
+    uint64_t timeouts;    /* questions whose deadline passed */
+    uint64_t tempfails;   /* questions answered DNS_TEMPFAIL, including timeouts */
+    size_t in_flight;     /* questions with waiters still to be answered */
+    size_t cached;        /* answers in moat's cache now */
 } dns_stats_t;
 void dns_get_stats(const dns_t *d, dns_stats_t *s);
 

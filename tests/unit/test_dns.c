@@ -586,6 +586,11 @@ TEST(dns_types_and_status_names)
     CHECK_STR(fmt(a), "127.0.0.2");
     dns_answer_unref(&a);
     dns_answer_unref(&a);   /* NULL: nothing */
+    a = dns_answer_new(DNS_T_NS, "x.test", DNS_OK);
+    dns_answer_add(a, "", 0);
+    dns_answer_add(a, "ns.x.test", 0);
+    CHECK_STR(fmt(a), ". ns.x.test");
+    dns_answer_unref(&a);
 }
 
 /* ------------------------------------------------------------ the cache */
