@@ -52,37 +52,13 @@ if [ "$NCOLD" -gt "$COLD_MAX" ]; then
     NCOLD=$COLD_MAX
 fi
 
+. bench/lib.sh
+
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moat-bench-dns.XXXXXX") || exit 1
 MOAT_PID=
 DNS_PID=        # the Python helper
 UNBOUND_PID=    # its unbound, stopped by the helper; by us only if it survived
 failed=0
-
-stop_pid() {
-    # $1: a PID this script started (or its helper did).  SIGTERM, then
-    # SIGKILL after 10 s.
-    [ -n "$1" ] || return 0
-    kill -TERM "$1" 2>/dev/null || return 0
-    i=0
-    while kill -0 "$1" 2>/dev/null && [ $i -lt 100 ]; do
-        sleep 0.1
-        i=$((i + 1))
-    done
-    kill -KILL "$1" 2>/dev/null
-    wait "$1" 2>/dev/null
-    return 0
-}
-
-stop_dns() {
-    stop_pid "$DNS_PID"
-    DNS_PID=
-    # The helper stops unbound itself; this only catches a helper that died.
-    if [ -n "$UNBOUND_PID" ] && kill -0 "$UNBOUND_PID" 2>/dev/null &&
-        grep -q unbound /proc/"$UNBOUND_PID"/cmdline 2>/dev/null; then
-        stop_pid "$UNBOUND_PID"
-    fi
-    UNBOUND_PID=
-}
 
 # shellcheck disable=SC2317  # called from the EXIT trap
 cleanup() {
@@ -97,20 +73,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-    "$PY" -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
-}
-
 rss_kb() { awk '$1 == "VmRSS:" { print $2; exit }' /proc/"$1"/status 2>/dev/null; }
-mb() { awk -v k="${1:-0}" 'BEGIN { printf "%.1f MB", k / 1024 }'; }
-cpu_ticks() {
-    [ -n "$1" ] && awk '{ print $14 + $15 }' /proc/"$1"/stat 2>/dev/null || echo 0
-}
-HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
-
 # moat's DNSBL rejections so far, by the text of its log lines.
 dnsbl_rejects() {
     n=$(grep -c -F "blocked using $ZONE" "$TMP/maillog" 2>/dev/null)
@@ -131,47 +94,12 @@ dnsbl_rejects_settled() {
 }
 
 # --- the DNS server -------------------------------------------------------
-# A Python helper owns unbound through DnsWorld: it writes "PORT PID" to
-# $TMP/dns/ready once unbound answers, and on SIGTERM stops unbound (which
-# then logs its query count) and exits.
+# bench/dnsworld.py owns unbound through DnsWorld; on SIGTERM it stops
+# unbound (which then logs its query count) and exits.
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null)
-mkdir -p "$TMP/dns" "$TMP/conf" "$TMP/queue" "$TMP/data" "$TMP/mail"
-"$PY" - "$TMP/dns" "$PWD/tests/proto" >"$TMP/dns.out" 2>&1 <<'EOF' &
-import os, signal, sys, time
-stop = []
-def on_signal(signum, frame):
-    stop.append(signum)
-# Handlers first: a SIGTERM during start-up must still stop unbound.
-signal.signal(signal.SIGTERM, on_signal)
-signal.signal(signal.SIGINT, on_signal)
-sys.path.insert(0, sys.argv[2])
-from dnsworld import DnsWorld
-w = DnsWorld(sys.argv[1], data=["world", "bench"])
-try:
-    w.start()
-    with open(os.path.join(sys.argv[1], "ready.tmp"), "w") as f:
-        f.write("%d %d\n" % (w.port, w.pid))
-    os.rename(os.path.join(sys.argv[1], "ready.tmp"), os.path.join(sys.argv[1], "ready"))
-    # A short sleep, not signal.pause(): a signal that lands between the
-    # test and the wait must not leave the helper waiting for ever.
-    while not stop:
-        time.sleep(0.2)
-finally:
-    w.stop()
-EOF
-DNS_PID=$!
-i=0
-while [ $i -lt 150 ] && [ ! -s "$TMP/dns/ready" ] && kill -0 "$DNS_PID" 2>/dev/null; do
-    sleep 0.1
-    i=$((i + 1))
-done
-if [ ! -s "$TMP/dns/ready" ]; then
-    echo "bench: dns: the test DNS server did not start:" >&2
-    sed 's/^/    /' "$TMP/dns.out" >&2
-    exit 1
-fi
-read -r DNS_PORT UNBOUND_PID <"$TMP/dns/ready"
+mkdir -p "$TMP/conf" "$TMP/queue" "$TMP/data" "$TMP/mail"
+start_dns "$TMP/dns" world bench || exit 1
 
 # --- moat -----------------------------------------------------------------
 

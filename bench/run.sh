@@ -49,6 +49,10 @@ for b in $need; do
     fi
 done
 
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+. bench/lib.sh
+
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/moat-bench.XXXXXX") || exit 1
 MOAT_PID=
 SINK_PID=
@@ -58,24 +62,10 @@ DNS_PID=
 optional=0   # 1 while running the smtp-sink reference: its failures do not count
 failed=0
 
-stop_pid() {
-    # $1: a PID this script started.  SIGTERM, then SIGKILL after 10 s.
-    [ -n "$1" ] || return 0
-    kill -TERM "$1" 2>/dev/null || return 0
-    i=0
-    while kill -0 "$1" 2>/dev/null && [ $i -lt 100 ]; do
-        sleep 0.1
-        i=$((i + 1))
-    done
-    kill -KILL "$1" 2>/dev/null
-    wait "$1" 2>/dev/null
-    return 0
-}
-
 # shellcheck disable=SC2317  # called from the EXIT trap
 cleanup() {
     stop_pid "$BG_PID"
-    stop_pid "$DNS_PID"
+    stop_dns
     stop_pid "$SINK_PID"
     stop_pid "$MOAT_PID"
     if [ "${BENCH_KEEP:-0}" = 1 ]; then
@@ -87,15 +77,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-    py=/usr/bin/python3
-    [ -x "$py" ] || py=python3
-    "$py" -c 'import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
-}
 
 # Sum a field of /proc/PID/status or smaps_rollup (kB) over a process and
 # its children, in case the daemon forks helpers.
@@ -111,13 +92,6 @@ mem_kb() {
 }
 rss_kb() { mem_kb VmRSS status "$1"; }
 pss_kb() { mem_kb Pss smaps_rollup "$1"; }
-mb() { awk -v k="$1" 'BEGIN { printf "%.1f MB", k / 1024 }'; }
-
-# CPU time (user + system, all threads) of a process so far, in clock ticks.
-cpu_ticks() {
-    awk '{ print $14 + $15 }' /proc/"$1"/stat 2>/dev/null || echo 0
-}
-HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
 # Is an SMTP server answering on 127.0.0.1:$1?  Waits up to 10 s; $2 is
 # the PID that must stay alive meanwhile.
@@ -327,7 +301,7 @@ fi
 
 # --- the resolver (moat dns --bench against the DNS test world) -----------
 # tests/proto/dnsworld.py runs Debian's unbound with the test zones on a
-# free loopback port (a small Python helper keeps it up until SIGTERM);
+# free loopback port (bench/dnsworld.py keeps it up until SIGTERM);
 # moat dns --bench resolves DNS-list-style names q0.dead.dnsbl.test ...
 # (a wildcard zone: every name is listed, each a distinct question) with a
 # cold cache, then from moat's cache, then twice with moat's cache off
@@ -337,33 +311,12 @@ fi
 dns_rc=
 dns_note=
 if [ "${BENCH_DNS:-1}" != 0 ]; then
-    py=/usr/bin/python3
-    [ -x "$py" ] || py=python3
-    if [ ! -x /usr/sbin/unbound ] || ! command -v "$py" >/dev/null 2>&1; then
+    if [ ! -x /usr/sbin/unbound ] || ! command -v "$PY" >/dev/null 2>&1; then
         dns_note="skipped: needs /usr/sbin/unbound and python3 (scripts/deps.sh installs them)"
     else
-        mkdir -p "$TMP/dns"
         echo "bench: $(date +%T) dns        moat dns --bench" >&2
-        "$py" -c '
-import os, signal, sys, time
-sys.path.insert(0, sys.argv[2])
-from dnsworld import DnsWorld
-signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-w = DnsWorld(sys.argv[1]).start()
-with open(os.path.join(sys.argv[1], "port.tmp"), "w") as f:
-    f.write("%d\n" % w.port)
-os.rename(os.path.join(sys.argv[1], "port.tmp"), os.path.join(sys.argv[1], "port"))
-while True:
-    time.sleep(60)
-' "$TMP/dns" "$PWD/tests/proto" >"$TMP/dns/helper.out" 2>&1 &
-        DNS_PID=$!
-        i=0
-        while [ ! -s "$TMP/dns/port" ] && kill -0 "$DNS_PID" 2>/dev/null && [ $i -lt 150 ]; do
-            sleep 0.1
-            i=$((i + 1))
-        done
-        if [ -s "$TMP/dns/port" ]; then
-            "$MOAT" dns --bench --forwarders "127.0.0.1@$(cat "$TMP/dns/port")" \
+        if start_dns "$TMP/dns"; then
+            "$MOAT" dns --bench --forwarders "127.0.0.1@$DNS_PORT" \
                 --prefix dead.dnsbl.test --count "${BENCH_DNS_COUNT:-20000}" \
                 --concurrency "${BENCH_DNS_CONCURRENCY:-100}" >"$TMP/dnsbench.out" 2>&1
             dns_rc=$?
@@ -372,12 +325,9 @@ while True:
                 failed=1
             fi
         else
-            echo "bench: the test DNS server did not start:" >&2
-            sed 's/^/    /' "$TMP/dns/helper.out" >&2
             failed=1
         fi
-        stop_pid "$DNS_PID"
-        DNS_PID=
+        stop_dns
     fi
 fi
 
