@@ -143,6 +143,10 @@ typedef struct dns_how {
     unsigned ms;          /* otherwise: milliseconds from query to answer */
 } dns_how_t;
 
+/* Append the trace text of a memo answer: "dns: MX example.test -> 10
+ * mx.example.test (cache)", or "... (3 ms)". */
+void dns_trace_answer(buf_t *out, const dns_answer_t *a, const dns_how_t *how);
+
 /* wake(arg) runs from its own loop callback (never inside a dns_memo_*
  * call or a resolver callback) after a query that dns_memo_get returned
  * NULL for has completed; several completions may share one wake. */

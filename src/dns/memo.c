@@ -183,3 +183,13 @@ void dns_memo_clear(dns_memo_t *m)
     }
     m->n = k;
 }
+
+void dns_trace_answer(buf_t *out, const dns_answer_t *a, const dns_how_t *how)
+{
+    buf_printf(out, "dns: %s %s -> ", dns_type_name(a->type), a->name);
+    dns_answer_format(a, out);
+    if (how->cached)
+        buf_puts(out, " (cache)");
+    else
+        buf_printf(out, " (%u ms)", how->ms);
+}

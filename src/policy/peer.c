@@ -41,14 +41,9 @@ static const dns_answer_t *get(dns_memo_t *m, dns_type_t type, const char *name,
     dns_how_t how;
     const dns_answer_t *a = dns_memo_get(m, type, name, &how);
     if (a && trace) {
-        buf_t f = BUF_INIT;
-        dns_answer_format(a, &f);
-        buf_printf(trace, "  client: dns: %s %s -> %s (", dns_type_name(type), name, buf_cstr(&f));
-        if (how.cached)
-            buf_puts(trace, "cache)\n");
-        else
-            buf_printf(trace, "%u ms)\n", how.ms);
-        buf_free(&f);
+        buf_puts(trace, "  client: ");
+        dns_trace_answer(trace, a, &how);
+        buf_putc(trace, '\n');
     }
     return a;
 }

@@ -477,6 +477,8 @@ static void compile_items(cctx_t *cc, const char *const *items, size_t n, rlist_
                     continue;
                 }
                 buf_free(&why);
+                if (d->kind != R_RBL_CLIENT && d->kind != R_DNSWL_CLIENT)   /* a domain list: its test point is invalid.ZONE */
+                    dnsbl_health_domain_list(cc->pol->health, st.site->zone);
             }
             if (d->kind == R_DNS_ACCESS) {
                 /* check_<target>_<a|mx|ns>_access: the name says both */
@@ -1715,11 +1717,8 @@ static const dns_answer_t *dq(ectx_t *c, dns_type_t type, const char *name)
     }
     if (c->trace) {
         buf_t f = BUF_INIT;
-        dns_answer_format(a, &f);
-        if (how.cached)
-            trace(c, "dns: %s %s -> %s (cache)", dns_type_name(type), name, buf_cstr(&f));
-        else
-            trace(c, "dns: %s %s -> %s (%u ms)", dns_type_name(type), name, buf_cstr(&f), how.ms);
+        dns_trace_answer(&f, a, &how);
+        trace(c, "%s", buf_cstr(&f));
         buf_free(&f);
     }
     return a;
@@ -1857,6 +1856,49 @@ static int unknown_domain(ectx_t *c, const step_t *s, const char *addr, const ch
 
 /* ---- DNS lists */
 
+/* The session's names in reply templates (rbl replies and
+ * smtpd_reject_footer): client ("name[addr]"), client_address,
+ * client_name (client_hostname), reverse_client_name, helo_name, sender,
+ * sender_name, sender_domain, recipient, recipient_name, recipient_domain.
+ * tmp holds values that are made up; NULL for another name. */
+static const char *state_var(const pstate_t *st, const char *name, size_t n, char *tmp, size_t size)
+{
+#define IS(lit) (n == sizeof lit - 1 && memcmp(name, lit, n) == 0)
+#define OR_EMPTY(v) ((v) ? (v) : "")
+    if (IS("client")) {
+        snprintf(tmp, size, "%s[%s]", st->client_name ? st->client_name : "unknown",
+                 st->client_addr ? st->client_addr : "unknown");
+        return tmp;
+    }
+    if (IS("client_address"))
+        return OR_EMPTY(st->client_addr);
+    if (IS("client_name") || IS("client_hostname"))
+        return OR_EMPTY(st->client_name);
+    if (IS("reverse_client_name"))
+        return OR_EMPTY(st->reverse_name);
+    if (IS("helo_name"))
+        return OR_EMPTY(st->helo);
+    if (IS("sender"))
+        return OR_EMPTY(st->sender);
+    if (IS("recipient"))
+        return OR_EMPTY(st->recipient);
+    const char *addr = NULL;
+    if (IS("sender_name") || IS("sender_domain"))
+        addr = OR_EMPTY(st->sender);
+    else if (IS("recipient_name") || IS("recipient_domain"))
+        addr = OR_EMPTY(st->recipient);
+    if (!addr)
+        return NULL;
+    const char *at = strrchr(addr, '@');
+    if (name[n - 1] == 'n')   /* ..._domain */
+        return at ? at + 1 : "";
+    size_t len = at ? (size_t)(at - addr) : strlen(addr);
+    snprintf(tmp, size, "%.*s", (int)(len < size ? len : size - 1), addr);
+    return tmp;
+#undef OR_EMPTY
+#undef IS
+}
+
 /* The expansion names of default_rbl_reply and rbl_reply_maps. */
 typedef struct rblvars {
     ectx_t *c;
@@ -1867,7 +1909,6 @@ typedef struct rblvars {
 static const char *rbl_get(void *arg, const char *name, size_t n)
 {
     rblvars_t *r = arg;
-    const pstate_t *st = r->c->st;
 #define IS(lit) (n == sizeof lit - 1 && memcmp(name, lit, n) == 0)
     if (IS("rbl_code"))
         return r->code;
@@ -1879,37 +1920,8 @@ static const char *rbl_get(void *arg, const char *name, size_t n)
         return r->what;
     if (IS("rbl_class"))
         return r->rclass;
-    if (IS("client"))
-        return r->c->namaddr;
-    if (IS("client_address"))
-        return st->client_addr ? st->client_addr : "";
-    if (IS("client_name"))
-        return st->client_name ? st->client_name : "";
-    if (IS("reverse_client_name"))
-        return st->reverse_name ? st->reverse_name : "";
-    if (IS("helo_name"))
-        return st->helo ? st->helo : "";
-    const char *addr = NULL;
-    if (n > 7 && memcmp(name, "sender", 6) == 0)
-        addr = st->sender ? st->sender : "";
-    else if (n > 10 && memcmp(name, "recipient", 9) == 0)
-        addr = st->recipient ? st->recipient : "";
-    if (IS("sender"))
-        return st->sender ? st->sender : "";
-    if (IS("recipient"))
-        return st->recipient ? st->recipient : "";
-    if (addr && (IS("sender_name") || IS("recipient_name"))) {
-        const char *at = strrchr(addr, '@');
-        size_t len = at ? (size_t)(at - addr) : strlen(addr);
-        snprintf(r->tmp, sizeof r->tmp, "%.*s", (int)(len < sizeof r->tmp ? len : sizeof r->tmp - 1), addr);
-        return r->tmp;
-    }
-    if (addr && (IS("sender_domain") || IS("recipient_domain"))) {
-        const char *at = strrchr(addr, '@');
-        return at ? at + 1 : "";
-    }
 #undef IS
-    return NULL;
+    return state_var(r->c->st, name, n, r->tmp, sizeof r->tmp);
 }
 
 /* A listed client or domain: the reply from rbl_reply_maps (keyed by the
@@ -1965,7 +1977,7 @@ typedef enum { L_PENDING, L_NOT, L_LISTED, L_TEMPFAIL, L_IGNORED } listing_t;
 /* Is the query name listed in site?  The first matching answer goes to
  * *hit.  A list that is broken (health) or answers with an error code
  * or a foreign address is ignored, with a warning once per period. */
-static listing_t listed(ectx_t *c, const dnsbl_site_t *site, const char *qname, bool domain_list, const char **hit,
+static listing_t listed(ectx_t *c, const dnsbl_site_t *site, const char *qname, const char **hit,
                         const char **error)
 {
     policy_t *pol = c->pol;
@@ -1973,8 +1985,6 @@ static listing_t listed(ectx_t *c, const dnsbl_site_t *site, const char *qname, 
     buf_t probe = BUF_INIT;
     listing_t out = L_NOT;
     const dns_answer_t *a = dq(c, DNS_T_A, qname);
-    if (domain_list)
-        dnsbl_health_domain_list(pol->health, site->zone);   /* its test point is invalid.ZONE */
     if (dnsbl_health_probe_due(pol->health, site->zone, now, &probe)) {
         const dns_answer_t *p = dq(c, DNS_T_A, buf_cstr(&probe));
         if (!p) {
@@ -2088,7 +2098,7 @@ static int dns_list(ectx_t *c, const step_t *s, const dnsbl_site_t *site, const 
     buf_t reason = BUF_INIT;
     bool allow = s->kind == R_DNSWL_CLIENT || s->kind == R_RHSWL_CLIENT;
     int rc = S_DUNNO;
-    switch (listed(c, site, buf_cstr(&q), domain != NULL, &hit, &error)) {
+    switch (listed(c, site, buf_cstr(&q), &hit, &error)) {
     case L_PENDING:
         rc = S_PENDING;
         break;
@@ -2151,7 +2161,7 @@ static int dnsbl_score(ectx_t *c, const step_t *s)
         if (!dnsbl_query_name_addr(what, site->zone, &q))
             continue;
         const char *hit = NULL, *error = "";
-        listing_t l = listed(c, site, buf_cstr(&q), false, &hit, &error);
+        listing_t l = listed(c, site, buf_cstr(&q), &hit, &error);
         if (l == L_PENDING) {
             if (site->weight < 0)
                 pending_neg += site->weight;
@@ -2727,20 +2737,15 @@ void policy_prefetch(policy_t *pol, const pstate_t *st)
 
 /* ------------------------------------------------------------- the reply */
 
-static void footer_name(const pstate_t *st, const char *name, size_t n, buf_t *out)
+typedef struct footer_vars {
+    const pstate_t *st;
+    char tmp[320];
+} footer_vars_t;
+
+static const char *footer_get(void *arg, const char *name, size_t n)
 {
-    static const char *const names[] = {"client_address", "client_name", "client_hostname", "reverse_client_name",
-                                        "helo_name", "sender", "recipient"};
-    const char *vals[] = {st->client_addr, st->client_name, st->client_name, st->reverse_name, st->helo,
-                          st->sender, st->recipient};
-    for (size_t i = 0; i < ARRAY_LEN(names); i++) {
-        if (strlen(names[i]) == n && memcmp(names[i], name, n) == 0) {
-            buf_puts(out, vals[i] ? vals[i] : "");
-            return;
-        }
-    }
-    buf_putc(out, '$');
-    buf_append(out, name, n);   /* not ours to know: left as written */
+    footer_vars_t *f = arg;
+    return state_var(f->st, name, n, f->tmp, sizeof f->tmp);
 }
 
 void policy_reply_text(const policy_t *pol, const verdict_t *v, const pstate_t *st, buf_t *out)
@@ -2758,34 +2763,29 @@ void policy_reply_text(const policy_t *pol, const verdict_t *v, const pstate_t *
     /* Expand the footer, then lay the whole text out as reply lines:
      * "\n" in the footer starts a line; a leading "\c" joins the reply's
      * last line instead of starting one. */
-    buf_t text = BUF_INIT;
+    buf_t text = BUF_INIT, expanded = BUF_INIT;
     buf_puts(&text, sp + 1);
     if (f[0] == '\\' && f[1] == 'c')
         f += 2;
     else
         buf_putc(&text, '\n');
-    for (const char *p = f; *p; p++) {
-        if (p[0] == '\\' && p[1] == 'n') {
-            buf_putc(&text, '\n');
-            p++;
-        } else if (p[0] == '$' && p[1] == '{') {
-            const char *end = strchr(p + 2, '}');
-            if (!end) {
-                buf_puts(&text, p);
-                break;
-            }
-            footer_name(st, p + 2, (size_t)(end - p - 2), &text);
-            p = end;
-        } else if (p[0] == '$' && (p[1] == '_' || (p[1] >= 'a' && p[1] <= 'z'))) {
-            size_t n = 1;
-            while (p[n] == '_' || (p[n] >= 'a' && p[n] <= 'z') || (p[n] >= '0' && p[n] <= '9'))
-                n++;
-            footer_name(st, p + 1, n - 1, &text);
-            p += n - 1;
-        } else if ((unsigned char)*p >= 0x20 && *p != 0x7f) {
-            buf_putc(&text, *p);
-        }
+    /* Each "\n"-separated piece is expanded on its own, so a value (a
+     * sender with a backslash) can never start a reply line. */
+    footer_vars_t vars = {.st = st};
+    for (;;) {
+        const char *nl = strstr(f, "\\n");
+        char *piece = xstrndup(f, nl ? (size_t)(nl - f) : strlen(f));
+        template_expand(piece, footer_get, &vars, &expanded);
+        free(piece);
+        for (const char *p = buf_cstr(&expanded); *p; p++)
+            if ((unsigned char)*p >= 0x20 && *p != 0x7f)
+                buf_putc(&text, *p);
+        if (!nl)
+            break;
+        buf_putc(&text, '\n');
+        f = nl + 2;
     }
+    buf_free(&expanded);
     while (text.len && text.data[text.len - 1] == '\n')
         buf_truncate(&text, text.len - 1);
     char head[20];
