@@ -121,4 +121,41 @@ bool param_origin(const params_t *p, param_id id, const char **file, int *line);
  * say where it was set. */
 const char *param_user(const params_t *p, const char *name, const char **file, int *line);
 
+/* --- Added with the queue manager: delivery transports --- */
+
+/* What a transport runs (master.cf's command field for a "unix" service). */
+typedef enum {
+    TK_SMTP,     /* smtp(8): the SMTP client (smtp, relay, content filters) */
+    TK_LMTP,     /* lmtp(8): the same client speaking LMTP */
+    TK_LOCAL,    /* local(8): moat's Maildir delivery */
+    TK_DISCARD,  /* discard(8): drop, logged as sent */
+    TK_ERROR,    /* error(8): bounce with the next-hop text as the reason */
+    TK_RETRY,    /* retry(8): defer with the next-hop text as the reason */
+} transport_kind;
+
+typedef struct transport {
+    const char *name;        /* "smtp", "relay", "scan" */
+    transport_kind kind;
+    int maxproc;             /* deliveries in flight at once for this transport:
+                              * master.cf maxproc, default_process_limit for "-"
+                              * and for the built-ins */
+    const params_t *params;  /* main.cf + this transport's -o overrides */
+    const char *file;        /* where it was declared; NULL for a built-in */
+    int line;
+} transport_t;
+
+/* A transport by name: a master.cf "unix" service whose command is smtp,
+ * lmtp, local, discard, error or retry, or one of the built-ins that
+ * Postfix's stock master.cf declares (smtp, relay, lmtp, local, discard,
+ * error, retry) when master.cf does not.  NULL: no such transport. */
+const transport_t *config_transport(const config_t *cfg, const char *name);
+
+/* A per-transport limit as Postfix names it: "<transport>_<suffix>"
+ * ("relay_destination_concurrency_limit", "scan_destination_recipient_limit"),
+ * from t->params (main.cf or the transport's -o); when that name is not
+ * set anywhere, the value of fallback (default_destination_concurrency_limit
+ * ...).  Works for registry names (smtp_, relay_, lmtp_, local_ ...) and for
+ * user-defined transports alike. */
+long long transport_limit(const transport_t *t, const char *suffix, param_id fallback);
+
 #endif

@@ -144,4 +144,82 @@ void spool_hold_path(const spool_t *sp, const char *queue_id, buf_t *out);
  * its next rescan of active/ (on SIGHUP).  -1 with err on failure. */
 int spool_release(spool_t *sp, const char *queue_id, buf_t *err);
 
+/* --- Added with the full queue manager (issue 5) --- */
+
+/* The queues, as directories under queue_directory (docs/queue.md). */
+typedef enum {
+    QUEUE_INCOMING,
+    QUEUE_ACTIVE,
+    QUEUE_DEFERRED,   /* file mtime = the time of the next delivery attempt */
+    QUEUE_HOLD,
+    QUEUE_CORRUPT,
+    QUEUE__COUNT
+} queue_t;
+
+/* "incoming", "active", "deferred", "hold", "corrupt". */
+const char *spool_queue_name(queue_t q);
+/* out = queue_directory/QUEUE/ID. */
+void spool_path(const spool_t *sp, queue_t q, const char *queue_id, buf_t *out);
+/* Which queue holds ID now (active, deferred, hold, incoming, corrupt
+ * are tried in that order); -1 when none.  Blocking (stat). */
+int spool_find(const spool_t *sp, const char *queue_id);
+/* Blocking: move ID from one queue to another with RENAME_NOREPLACE and
+ * fsync both directories.  -1 with errno ENOENT when ID is not in from
+ * (someone else moved or removed it first: renames are the only locking
+ * between the daemon and `moat queue`), EEXIST when to already has it. */
+int spool_move(spool_t *sp, const char *queue_id, queue_t from, queue_t to, buf_t *err);
+/* Blocking: remove ID from queue q and its defer/bounce logs; fsync the
+ * directory.  -1 with errno ENOENT when it was not there. */
+int spool_delete(spool_t *sp, const char *queue_id, queue_t q, buf_t *err);
+/* Blocking, for pool threads: write a complete message (envelope +
+ * content, LF lines) as a new queue file in active/ with the durable
+ * commit steps of spool_writer_commit (fsync file, rename, fsync active/).
+ * env->queue_id NULL: a new ID.  The ID is copied to id_out.  Used for
+ * bounces. */
+int spool_inject(spool_t *sp, const envelope_t *env, const char *content, size_t len,
+                 char id_out[QUEUE_ID_MAX], buf_t *err);
+
+/* Recipient status bytes in a queue file. */
+#define QF_PENDING 'P'    /* not yet delivered */
+#define QF_DONE 'D'       /* delivered, discarded, or its bounce is queued */
+#define QF_FAILED 'F'     /* failed for good; its reason is in the bounce log, the notice not yet queued */
+/* qfile_t.rcpt_status[i] holds one of those bytes (rcpt_done[i] stays:
+ * 1 exactly when the byte is QF_DONE).  qfile_mark() rewrites the byte in
+ * place (pwrite + fdatasync), like qfile_mark_done(). */
+int qfile_mark(qfile_t *q, size_t i, char status, buf_t *err);
+
+/* Per-message logs next to the queues, as Postfix's defer/ and bounce/:
+ *   queue_directory/defer/ID    the last attempt's reason per deferred
+ *                               recipient (replaced as a whole, atomically,
+ *                               after each attempt; for `moat queue list`)
+ *   queue_directory/bounce/ID   one record per recipient that failed for
+ *                               good (appended and fsync'd BEFORE the
+ *                               recipient is marked QF_FAILED, so a crash
+ *                               never loses a reason the bounce needs)
+ * One line per record, fields separated by one space, each %XX-encoded
+ * like queue file values ("" written as "-"):
+ *   RCPT ORIG_RCPT DSN WHEN_USEC RELAY TEXT REPLY                         */
+typedef enum { QLOG_DEFER, QLOG_BOUNCE } qlog_kind_t;
+typedef struct qlog_rec {
+    char *rcpt;        /* the recipient as in the queue file */
+    char *orig;        /* original recipient when redirected, else "" */
+    char *dsn;         /* "4.4.1" */
+    long long when_usec;
+    char *relay;       /* "mx.example.com[192.0.2.1]:25" or "none" */
+    char *text;        /* the reason as logged */
+    char *reply;       /* the server's reply, "" when none */
+} qlog_rec_t;
+/* Read a log; a missing file is 0 records.  -1 with err on read errors;
+ * malformed lines are skipped (the log is advisory except for bounces,
+ * whose writer fsyncs whole lines). */
+int qlog_read(const spool_t *sp, qlog_kind_t kind, const char *queue_id, qlog_rec_t **recs, size_t *n,
+              buf_t *err);
+void qlog_free(qlog_rec_t **recs, size_t n);
+/* QLOG_DEFER: replace the whole log (tmp file + rename).  QLOG_BOUNCE:
+ * append the records and fdatasync.  Blocking. */
+int qlog_write(spool_t *sp, qlog_kind_t kind, const char *queue_id, const qlog_rec_t *recs, size_t n,
+               buf_t *err);
+/* Remove both logs of ID (missing is fine). */
+void qlog_remove(spool_t *sp, const char *queue_id);
+
 #endif
