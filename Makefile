@@ -2,7 +2,8 @@
 #   make          release build: build/rel/moat
 #   make run      install deps, build, run on the embedded default configuration
 #   make test     install deps, ASan+UBSan build, unit tests, fuzzers, protocol tests
-#   make bench    install deps, release build, print benchmark figures (SMTP, tables, engine)
+#   make bench    install deps, release build, print benchmark figures (SMTP, tables, engine,
+#                 DNSBL, relay delivery and the queue manager)
 
 CC      ?= gcc
 FUZZCC  ?= clang
@@ -36,7 +37,7 @@ FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
 FUZZ_SECONDS ?= 10
 PYTEST   ?= /usr/bin/python3 -m pytest
 
-.PHONY: all run test unit fuzz proto bench bench-engine deps deps-build clean
+.PHONY: all run test unit fuzz proto bench bench-engine bench-queue deps deps-build clean
 # Keep intermediate objects (fuzz objects are otherwise deleted between targets).
 .SECONDARY:
 all: build/rel/moat
@@ -114,6 +115,9 @@ bench: deps build/rel/moat build/rel/moat-bench build/rel/moat-bench-engine
 # Only the lookup-table and restriction-engine figures (about 15 s).
 bench-engine: build/rel/moat-bench-engine
 	build/rel/moat-bench-engine
+# Only relay delivery and the queue manager (bench/queue.sh; 1-2 minutes).
+bench-queue: deps build/rel/moat build/rel/moat-bench
+	bench/queue.sh
 
 clean:
 	rm -rf build

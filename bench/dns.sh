@@ -73,7 +73,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-rss_kb() { awk '$1 == "VmRSS:" { print $2; exit }' /proc/"$1"/status 2>/dev/null; }
 # moat's DNSBL rejections so far, by the text of its log lines.
 dnsbl_rejects() {
     n=$(grep -c -F "blocked using $ZONE" "$TMP/maillog" 2>/dev/null)

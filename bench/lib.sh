@@ -27,6 +27,36 @@ print(s.getsockname()[1])'
 
 mb() { awk -v k="${1:-0}" 'BEGIN { printf "%.1f MB", k / 1024 }'; }
 
+# Sum a field of /proc/PID/status or smaps_rollup (kB) over a process and
+# its children, in case the daemon forks helpers (Postfix's master: every
+# daemon of the instance).
+mem_kb() {
+    field=$1 file=$2 pid=$3
+    pids="$pid $(cat /proc/"$pid"/task/*/children 2>/dev/null)"
+    total=0
+    for p in $pids; do
+        v=$(awk -v f="$field:" '$1 == f { print $2; exit }' /proc/"$p"/"$file" 2>/dev/null)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+rss_kb() { mem_kb VmRSS status "$1"; }
+pss_kb() { mem_kb Pss smaps_rollup "$1"; }
+
+# CPU ticks of a process, its live children and the children it has
+# reaped (cutime + cstime): for a server that forks (Postfix).
+tree_ticks() {
+    [ -n "$1" ] || { echo 0; return; }
+    t=$(awk '{ print $14 + $15 + $16 + $17 }' /proc/"$1"/stat 2>/dev/null)
+    t=${t:-0}
+    kids=$(cat /proc/"$1"/task/*/children 2>/dev/null)
+    for p in $kids; do
+        c=$(awk '{ print $14 + $15 }' /proc/"$p"/stat 2>/dev/null)
+        t=$((t + ${c:-0}))
+    done
+    echo "$t"
+}
+
 # CPU time (user + system, all threads) of a process so far, in clock ticks.
 cpu_ticks() {
     [ -n "$1" ] && awk '{ print $14 + $15 }' /proc/"$1"/stat 2>/dev/null || echo 0
@@ -64,4 +94,13 @@ stop_dns() {
         stop_pid "$UNBOUND_PID"
     fi
     UNBOUND_PID=
+}
+
+# Wall-clock seconds with nanoseconds, for elapsed times.
+now_s() { date +%s.%N; }
+# elapsed T0 T1 [DECIMALS]: T1 - T0 in seconds, 2 decimals unless told
+# (0: whole seconds, rounded down, for comparisons in sh).
+elapsed() {
+    awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN {
+        if (d == 0) printf "%d\n", b - a; else printf "%.*f\n", d, b - a }'
 }

@@ -5,7 +5,11 @@
 set -eu
 
 BUILD_PKGS="gcc make pkg-config libevent-dev liblmdb-dev libpcre2-dev libunbound-dev"
-TEST_PKGS="clang libclang-rt-14-dev python3 python3-pytest swaks pflogsumm unbound"
+# postfix: smtp-sink/smtp-source and a reference Postfix for the queue
+# tests and benches; installed as "No configuration", never the system
+# MTA, never started (see below).  postfix-lmdb/-pcre: its table types.
+TEST_PKGS="clang libclang-rt-14-dev python3 python3-pytest python3-aiosmtpd swaks pflogsumm unbound
+postfix postfix-lmdb postfix-pcre"
 
 want="$BUILD_PKGS"
 [ "${1:-test}" = "build" ] || want="$want $TEST_PKGS"
@@ -32,6 +36,13 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
     chmod 755 /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 fi
+# Postfix must not become this machine's MTA: answer its debconf
+# question before apt asks it (no main.cf is written, no service set up).
+case " $missing " in
+*" postfix "*)
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    ;;
+esac
 apt-get update -qq
 # shellcheck disable=SC2086
-apt-get install -y -qq --no-install-recommends $missing >/dev/null
+apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 $missing >/dev/null

@@ -5,9 +5,10 @@
  * hash: tables with map_build(), writes a main.cf that keeps the seed's
  * restrictions except those that need DNS, the state store or the queue
  * (reject_rbl_client, reject_unknown_*_domain, reject_unverified_sender,
- * check_policy_service are left out; relay_domains, which moat does not
- * support yet, becomes part of mydestination), loads it with
- * config_load() and compiles it with policy_new() as `moat serve` does.
+ * check_policy_service are left out; mydestination and relay_domains
+ * stay as the seed has them, so reject_unauth_destination asks both),
+ * loads it with config_load() and compiles it with policy_new() as
+ * `moat serve` does.
  * Then it times policy_eval(PCMD_RCPT) with smtpd_delay_reject = yes, so
  * every RCPT runs the client, helo, sender, relay and recipient classes,
  * over a fixed pseudo-random mix of clients, HELO names, senders and
@@ -41,9 +42,9 @@ static const char main_cf[] =
     "myhostname = mx.example.test\n"
     "mydomain = example.test\n"
     "myorigin = $mydomain\n"
-    "# relay_domains (example.test, domain.test) is not supported yet\n"
-    "mydestination = $myhostname, localhost, example.test, domain.test\n"
+    "mydestination = $myhostname, localhost\n"
     "mynetworks = 127.0.0.1/32\n"
+    "relay_domains = example.test, domain.test\n"
     "disable_vrfy_command = yes\n"
     "smtpd_helo_required = yes\n"
     "smtpd_delay_reject = yes\n"
@@ -125,10 +126,10 @@ static const char *const senders[] = {
 };
 
 static const char *const rcpts[] = {
-    "user@example.test",           /* clean */
-    "sales@example.test",          /* clean */
-    "someone@domain.test",         /* clean */
-    "admin@mx.example.test",       /* clean ($myhostname) */
+    "user@example.test",           /* clean (relay_domains) */
+    "sales@example.test",          /* clean (relay_domains) */
+    "someone@domain.test",         /* clean (relay_domains) */
+    "admin@mx.example.test",       /* clean (mydestination: $myhostname) */
     "postmaster@example.test",     /* access_recipient: REJECT */
     "MAILER-DAEMON@example.test",  /* access_recipient: REJECT */
     "x@elsewhere.test",            /* reject_unauth_destination: 554 Relay access denied */

@@ -15,10 +15,12 @@
  * reads configuration and table files.  It must answer what the server
  * answers, so every decision is the engine's: policy_eval() per command
  * and policy_rcpt() for RCPT (postponed DEFER_IF_PERMIT, the <postmaster>
- * exemption, DISCARD, the builtin:no_relay_transport guard), exactly the
- * calls the session makes.  What this file still mirrors from
- * src/smtp/session.c is protocol sequencing (503 after a refused
- * command); the protocol tests run both doors on the same cases.
+ * exemption, DISCARD), exactly the calls the session makes.  What this
+ * file still mirrors from src/smtp/session.c is protocol sequencing (503
+ * after a refused command); the protocol tests run both doors on the same
+ * cases.  With --trace, an accepted recipient also shows where the queue
+ * manager would deliver it (route_recipient, or route_spec for a FILTER
+ * action or content_filter), from the same router the daemon builds.
  */
 #include "cli/cli.h"
 
@@ -27,6 +29,7 @@
 #include "core/util.h"
 #include "policy/peer.h"
 #include "policy/restrict.h"
+#include "queue/route.h"
 #include "smtp/smtpd.h"
 
 #include <event2/event.h>
@@ -333,8 +336,8 @@ static const service_t *pick_service(const config_t *cfg, const char *name, buf_
  * leaves no HELO name; a refused MAIL leaves no transaction; a
  * DEFER_IF_PERMIT raised early answers at the next permitted RCPT; a bare
  * <postmaster> skips the restrictions; DISCARD skips them for the rest of
- * the message; then the relay guard.  Without --from no MAIL is simulated
- * and the RCPTs are decided with no sender (moat check's convenience).
+ * the message.  Without --from no MAIL is simulated and the RCPTs are
+ * decided with no sender (moat check's convenience).
  */
 typedef struct sim {
     policy_t *pol;
@@ -347,6 +350,7 @@ typedef struct sim {
     bool discard;       /* a DISCARD action applies to the message */
     char *postponed;    /* delay_reject = no: a DEFER_IF_PERMIT reply waiting for RCPT */
     resolver_t *res;
+    router_t *router;   /* where accepted mail goes (--trace) */
 } sim_t;
 
 static vstatus_t eval(sim_t *s, pcmd_t cmd)
@@ -384,10 +388,33 @@ static void keep_postponed(sim_t *s)
     }
 }
 
-static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, const client_addr_t *ca,
-                    resolver_t *res)
+/* The trace line of an accepted recipient's delivery: a FILTER action
+ * (the last one of the message wins, as in the queue file), else the
+ * service's content_filter, else its route. */
+static void trace_route(sim_t *s, const char *rcpt, const char *filter)
 {
-    sim_t s = {.pol = pol, .p = p, .want_trace = o->trace, .res = res};
+    static const char *const cls[] = {"local (mydestination)", "relay (relay_domains)", "default"};
+    route_t r;
+    int rc;
+    const char *cf = param_str(s->p, PARAM_content_filter);
+    if (filter && *filter)
+        rc = route_spec(s->router, filter, rcpt, "FILTER action", &r);
+    else if (*cf)
+        rc = route_spec(s->router, cf, rcpt, "content_filter", &r);
+    else
+        rc = route_recipient(s->router, rcpt, &r);
+    if (rc != 0)
+        buf_printf(&s->trace, "  route: %s: delivery would be deferred: %s\n", rcpt, r.nexthop);
+    else
+        buf_printf(&s->trace, "  route: %s: class %s -> %s:%s (%s)\n", rcpt, cls[r.cls], r.transport, r.nexthop,
+                   r.origin);
+}
+
+static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, const client_addr_t *ca,
+                    resolver_t *res, router_t *router)
+{
+    sim_t s = {.pol = pol, .p = p, .want_trace = o->trace, .res = res, .router = router};
+    buf_t filter = BUF_INIT;   /* the message's FILTER action so far */
     buf_t names = BUF_INIT;   /* the trace of the name lookup, shown under CONNECT */
     verdict_init(&s.v);
     bool delay = policy_delay_reject(pol);
@@ -512,6 +539,12 @@ static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, con
         if (r == V_PERMIT) {
             if (s.v.discard)
                 s.discard = true;
+            if (s.v.filter.len) {
+                buf_reset(&filter);
+                buf_puts(&filter, buf_cstr(&s.v.filter));
+            }
+            if (s.want_trace && !s.discard)
+                trace_route(&s, rcpt, buf_cstr(&filter));
             accepted[s.st.nrcpt++] = rcpt;
         }
         show(&s, buf_cstr(&label), OK_RCPT);
@@ -552,6 +585,7 @@ static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, con
     free(accepted);
     free(from_copy);
     free(s.postponed);
+    buf_free(&filter);
     buf_free(&label);
     buf_free(&ok);
     buf_free(&denied);
@@ -1089,9 +1123,13 @@ int cmd_check(int argc, char **argv)
     put(stderr, &warn);
     const service_t *sv = cfg ? pick_service(cfg, o.service, &err) : NULL;
     policy_t *pol = NULL;
+    router_t *router = NULL;
     if (sv)
         pol = policy_new(sv->params, param_str(sv->params, PARAM_config_directory), &err);
-    if (!pol) {
+    /* the daemon's queue manager would refuse to start without its router */
+    if (pol)
+        router = router_new(cfg, &err);
+    if (!pol || !router) {
         put(stderr, &err);
         if (!err.len)
             fputs("moat: check: the configuration did not load\n", stderr);
@@ -1099,12 +1137,13 @@ int cmd_check(int argc, char **argv)
         resolver_t res = {0};
         if (resolver_open(&res, config_main(cfg), &err)) {
             fflush(stderr);
-            rc = simulate(pol, sv->params, &o, &ca, &res);
+            rc = simulate(pol, sv->params, &o, &ca, &res, router);
         } else {
             put(stderr, &err);
         }
         resolver_close(&res);
     }
+    router_free(&router);
     policy_free(&pol);
     config_free(&cfg);
     buf_free(&err);

@@ -11,8 +11,9 @@
  */
 #include "cli/cli.h"
 #include "config/config.h"
-#include "smtp/smtpd.h"
 #include "core/buf.h"
+#include "queue/route.h"
+#include "smtp/smtpd.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -98,12 +99,16 @@ static int do_check(int argc, char **argv)
     if (!cfg)
         return 1;
     buf_t err = BUF_INIT;
-    if (server_check_config(cfg, &err) != 0) {
+    /* The daemon opens the routing tables at start-up too: the same
+     * errors, before any port opens. */
+    router_t *router = NULL;
+    if (server_check_config(cfg, &err) != 0 || !(router = router_new(cfg, &err))) {
         put(stderr, &err);
         buf_free(&err);
         config_free(&cfg);
         return 1;
     }
+    router_free(&router);
     buf_free(&err);
     if (*config_ignored(cfg))
         fprintf(stderr, "moat: ignored Postfix parameters (moat has no such part): %s\n", config_ignored(cfg));

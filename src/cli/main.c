@@ -24,6 +24,9 @@ static void usage(FILE *f)
             "  dns [-c DIR] TYPE NAME...    resolve names with moat's resolver (--bench: measure it)\n"
             "  map build FILE...            compile FILE into FILE.lmdb (like postmap)\n"
             "  map query [-t] KEY type:name look KEY up in a table (like postmap -q)\n"
+            "  queue [-c DIR] list|show|flush|delete|hold|release|requeue ...\n"
+            "                               inspect and manage the mail queue (like mailq,\n"
+            "                               postqueue, postsuper, postcat)\n"
             "  version                      print the version\n"
             "  help                         this text\n"
             "\n"
@@ -49,6 +52,8 @@ int main(int argc, char **argv)
         return cmd_check(argc - 1, argv + 1);
     if (strcmp(cmd, "dns") == 0)
         return cmd_dns(argc - 1, argv + 1);
+    if (strcmp(cmd, "queue") == 0)
+        return cmd_queue(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("moat %s\n", MOAT_VERSION);
         return 0;

@@ -1,13 +1,20 @@
 /*
- * serve: `moat serve` — the daemon.  Loads the configuration, recovers
- * the queue, opens the listeners and runs the event loop until SIGTERM.
+ * serve: `moat serve` — the daemon.  Loads the configuration, claims the
+ * queue (its control socket), recovers it, starts the queue manager,
+ * opens the listeners and runs the event loop until SIGTERM.
  *
- * Order matters for the durability promise: the queue is recovered
- * (incomplete files removed, complete ones scheduled) before any port
- * opens, and on SIGTERM the loop runs until every session has ended and
- * every disk job has finished, so nothing acknowledged is half-written.
- * SIGHUP reloads: a configuration that fails to load or bind is logged
- * and the running one stays.
+ * Order matters for the durability promise: the control socket is bound
+ * first (a second daemon on the same queue refuses to start before it
+ * could touch anything), the queue is recovered (incomplete files
+ * removed, complete ones scheduled) before any port opens, and on SIGTERM
+ * the loop runs until every session has ended, every delivery in flight
+ * has been recorded and every disk job has finished, so nothing
+ * acknowledged is half-written.  SIGHUP reloads: a configuration that
+ * fails to load or bind is logged and the running one stays.
+ *
+ * The server and the queue manager each get their own config_t (loaded
+ * from the same files): each keeps its generations alive as long as its
+ * own users need them.
  */
 #include "cli/cli.h"
 
@@ -16,6 +23,7 @@
 #include "core/pool.h"
 #include "core/util.h"
 #include "core/version.h"
+#include "queue/control.h"
 #include "queue/qmgr.h"
 #include "queue/spool.h"
 #include "smtp/smtpd.h"
@@ -26,6 +34,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -37,6 +46,10 @@ typedef struct daemon {
     pool_t *pool;
     spool_t *spool;
     qmgr_t *qmgr;
+    config_t *qcfg;            /* the queue manager's first configuration (borrowed by it) */
+    dns_t *dns;                /* the queue manager's resolver */
+    char *dns_key;
+    qctl_t *ctl;
     server_t *srv;
     struct event *sig_term, *sig_int, *sig_hup, *drain_timer;
     double stop_started;
@@ -95,6 +108,66 @@ static void make_dirs(const params_t *p)
             log_warn("master", "cannot create directory %s: %m", dirs[i]);
 }
 
+/* The queue manager's resolver: the running one while the dns_*
+ * parameters did not change (its cache survives a reload).  Borrowed:
+ * d keeps a reference, the queue manager takes its own. */
+static dns_t *qmgr_resolver(daemon_t *d, const params_t *p, buf_t *err)
+{
+    buf_t key = BUF_INIT;
+    smtpd_resolver_new(p, NULL, &key, err);
+    if (!d->dns || strcmp(d->dns_key, buf_cstr(&key)) != 0) {
+        dns_t *dns = smtpd_resolver_new(p, d->base, NULL, err);
+        if (dns) {
+            dns_unref(&d->dns);
+            d->dns = dns;
+            free(d->dns_key);
+            d->dns_key = buf_steal(&key);
+        }
+    }
+    buf_free(&key);
+    return d->dns;
+}
+
+/* The queue manager's side of a reload: its own copy of the new
+ * configuration (requests in flight keep the old one). */
+static void qmgr_reload(daemon_t *d)
+{
+    buf_t err = BUF_INIT;
+    config_t *qcfg = config_load(d->confdir, &err, NULL);
+    if (qcfg) {
+        dns_t *dns = qmgr_resolver(d, config_main(qcfg), &err);
+        if (qmgr_set_config(d->qmgr, qcfg, dns, &err) != 0)
+            config_free(&qcfg);
+    }
+    if (!qcfg) {
+        log_errors(&err);
+        log_warn("master", "reload: the queue manager keeps its running configuration");
+    }
+    buf_free(&err);
+}
+
+/* The control socket (`moat queue flush` ...), answered by the queue manager. */
+static void on_control(void *arg, const char *cmd, const char *cmd_arg, buf_t *reply)
+{
+    daemon_t *d = arg;
+    if (d->qmgr)
+        qmgr_control(d->qmgr, cmd, cmd_arg, reply);
+    else
+        buf_puts(reply, "error the queue manager is starting");
+}
+
+/* Every message in memory holds its queue file open (for its marks):
+ * allow as many descriptors as the system lets us. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            log_warn("master", "cannot raise the open file limit: %m");
+    }
+}
+
 static void reload(daemon_t *d)
 {
     buf_t err = BUF_INIT, warn = BUF_INIT;
@@ -115,7 +188,7 @@ static void reload(daemon_t *d)
         goto out;
     }
     /* cfg now belongs to the server's current generation. */
-    qmgr_set_params(d->qmgr, p);
+    qmgr_reload(d);
     make_dirs(p);
     if (open_log(p) != 0)
         log_warn("master", "cannot open maillog_file %s: %m", param_str(p, PARAM_maillog_file));
@@ -130,14 +203,25 @@ static void drain_check(evutil_socket_t fd, short what, void *arg)
     daemon_t *d = arg;
     const config_t *cfg = server_config(d->srv);
     double limit = (double)param_int(config_main(cfg), PARAM_moat_shutdown_timeout);
-    if (!d->forced && now_mono() - d->stop_started >= limit) {
+    double waited = now_mono() - d->stop_started;
+    if (!d->forced && waited >= limit) {
         d->forced = true;
         log_info("master", "shutdown timeout: closing %u sessions", server_nsessions(d->srv));
         server_close_sessions(d->srv, true);
     }
-    if (server_nsessions(d->srv) == 0 && pool_pending(d->pool) == 0) {
+    if (server_nsessions(d->srv) == 0 && pool_pending(d->pool) == 0 && qmgr_busy(d->qmgr) == 0) {
         event_base_loopexit(d->base, NULL);
         return;
+    }
+    /* Deliveries that outlive the timeout (every client stage has its own
+     * timeout, so this is a remote server stuck beyond them): their
+     * messages stay in active/ and are delivered again at the next start. */
+    if (d->forced && waited >= limit + 5 && server_nsessions(d->srv) == 0 && pool_pending(d->pool) == 0) {
+        log_warn("master", "shutdown timeout: abandoning %u deliveries in flight (their messages stay queued)",
+                 qmgr_busy(d->qmgr));
+        log_info("master", "stopped -- version %s", MOAT_VERSION);
+        log_close();
+        _exit(0);
     }
     struct timeval tv = {0, 50000};
     evtimer_add(d->drain_timer, &tv);
@@ -155,6 +239,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     d->stopping = true;
     d->stop_started = now_mono();
     log_info("master", "terminating on signal %d", (int)sig);
+    qmgr_stop(d->qmgr);
     server_stop_listening(d->srv);
     server_close_sessions(d->srv, false);
     drain_check(-1, 0, d);
@@ -224,6 +309,7 @@ int cmd_serve(int argc, char **argv)
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
     evthread_use_pthreads();
     d.base = event_base_new();
     d.queue_dir = xstrdup(param_str(p, PARAM_queue_directory));
@@ -237,7 +323,20 @@ int cmd_serve(int argc, char **argv)
         goto done;
     }
     make_dirs(p);
-    d.qmgr = qmgr_new(d.base, d.pool, d.spool, p);
+    /* First: a second daemon on this queue must stop here, before its
+     * recovery could remove the first one's files in incoming/. */
+    d.ctl = qctl_listen(d.base, d.queue_dir, on_control, &d, &err);
+    if (!d.ctl)
+        goto startup_error;
+    d.qcfg = config_load(d.confdir, &err, NULL);
+    if (!d.qcfg)
+        goto startup_error;
+    dns_t *dns = qmgr_resolver(&d, config_main(d.qcfg), &err);
+    if (!dns)
+        goto startup_error;
+    d.qmgr = qmgr_new(d.base, d.pool, d.spool, d.qcfg, dns, &err);
+    if (!d.qmgr)
+        goto startup_error;
     d.srv = server_new(d.base, d.spool, d.qmgr);
 
     int removed = spool_recover(d.spool, recovered, d.qmgr);
@@ -268,12 +367,23 @@ int cmd_serve(int argc, char **argv)
     event_free(d.sig_hup);
     event_free(d.drain_timer);
     status = 0;
+    goto done;
+startup_error:
+    fprintf(stderr, "moat: %s\n", buf_cstr(&err));
+    log_errors(&err);
+    config_free(&cfg);
 done:
     buf_free(&err);
     buf_free(&warn);
+    qctl_close(&d.ctl);
     server_free(&d.srv);
-    pool_free(&d.pool);        /* nothing pending: drain_check waited for it */
+    /* Before the pool: a queue manager with jobs left (a failed start)
+     * finishes freeing itself in their callbacks, which pool_free runs. */
     qmgr_free(&d.qmgr);
+    pool_free(&d.pool);        /* nothing pending: drain_check waited for it */
+    config_free(&d.qcfg);      /* after the queue manager, which borrowed it */
+    dns_unref(&d.dns);
+    free(d.dns_key);
     spool_close(&d.spool);
     free(d.queue_dir);
     event_base_free(d.base);

@@ -133,6 +133,18 @@ typedef struct svc {
     size_t nov;
 } svc_t;
 
+/* A delivery transport: a master.cf "unix" service whose command is a
+ * delivery agent moat has, or a built-in (mline NULL). */
+typedef struct xport {
+    transport_t pub;    /* first: config_transport() hands out &xp->pub */
+    char *name;         /* pub.name points here */
+    char *mline;        /* the master.cf line, re-spaced like postconf -M; NULL: built-in */
+    char *builtin_line; /* what a built-in stands for, as a master.cf line */
+    setting_t *ov;      /* -o overrides */
+    size_t nov;
+    bool maxproc_default; /* "-": default_process_limit, known once params exist */
+} xport_t;
+
 struct config {
     char *dir;           /* absolute config_directory; relative paths resolve here */
     char *main_file;     /* names used in messages */
@@ -145,7 +157,15 @@ struct config {
     size_t nsvc;
     char *ignored;
     char *ignored_services;
+    /* Added with the delivery transports: */
+    xport_t *xp;         /* master.cf transports in file order, then the built-ins */
+    size_t nxp;
 };
+
+/* Per-transport parameter names ("<transport>_<suffix>", as Postfix's
+ * qmgr reads them): the suffix part of name when its prefix is a transport
+ * of cfg, else NULL.  *is_time: the value is a time (rate delays). */
+const char *cf_transport_suffix(const config_t *cfg, const char *name, bool *is_time);
 
 /* The embedded default configuration (config.c), also shown by config_doc. */
 extern const char cf_embedded_main[];

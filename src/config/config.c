@@ -1,8 +1,10 @@
 /*
  * config: loads main.cf and master.cf (from a directory, from text, or the
  * embedded default), applies the rules for names moat does not implement,
- * and builds the resolved parameter set of main.cf and of each smtpd
- * service.
+ * and builds the resolved parameter set of main.cf, of each smtpd
+ * service and of each delivery transport (master.cf "unix" services that
+ * run smtp, lmtp, local, discard, error or retry, and the built-ins that
+ * Postfix's stock master.cf declares).
  *
  * The config_t owns every string, setting and parameter set it hands out;
  * it is immutable after config_load returns.  Loading must never half
@@ -189,7 +191,8 @@ static const char *parse_listen(const char *name, char **host, char **port)
 
 /* One -o argument: "name=value", or a "{ name = value }" group whose
  * value may hold spaces. */
-static void parse_override(config_t *cfg, svc_t *sv, const char *arg, int line, buf_t *err, buf_t *warn)
+static void parse_override(config_t *cfg, setting_t **ov, size_t *nov, const char *arg, int line, buf_t *err,
+                           buf_t *warn)
 {
     buf_t q = BUF_INIT;
     const char *s = arg, *end = arg + strlen(arg);
@@ -220,7 +223,7 @@ static void parse_override(config_t *cfg, svc_t *sv, const char *arg, int line, 
         goto out;
     }
     char *val = xstrndup(v, (size_t)(end - v));
-    add_setting(&sv->ov, &sv->nov, s, (size_t)(ne - s), val, cfg->master_file, line, warn);
+    add_setting(ov, nov, s, (size_t)(ne - s), val, cfg->master_file, line, warn);
     free(val);
 out:
     buf_free(&q);
@@ -229,7 +232,8 @@ out:
 /* Arguments after the command: -o overrides; other daemon flags are
  * accepted and ignored; anything else is a mistake worth an error (a value
  * with spaces not in { }). */
-static void parse_args(config_t *cfg, svc_t *sv, char **f, size_t nf, int line, buf_t *err, buf_t *warn)
+static void parse_args(config_t *cfg, setting_t **ov, size_t *nov, char **f, size_t nf, int line, buf_t *err,
+                       buf_t *warn)
 {
     static const char *const with_value[] = {"-n", "-s", "-t", NULL};
     buf_t q = BUF_INIT;
@@ -239,9 +243,9 @@ static void parse_args(config_t *cfg, svc_t *sv, char **f, size_t nf, int line, 
             if (i + 1 >= nf)
                 cf_msg(err, cfg->master_file, line, "-o without name=value");
             else
-                parse_override(cfg, sv, f[++i], line, err, warn);
+                parse_override(cfg, ov, nov, f[++i], line, err, warn);
         } else if (strncmp(a, "-o", 2) == 0) {
-            parse_override(cfg, sv, a + 2, line, err, warn);
+            parse_override(cfg, ov, nov, a + 2, line, err, warn);
         } else if (a[0] == '-') {
             if (is_one_of(a, with_value))
                 i++;
@@ -294,6 +298,73 @@ static bool check_fields(config_t *cfg, char **f, int line, buf_t *err)
     return ok;
 }
 
+/* --- delivery transports --- */
+
+/* The delivery agents moat has, by master.cf command.  Postfix runs its
+ * retry service as "error" (error(8) defers when its service name is
+ * retry); "retry" as a command is moat's own spelling of the same. */
+static bool agent_kind(const char *service, const char *command, transport_kind *kind)
+{
+    static const struct {
+        const char *command;
+        transport_kind kind;
+    } agents[] = {{"smtp", TK_SMTP}, {"lmtp", TK_LMTP}, {"local", TK_LOCAL},
+                  {"discard", TK_DISCARD}, {"error", TK_ERROR}, {"retry", TK_RETRY}};
+    for (size_t i = 0; i < ARRAY_LEN(agents); i++) {
+        if (strcmp(command, agents[i].command) == 0) {
+            if (kind)
+                *kind = agents[i].kind == TK_ERROR && strcmp(service, "retry") == 0 ? TK_RETRY : agents[i].kind;
+            return true;
+        }
+    }
+    return false;
+}
+
+static xport_t *new_transport(config_t *cfg, const char *name)
+{
+    cfg->xp = xrealloc(cfg->xp, (cfg->nxp + 1) * sizeof *cfg->xp);
+    xport_t *xp = &cfg->xp[cfg->nxp++];
+    memset(xp, 0, sizeof *xp);
+    xp->name = xstrdup(name);
+    xp->pub.name = xp->name;
+    return xp;
+}
+
+static void add_transport(config_t *cfg, char **f, size_t nf, int line, buf_t *err, buf_t *warn)
+{
+    xport_t *xp = new_transport(cfg, f[0]);
+    agent_kind(f[0], f[7], &xp->pub.kind);
+    xp->pub.file = cfg->master_file;
+    xp->pub.line = line;
+    xp->mline = master_line(f, nf);
+    if (strcmp(f[6], "-") == 0)
+        xp->maxproc_default = true;
+    else
+        xp->pub.maxproc = atoi(f[6]) > 0 ? atoi(f[6]) : INT_MAX;   /* master.cf 0: no limit */
+    parse_args(cfg, &xp->ov, &xp->nov, f, nf, line, err, warn);
+}
+
+/* The transports Postfix's stock master.cf declares, for a master.cf that
+ * does not (moat's embedded default declares none). */
+static void add_builtin_transports(config_t *cfg)
+{
+    static const struct {
+        const char *name, *command;
+    } builtin[] = {{"smtp", "smtp"}, {"relay", "smtp"}, {"lmtp", "lmtp"}, {"local", "local"},
+                   {"discard", "discard"}, {"error", "error"}, {"retry", "error"}};
+    for (size_t i = 0; i < ARRAY_LEN(builtin); i++) {
+        if (config_transport(cfg, builtin[i].name))
+            continue;
+        xport_t *xp = new_transport(cfg, builtin[i].name);
+        agent_kind(builtin[i].name, builtin[i].command, &xp->pub.kind);
+        xp->maxproc_default = true;
+        /* as upstream Postfix's master.cf writes them (local runs privileged there) */
+        char *unpriv = strcmp(builtin[i].name, "local") == 0 ? "n" : "-";
+        char *fields[] = {(char *)builtin[i].name, "unix", "-", unpriv, "n", "-", "-", (char *)builtin[i].command};
+        xp->builtin_line = master_line(fields, ARRAY_LEN(fields));
+    }
+}
+
 static void parse_master(config_t *cfg, const char *text, buf_t *err, buf_t *warn)
 {
     cf_line_t *l;
@@ -337,7 +408,9 @@ static void parse_master(config_t *cfg, const char *text, buf_t *err, buf_t *war
                             cf_msg(err, cfg->master_file, line, "%s: same address and port as the service at line %d",
                                    cf_quote(&q, f[0]), o->line);
                     }
-                    parse_args(cfg, sv, f, nf, line, err, warn);
+                    parse_args(cfg, &sv->ov, &sv->nov, f, nf, line, err, warn);
+                } else if (strcmp(f[1], "unix") == 0 && agent_kind(f[0], f[7], NULL)) {
+                    add_transport(cfg, f, nf, line, err, warn);
                 } else {
                     buf_printf(&ign, "%s%s/%s (%s)", ign.len ? ", " : "", f[0], f[1], f[7]);
                 }
@@ -354,6 +427,108 @@ static void parse_master(config_t *cfg, const char *text, buf_t *err, buf_t *war
     cf_lines_free(&l, n);
 }
 
+/* --- per-transport parameters --- */
+
+/* Postfix's per-transport parameter suffixes.  moat's scheduler reads the
+ * two marked used (transport_limit); the others are accepted, checked
+ * and listed among the ignored parameters. */
+typedef enum { SV_INT, SV_TIME, SV_FEEDBACK } suffix_value;
+static const struct {
+    const char *suffix;
+    suffix_value type;
+    bool used;
+} xport_suffix[] = {
+    {"destination_concurrency_limit", SV_INT, true},
+    {"destination_recipient_limit", SV_INT, true},
+    {"delivery_slot_cost", SV_INT, false},
+    {"delivery_slot_discount", SV_INT, false},
+    {"delivery_slot_loan", SV_INT, false},
+    {"destination_concurrency_failed_cohort_limit", SV_INT, false},
+    {"destination_concurrency_negative_feedback", SV_FEEDBACK, false},
+    {"destination_concurrency_positive_feedback", SV_FEEDBACK, false},
+    {"destination_rate_delay", SV_TIME, false},
+    {"extra_recipient_limit", SV_INT, false},
+    {"initial_destination_concurrency", SV_INT, false},
+    {"minimum_delivery_slots", SV_INT, false},
+    {"recipient_limit", SV_INT, false},
+    {"recipient_refill_delay", SV_TIME, false},
+    {"recipient_refill_limit", SV_INT, false},
+    {"time_limit", SV_TIME, false},
+    {"transport_rate_delay", SV_TIME, false},
+};
+
+static int suffix_index(const config_t *cfg, const char *name)
+{
+    for (size_t k = 0; k < cfg->nxp; k++) {
+        size_t tl = strlen(cfg->xp[k].name);
+        if (strncmp(name, cfg->xp[k].name, tl) != 0 || name[tl] != '_')
+            continue;
+        for (size_t i = 0; i < ARRAY_LEN(xport_suffix); i++)
+            if (strcmp(name + tl + 1, xport_suffix[i].suffix) == 0)
+                return (int)i;
+    }
+    return -1;
+}
+
+const char *cf_transport_suffix(const config_t *cfg, const char *name, bool *is_time)
+{
+    int i = suffix_index(cfg, name);
+    if (i < 0)
+        return NULL;
+    *is_time = xport_suffix[i].type == SV_TIME;
+    return xport_suffix[i].suffix;
+}
+
+/* Postfix's feedback syntax: a number, "N/M", or "N/concurrency". */
+static bool feedback_ok(const char *v)
+{
+    long long n;
+    const char *slash = strchr(v, '/');
+    if (!slash)
+        return cf_parse_int(v, &n);
+    char *num = xstrndup(v, (size_t)(slash - v));
+    bool ok = cf_parse_int(num, &n) && (strcmp(slash + 1, "concurrency") == 0 || cf_parse_int(slash + 1, &n));
+    free(num);
+    return ok;
+}
+
+/* The values of user-defined per-transport names in settings s (seen
+ * through p, so $name references are expanded): numbers or times. */
+static void check_transport_values(const config_t *cfg, const setting_t *s, size_t n, const params_t *p, buf_t *err)
+{
+    buf_t q = BUF_INIT;
+    for (size_t i = 0; i < n; i++) {
+        int k;
+        if (s[i].id >= 0 || (k = suffix_index(cfg, s[i].name)) < 0)
+            continue;
+        const char *v = param_user(p, s[i].name, NULL, NULL);
+        long long num;
+        if (!v)
+            continue;
+        switch (xport_suffix[k].type) {
+        case SV_INT:
+            if (!cf_parse_int(v, &num))
+                cf_msg(err, s[i].file, s[i].line, "bad integer value for %s: \"%s\"", s[i].name, cf_quote(&q, v));
+            else if (xport_suffix[k].used && num < 1)
+                cf_msg(err, s[i].file, s[i].line, "%s: %lld is out of range (1 or more)", s[i].name, num);
+            break;
+        case SV_TIME:
+            if (!cf_parse_time(v, 's', &num))
+                cf_msg(err, s[i].file, s[i].line,
+                       "bad time value for %s: \"%s\" (a number and an optional unit: s, m, h, d or w)", s[i].name,
+                       cf_quote(&q, v));
+            break;
+        case SV_FEEDBACK:
+            if (!feedback_ok(v))
+                cf_msg(err, s[i].file, s[i].line,
+                       "bad feedback value for %s: \"%s\" (a number, N/M or N/concurrency)", s[i].name,
+                       cf_quote(&q, v));
+            break;
+        }
+    }
+    buf_free(&q);
+}
+
 /* --- the rules for names moat does not implement --- */
 
 static void check_names(config_t *cfg, const setting_t *s, size_t n, const buf_t *refs, buf_t *err, buf_t *warn)
@@ -362,7 +537,8 @@ static void check_names(config_t *cfg, const setting_t *s, size_t n, const buf_t
     for (size_t i = 0; i < n; i++) {
         if (s[i].id == PARAM_mail_version)
             cf_warn(warn, s[i].file, s[i].line, "mail_version is read-only; this setting is ignored");
-        if (s[i].id >= 0 || cf_is_referenced(refs, s[i].name))
+        bool is_time;
+        if (s[i].id >= 0 || cf_is_referenced(refs, s[i].name) || cf_transport_suffix(cfg, s[i].name, &is_time))
             continue;
         if (cf_looks_filtering(s[i].name))
             cf_msg(err, s[i].file, s[i].line,
@@ -399,9 +575,28 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
+/* Add s[i].name to names when it is a per-transport name moat does not
+ * use (and not there yet). */
+static void unused_transport_names(const config_t *cfg, const setting_t *s, size_t n, const char ***names,
+                                   size_t *count)
+{
+    for (size_t i = 0; i < n; i++) {
+        int k;
+        if (s[i].id >= 0 || (k = suffix_index(cfg, s[i].name)) < 0 || xport_suffix[k].used)
+            continue;
+        bool dup = false;
+        for (size_t j = 0; !dup && j < *count; j++)
+            dup = strcmp((*names)[j], s[i].name) == 0;
+        if (!dup) {
+            *names = xrealloc(*names, (*count + 1) * sizeof **names);
+            (*names)[(*count)++] = s[i].name;
+        }
+    }
+}
+
 static char *ignored_list(const config_t *cfg)
 {
-    const char *names[PARAM__COUNT];
+    const char **names = xcalloc(PARAM__COUNT, sizeof *names);
     size_t n = 0;
     for (int id = 0; id < PARAM__COUNT; id++) {
         if (!(cf_reg[id].flags & PF_IGNORED))
@@ -409,13 +604,21 @@ static char *ignored_list(const config_t *cfg)
         bool set = cfg->main->def[id] != NULL;
         for (size_t k = 0; !set && k < cfg->nsvc; k++)
             set = cfg->svc[k].pub.params->def[id] != NULL;
+        for (size_t k = 0; !set && k < cfg->nxp; k++)
+            set = cfg->xp[k].pub.params->def[id] != NULL;
         if (set)
             names[n++] = cf_reg[id].name;
     }
+    unused_transport_names(cfg, cfg->set, cfg->nset, &names, &n);
+    for (size_t k = 0; k < cfg->nsvc; k++)
+        unused_transport_names(cfg, cfg->svc[k].ov, cfg->svc[k].nov, &names, &n);
+    for (size_t k = 0; k < cfg->nxp; k++)
+        unused_transport_names(cfg, cfg->xp[k].ov, cfg->xp[k].nov, &names, &n);
     qsort(names, n, sizeof names[0], cmp_str);
     buf_t b = BUF_INIT;
     for (size_t i = 0; i < n; i++)
         buf_printf(&b, "%s%s", i ? ", " : "", names[i]);
+    free(names);
     return buf_steal(&b);
 }
 
@@ -447,16 +650,22 @@ static config_t *load_common(config_t *cfg, const char *main_text, const char *m
         master_text = default_master;
     }
     parse_master(cfg, master_text, &err, &warn);
+    add_builtin_transports(cfg);
 
     for (size_t i = 0; i < cfg->nset; i++)
         cf_scan_refs(cfg->set[i].raw, &refs);
     for (size_t k = 0; k < cfg->nsvc; k++)
         for (size_t i = 0; i < cfg->svc[k].nov; i++)
             cf_scan_refs(cfg->svc[k].ov[i].raw, &refs);
+    for (size_t k = 0; k < cfg->nxp; k++)
+        for (size_t i = 0; i < cfg->xp[k].nov; i++)
+            cf_scan_refs(cfg->xp[k].ov[i].raw, &refs);
     known_class_names(cfg, &refs);
     check_names(cfg, cfg->set, cfg->nset, &refs, &err, &warn);
     for (size_t k = 0; k < cfg->nsvc; k++)
         check_names(cfg, cfg->svc[k].ov, cfg->svc[k].nov, &refs, &err, &warn);
+    for (size_t k = 0; k < cfg->nxp; k++)
+        check_names(cfg, cfg->xp[k].ov, cfg->xp[k].nov, &refs, &err, &warn);
 
     cfg->main = cf_params_build(cfg, NULL, 0, true, &err, &warn);
     bool all = cfg->main != NULL;
@@ -464,6 +673,20 @@ static config_t *load_common(config_t *cfg, const char *main_text, const char *m
         svc_t *sv = &cfg->svc[k];
         sv->pub.params = sv->nov ? cf_params_build(cfg, sv->ov, sv->nov, true, &err, &warn) : cfg->main;
         all = all && sv->pub.params;
+    }
+    for (size_t k = 0; k < cfg->nxp; k++) {
+        xport_t *xp = &cfg->xp[k];
+        xp->pub.params = xp->nov ? cf_params_build(cfg, xp->ov, xp->nov, true, &err, &warn) : cfg->main;
+        all = all && xp->pub.params;
+        if (xp->pub.params && xp->maxproc_default)
+            xp->pub.maxproc = (int)param_int(xp->pub.params, PARAM_default_process_limit);
+    }
+    if (all) {
+        check_transport_values(cfg, cfg->set, cfg->nset, cfg->main, &err);
+        for (size_t k = 0; k < cfg->nsvc; k++)
+            check_transport_values(cfg, cfg->svc[k].ov, cfg->svc[k].nov, cfg->svc[k].pub.params, &err);
+        for (size_t k = 0; k < cfg->nxp; k++)
+            check_transport_values(cfg, cfg->xp[k].ov, cfg->xp[k].nov, cfg->xp[k].pub.params, &err);
     }
     if (cfg->nsvc == 0)
         cf_msg(&err, cfg->master_file, 0, "no smtpd inet service: moat would not listen anywhere");
@@ -614,6 +837,20 @@ void config_free(config_t **pcfg)
         free(sv->ov);
     }
     free(cfg->svc);
+    for (size_t k = 0; k < cfg->nxp; k++) {
+        xport_t *xp = &cfg->xp[k];
+        if (xp->pub.params != cfg->main) {
+            params_t *pp = (params_t *)xp->pub.params;
+            cf_params_free(&pp);
+        }
+        free(xp->name);
+        free(xp->mline);
+        free(xp->builtin_line);
+        for (size_t i = 0; i < xp->nov; i++)
+            setting_clear(&xp->ov[i]);
+        free(xp->ov);
+    }
+    free(cfg->xp);
     cf_params_free(&cfg->main);
     for (size_t i = 0; i < cfg->nset; i++)
         setting_clear(&cfg->set[i]);
@@ -650,4 +887,30 @@ const char *config_ignored(const config_t *cfg)
 const char *config_ignored_services(const config_t *cfg)
 {
     return cfg->ignored_services ? cfg->ignored_services : "";
+}
+
+const transport_t *config_transport(const config_t *cfg, const char *name)
+{
+    for (size_t k = 0; k < cfg->nxp; k++)
+        if (strcmp(cfg->xp[k].name, name) == 0)
+            return &cfg->xp[k].pub;
+    return NULL;
+}
+
+long long transport_limit(const transport_t *t, const char *suffix, param_id fallback)
+{
+    char name[256];
+    int n = snprintf(name, sizeof name, "%s_%s", t->name, suffix);
+    if (n > 0 && (size_t)n < sizeof name) {
+        /* A registry name keeps its own default (local_destination_concurrency_limit = 2). */
+        int id = cf_reg_find(name, (size_t)n);
+        if (id >= 0)
+            return param_int(t->params, (param_id)id);
+        const char *v = param_user(t->params, name, NULL, NULL);
+        long long num;
+        /* the load checked the value; time suffixes read as seconds */
+        if (v && (cf_parse_int(v, &num) || cf_parse_time(v, 's', &num)))
+            return num;
+    }
+    return param_int(t->params, fallback);
 }

@@ -84,31 +84,58 @@ static bool find_row(const config_t *cfg, const char *name, row_t *r)
     return false;
 }
 
+/* Does a -M argument ("smtp", "smtp/unix") name service n of type type? */
+static bool names_service(const char *arg, const char *n, const char *type)
+{
+    size_t l = strlen(n);
+    return strcmp(arg, n) == 0 || (strncmp(arg, n, l) == 0 && arg[l] == '/' && strcmp(arg + l + 1, type) == 0);
+}
+
+typedef struct mrow {
+    const char *name, *type, *line_text;
+    int line;       /* master.cf line; 0: a built-in transport */
+} mrow_t;
+
+static int cmp_mrow(const void *a, const void *b)
+{
+    const mrow_t *x = a, *y = b;
+    if ((x->line == 0) != (y->line == 0))
+        return x->line == 0 ? 1 : -1;
+    return x->line - y->line;
+}
+
+/* The smtpd services and delivery transports moat runs, in master.cf
+ * order, like postconf -M.  Built-in transports (not in master.cf) show
+ * only when named. */
 static int show_master(const config_t *cfg, char *const *names, int nnames, buf_t *out, buf_t *err)
 {
     int unknown = 0;
+    size_t n = 0;
+    mrow_t *rows = xcalloc(cfg->nsvc + cfg->nxp + 1, sizeof *rows);
+    for (size_t k = 0; k < cfg->nsvc; k++)
+        rows[n++] = (mrow_t){cfg->svc[k].pub.name, "inet", cfg->svc[k].mline, cfg->svc[k].pub.line};
+    for (size_t k = 0; k < cfg->nxp; k++) {
+        const xport_t *xp = &cfg->xp[k];
+        rows[n++] = (mrow_t){xp->name, "unix", xp->mline ? xp->mline : xp->builtin_line, xp->mline ? xp->pub.line : 0};
+    }
+    qsort(rows, n, sizeof *rows, cmp_mrow);
     for (int i = 0; i < nnames; i++) {
         bool found = false;
-        for (size_t k = 0; k < cfg->nsvc; k++) {
-            const char *n = cfg->svc[k].pub.name;
-            size_t l = strlen(n);
-            if (strcmp(names[i], n) == 0 || (strncmp(names[i], n, l) == 0 && strcmp(names[i] + l, "/inet") == 0))
-                found = true;
-        }
+        for (size_t k = 0; k < n; k++)
+            found = found || names_service(names[i], rows[k].name, rows[k].type);
         if (!found) {
             buf_printf(err, "moat: warning: %s: unknown service\n", names[i]);
             unknown++;
         }
     }
-    for (size_t k = 0; k < cfg->nsvc; k++) {
-        bool want = nnames == 0;
-        const char *n = cfg->svc[k].pub.name;
-        size_t l = strlen(n);
+    for (size_t k = 0; k < n; k++) {
+        bool want = nnames == 0 && rows[k].line > 0;
         for (int i = 0; !want && i < nnames; i++)
-            want = strcmp(names[i], n) == 0 || (strncmp(names[i], n, l) == 0 && strcmp(names[i] + l, "/inet") == 0);
+            want = names_service(names[i], rows[k].name, rows[k].type);
         if (want)
-            buf_printf(out, "%s\n", cfg->svc[k].mline);
+            buf_printf(out, "%s\n", rows[k].line_text);
     }
+    free(rows);
     return unknown;
 }
 

@@ -11,7 +11,9 @@
  * tables return as results (compiled on first use, then reused), and one
  * lookup scratch buffer; also mynetworks (an addrlist: tables, files, or
  * what mynetworks_style computed), the inet_interfaces addresses and the
- * smtpd_forbidden_commands list the session asks about.  A policy is used
+ * smtpd_forbidden_commands list the session asks about; and where mail may
+ * go: mydestination and relay_domains (domlists, the router's matching
+ * too), relay_recipient_maps, permit_mx_backup_networks.  A policy is used
  * by one thread at a time.
  *
  * Never: permit on a failure (a table that fails, a result that does not
@@ -28,10 +30,12 @@
 #include "policy/action.h"
 #include "policy/addrlist.h"
 #include "policy/dnsbl.h"
+#include "policy/domlist.h"
 #include "policy/netlist.h"
 #include "policy/restrict-private.h"
 
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <ctype.h>
 #include <stdarg.h>
@@ -57,11 +61,15 @@ typedef enum {
     R_NONE,    /* "no implied check" (data and end-of-data lists) */
     /* Added with the remaining non-DNS restrictions: */
     R_PERMIT_INET_IF, R_REJECT_UNLISTED_RCPT, R_REJECT_UNLISTED_SENDER,
-    /* Added with the DNS issue: */
+    /* Added with relay delivery: */
+    R_CHECK_RELAY_DOMAINS,
+    /* Added with the DNS issue (every DNS step between R_RBL_CLIENT and
+     * R_DNS_ACCESS: policy_prefetch walks that range): */
     R_RBL_CLIENT, R_DNSWL_CLIENT, R_RHSBL_CLIENT, R_RHSBL_REVERSE, R_RHSBL_HELO, R_RHSBL_SENDER, R_RHSBL_RCPT,
     R_RHSWL_CLIENT, R_MAPS_RBL, R_DNSBL_SCORE,
     R_UNKNOWN_CLIENT, R_UNKNOWN_REVERSE, R_UNKNOWN_FORWARD, R_UNKNOWN_HELO, R_UNKNOWN_SENDER_DOMAIN,
     R_UNKNOWN_RCPT_DOMAIN, R_UNKNOWN_ADDRESS,
+    R_MX_BACKUP,    /* permit_mx_backup (added with relay delivery) */
     R_DNS_ACCESS,   /* check_<target>_{a,mx,ns}_access: arg = target * 3 + which */
 } rkind_t;
 
@@ -141,8 +149,10 @@ static const rdef_t rdefs[] = {
     {"check_recipient_a_access", R_DNS_ACCESS, A_TABLE, NULL},
     {"check_recipient_mx_access", R_DNS_ACCESS, A_TABLE, NULL},
     {"check_recipient_ns_access", R_DNS_ACCESS, A_TABLE, NULL},
+    {"permit_mx_backup", R_MX_BACKUP, A_NONE, NULL},
+    /* Removed in Postfix 3.9; kept with its older semantics (see check_relay_domains()). */
+    {"check_relay_domains", R_CHECK_RELAY_DOMAINS, A_NONE, NULL},
     /* Known to Postfix, brought by later moat issues: refused by name. */
-    {"permit_mx_backup", R_NONE, A_NONE, "queue (relay_domains)"},
     {"check_policy_service", R_NONE, A_WORD, "state"},
     {"reject_unverified_sender", R_NONE, A_NONE, "state"},
     {"reject_unverified_recipient", R_NONE, A_NONE, "state"},
@@ -155,9 +165,8 @@ static const rdef_t rdefs[] = {
     {"reject_authenticated_sender_login_mismatch", R_NONE, A_NONE, "tls"},
     {"reject_known_sender_login_mismatch", R_NONE, A_NONE, "tls"},
     {"reject_unauthenticated_sender_login_mismatch", R_NONE, A_NONE, "tls"},
-    {"check_relay_domains", R_NONE, A_NONE, "queue"},
-    /* Implemented for mydestination domains; refused at compile time when
-     * relay_domains would need relay_recipient_maps (see unlisted_refused). */
+    /* mydestination domains: every local part exists; relay_domains:
+     * relay_recipient_maps (see unlisted()). */
     {"reject_unlisted_recipient", R_REJECT_UNLISTED_RCPT, A_NONE, NULL},
     {"check_recipient_maps", R_REJECT_UNLISTED_RCPT, A_NONE, NULL},
     {"reject_unlisted_sender", R_REJECT_UNLISTED_SENDER, A_NONE, NULL},
@@ -218,8 +227,8 @@ struct policy {
     bool inet_all;          /* inet_interfaces = all: the connection's local address is ours */
     netlist_t *inet_if;     /* inet_interfaces addresses (loopback-only: 127.0.0.1, ::1); with inet_all,
                                the interface addresses, for callers that know no local address */
-    bool uses_inet_if;      /* a list names permit_inet_interfaces */
-    const char *relay_why;  /* non-NULL: reject_unlisted_* would need relay_recipient_maps */
+    bool uses_inet_if;      /* a list names permit_inet_interfaces or permit_mx_backup */
+    const char *inet_if_user; /* the first of them, for messages */
     char **forbid_words;    /* smtpd_forbidden_commands words */
     size_t nforbid_words;
     map_t **forbid_maps;    /* ... and tables */
@@ -237,6 +246,18 @@ struct policy {
     bool tf_defer, addr_tf_defer, helo_tf_defer;   /* the *_tempfail_action is "defer" (else defer_if_permit) */
     dnsbl_health_t *health;
     verdict_t scratch;        /* policy_prefetch's throw-away verdict */
+    /* Added with relay delivery: */
+    domlist_t *mydest_list;   /* mydestination, as Postfix's resolve_local matches it */
+    domlist_t *relay;         /* relay_domains */
+    map_t **relay_rcpt;       /* relay_recipient_maps (the maps are in pol->tables) */
+    size_t nrelay_rcpt;
+    int relay_rcpt_code;      /* unknown_relay_recipient_reject_code */
+    bool unlisted_rcpt;       /* smtpd_reject_unlisted_recipient */
+    bool unlisted_sender;     /* smtpd_reject_unlisted_sender */
+    bool no_unknown_rcpt;     /* receive_override_options = no_unknown_recipient_checks */
+    addrlist_t *mx_networks;  /* permit_mx_backup_networks; NULL when empty */
+    char *myhostname;
+    buf_t why;                /* domain list scratch */
 };
 
 static const char *const class_names[RC__COUNT] = {"client", "helo", "sender", "relay", "recipient",
@@ -439,14 +460,10 @@ static void compile_items(cctx_t *cc, const char *const *items, size_t n, rlist_
                 continue;
             }
             st.kind = d->kind;
-            if ((d->kind == R_REJECT_UNLISTED_RCPT || d->kind == R_REJECT_UNLISTED_SENDER) && cc->pol->relay_why) {
-                cmsg(cc, "%s: %s: the recipient tables of relay domains (relay_recipient_maps) are not supported by "
-                         "this version of moat (come with the queue issue); only mydestination domains are checked",
-                     d->name, cc->pol->relay_why);
-                continue;
-            }
-            if (d->kind == R_PERMIT_INET_IF)
+            if ((d->kind == R_PERMIT_INET_IF || d->kind == R_MX_BACKUP) && !cc->pol->uses_inet_if) {
                 cc->pol->uses_inet_if = true;
+                cc->pol->inet_if_user = d->name;
+            }
             if (d->arg == A_TABLE) {
                 if (!strchr(arg, ':')) {
                     cmsg(cc, "%s: bad argument \"%s\": need type:table", d->name, arg);
@@ -550,7 +567,8 @@ static bool has_relay_guard(const policy_t *pol, const rlist_t *l, int depth)
             i++;
             continue;
         }
-        if (s->kind == R_REJECT_UNAUTH_DEST || s->kind == R_DEFER_UNAUTH_DEST || s->kind == R_REJECT)
+        if (s->kind == R_REJECT_UNAUTH_DEST || s->kind == R_DEFER_UNAUTH_DEST || s->kind == R_REJECT ||
+            s->kind == R_CHECK_RELAY_DOMAINS)
             return true;
         if (s->kind == R_CLASS && has_relay_guard(pol, &pol->classes[s->arg].list, depth + 1))
             return true;
@@ -640,7 +658,7 @@ static int compile_inet_interfaces(policy_t *pol, const params_t *p, buf_t *err)
     int errors = 0;
     if (!pol->inet_if) {
         where(p, PARAM_inet_interfaces, err);
-        buf_printf(err, "%s (permit_inet_interfaces needs addresses)\n", buf_cstr(&why));
+        buf_printf(err, "%s (%s needs addresses)\n", buf_cstr(&why), pol->inet_if_user);
         errors = 1;
     }
     free(split);
@@ -775,6 +793,66 @@ static char *domain_norm(const char *d)
     return s;
 }
 
+/* Where mail may go: mydestination (as compiled above, a plain list),
+ * relay_domains, relay_recipient_maps, permit_mx_backup_networks, and the
+ * switches of the unknown-recipient check. */
+static int compile_relay(policy_t *pol, const params_t *p, const char *config_dir, buf_t *err)
+{
+    int errors = 0;
+    buf_t why = BUF_INIT;
+    pol->mydest_list = domlist_new("mydestination", (const char *const *)pol->mydest, pol->nmydest, DL_EXACT,
+                                   config_dir, &why);
+    if (!pol->mydest_list) {
+        where_lines(p, PARAM_mydestination, buf_cstr(&why), err);
+        errors++;
+    }
+    const char *const *items, *const *styles;
+    size_t nstyles = param_list(p, PARAM_parent_domain_matches_subdomains, &styles);
+    size_t n = param_list(p, PARAM_relay_domains, &items);
+    buf_reset(&why);
+    pol->relay = domlist_new("relay_domains", items, n, domlist_parent_style(styles, nstyles, "relay_domains"),
+                             config_dir, &why);
+    if (!pol->relay) {
+        where_lines(p, PARAM_relay_domains, buf_cstr(&why), err);
+        errors++;
+    }
+    n = param_list(p, PARAM_permit_mx_backup_networks, &items);
+    if (n) {
+        buf_reset(&why);
+        pol->mx_networks = addrlist_new("permit_mx_backup_networks", items, n, config_dir, &why);
+        if (!pol->mx_networks) {
+            where_lines(p, PARAM_permit_mx_backup_networks, buf_cstr(&why), err);
+            errors++;
+        }
+    }
+    buf_free(&why);
+
+    n = param_list(p, PARAM_relay_recipient_maps, &items);
+    pol->relay_rcpt = xcalloc(n ? n : 1, sizeof *pol->relay_rcpt);
+    cctx_t cc = {.pol = pol, .config_dir = config_dir, .pname = "relay_recipient_maps", .err = err};
+    if (!param_origin(p, PARAM_relay_recipient_maps, &cc.file, &cc.line))
+        cc.file = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!strchr(items[i], ':')) {
+            cmsg(&cc, "relay_recipient_maps: \"%s\": need type:table", items[i]);
+            continue;
+        }
+        map_t *m = open_table(&cc, items[i]);
+        if (m)
+            pol->relay_rcpt[pol->nrelay_rcpt++] = m;
+    }
+    errors += cc.errors;
+    pol->relay_rcpt_code = (int)param_int(p, PARAM_unknown_relay_recipient_reject_code);
+    pol->unlisted_rcpt = param_bool(p, PARAM_smtpd_reject_unlisted_recipient);
+    pol->unlisted_sender = param_bool(p, PARAM_smtpd_reject_unlisted_sender);
+    n = param_list(p, PARAM_receive_override_options, &items);
+    for (size_t i = 0; i < n; i++)
+        if (str_ieq(items[i], "no_unknown_recipient_checks"))
+            pol->no_unknown_rcpt = true;
+    pol->myhostname = xstrdup(param_str(p, PARAM_myhostname));
+    return errors;
+}
+
 policy_t *policy_new(const params_t *p, const char *config_dir, buf_t *err)
 {
     policy_t *pol = xcalloc(1, sizeof *pol);
@@ -819,10 +897,7 @@ policy_t *policy_new(const params_t *p, const char *config_dir, buf_t *err)
 
     errors += compile_mynetworks(pol, p, config_dir, err);
     errors += compile_dns(pol, p, config_dir, err);
-    if (param_list(p, PARAM_relay_domains, &items))
-        pol->relay_why = "relay_domains is set";
-    else if (param_list(p, PARAM_relay_recipient_maps, &items))
-        pol->relay_why = "relay_recipient_maps is set";
+    errors += compile_relay(pol, p, config_dir, err);
 
     n = param_list(p, PARAM_smtpd_log_access_permit_actions, &items);
     pol->permit_log = xcalloc(n ? n : 1, sizeof *pol->permit_log);
@@ -875,8 +950,15 @@ policy_t *policy_new(const params_t *p, const char *config_dir, buf_t *err)
     }
     errors += cc.errors;
     errors += compile_forbidden(pol, p, config_dir, err);
-    if (pol->uses_inet_if)
+    if (pol->uses_inet_if) {
         errors += compile_inet_interfaces(pol, p, err);
+    } else {
+        /* for a restriction list an access table returns at run time; a
+         * value that is no address list only matters when a list names it */
+        buf_t ignored = BUF_INIT;
+        compile_inet_interfaces(pol, p, &ignored);
+        buf_free(&ignored);
+    }
 
     buf_t path = BUF_INIT;
     for (size_t i = 0; i < pol->nclasses; i++) {
@@ -934,6 +1016,12 @@ void policy_free(policy_t **ppol)
     for (size_t i = 0; i < pol->nmydest; i++)
         free(pol->mydest[i]);
     free(pol->mydest);
+    domlist_free(&pol->mydest_list);
+    domlist_free(&pol->relay);
+    free(pol->relay_rcpt);   /* the maps themselves are in pol->tables */
+    addrlist_free(&pol->mx_networks);
+    free(pol->myhostname);
+    buf_free(&pol->why);
     for (size_t i = 0; i < pol->npermit_log; i++)
         free(pol->permit_log[i]);
     free(pol->permit_log);
@@ -969,7 +1057,8 @@ bool policy_tables_changed(const policy_t *pol)
     for (size_t i = 0; i < pol->ntables; i++)
         if (map_changed(pol->tables[i].map))
             return true;
-    return addrlist_changed(pol->mynetworks);
+    return addrlist_changed(pol->mynetworks) || domlist_changed(pol->relay) ||
+           (pol->mx_networks && addrlist_changed(pol->mx_networks));
 }
 
 bool policy_delay_reject(const policy_t *pol)
@@ -1080,6 +1169,8 @@ typedef struct ectx {
     char namaddr[320];
     bool prefetch;            /* policy_prefetch: start queries, decide nothing */
     bool pending;             /* a DNS answer this evaluation needs is not known yet */
+    bool rcpt_checked;        /* the recipient went through check_rcpt_maps (unlisted()) */
+    bool sender_checked;      /* ... the sender */
 } ectx_t;
 
 static void trace(ectx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1576,18 +1667,70 @@ static int reject_non_fqdn_address(ectx_t *c, const char *addr, const char *rnam
     return S_DUNNO;
 }
 
-/* The recipient's domain is one we receive mail for (permit_auth_destination).
- * A local part that still routes (% ! @) goes elsewhere, as Postfix's
- * resolver flags it. */
+/* An address's class as Postfix's resolver gives it to the restrictions:
+ * local (mydestination), relay (relay_domains), anything else, or a
+ * relay_domains table that failed (the reason in pol->why).  On
+ * DEST_RELAY, pol->why names the relay_domains entry. */
+typedef enum { DEST_OTHER, DEST_LOCAL, DEST_RELAY, DEST_ERROR } dest_t;
+
+static dest_t dest_class(ectx_t *c, const char *addr)
+{
+    const char *at = strrchr(addr, '@');
+    if (!at)
+        return DEST_LOCAL;   /* unqualified: ours (Postfix appends $myorigin) */
+    if (policy_local_domain(c->pol, at + 1))
+        return DEST_LOCAL;
+    switch (domlist_match(c->pol->relay, at + 1, &c->pol->why)) {
+    case DL_MATCH: return DEST_RELAY;
+    case DL_ERROR: return DEST_ERROR;
+    default: return DEST_OTHER;
+    }
+}
+
+/* A local part that still routes (% ! @) goes elsewhere, as Postfix's
+ * resolver flags it (RESOLVE_FLAG_ROUTED): never an authorized destination. */
+static bool routed(const char *addr)
+{
+    const char *at = strrchr(addr, '@');
+    for (const char *p = addr; at && p < at; p++)
+        if (*p == '%' || *p == '!' || *p == '@')
+            return true;
+    return false;
+}
+
+/* Postfix's reject_dict_retry for a relay_domains table that failed. */
+static int dest_error(ectx_t *c, const char *addr)
+{
+    warnf(c, "relay_domains: %s", buf_cstr(&c->pol->why));
+    return reject(c, true, 451, "4.3.0", "<%s>: Temporary lookup failure", addr);
+}
+
+/* Postfix's permit_auth_destination: is the recipient's domain one we
+ * receive mail for (mydestination, relay_domains)?  Traced; DEST_ERROR
+ * when a relay_domains table failed. */
+static dest_t auth_dest(ectx_t *c, const step_t *s, const char *rcpt)
+{
+    if (routed(rcpt)) {
+        trace(c, "%s: %s: the local part routes elsewhere (%% ! @): not an authorized destination", s->text, rcpt);
+        return DEST_OTHER;
+    }
+    dest_t d = dest_class(c, rcpt);
+    if (d == DEST_LOCAL)
+        trace(c, "%s: %s is a local destination (mydestination)", s->text, rcpt);
+    else if (d == DEST_RELAY)
+        trace(c, "%s: %s is in relay_domains (%s)", s->text, rcpt, buf_cstr(&c->pol->why));
+    else if (d == DEST_OTHER)
+        trace(c, "%s: %s is neither in mydestination nor in relay_domains", s->text, rcpt);
+    return d;
+}
+
+/* For checks that only need a yes (a table failure counts as no). */
 static bool auth_destination(ectx_t *c, const char *rcpt)
 {
-    const char *at = strrchr(rcpt, '@');
-    if (!at)
-        return true;   /* unqualified: ours (Postfix appends $myorigin) */
-    for (const char *p = rcpt; p < at; p++)
-        if (*p == '%' || *p == '!' || *p == '@')
-            return false;
-    return policy_local_domain(c->pol, at + 1);
+    if (routed(rcpt))
+        return false;
+    dest_t d = dest_class(c, rcpt);
+    return d == DEST_LOCAL || d == DEST_RELAY;
 }
 
 /* forbid_allowlist: a name the client chose must not buy an OK. */
@@ -1686,20 +1829,150 @@ static int permit_inet_interfaces(ectx_t *c, const step_t *s)
     return in ? acl_permit(c, "permit_inet_interfaces", "Client host", c->namaddr, NULL) : S_DUNNO;
 }
 
-/* reject_unlisted_recipient / reject_unlisted_sender.  moat knows two
- * address classes: mydestination domains, whose every local part exists
- * (moat has no local user table: Postfix with local_recipient_maps empty
- * behaves the same), and the rest, which Postfix does not check either.
- * relay_domains, which would need relay_recipient_maps, is refused when
- * the list compiles. */
-static int unlisted(ectx_t *c, const step_t *s, const char *addr)
+/* relay_recipient_maps, as Postfix's mail_addr_find asks it: the address,
+ * the address without its extension (recipient_delimiter), then @domain;
+ * key by key, each table in turn.  Pattern tables see the address only. */
+static map_status relay_rcpt_find(ectx_t *c, const char *addr, char *key, size_t ksize, map_t **map,
+                                  map_origin_t *origin)
 {
-    if (auth_destination(c, addr))
+    policy_t *pol = c->pol;
+    const char *at = strrchr(addr, '@');
+    size_t llen = (size_t)(at - addr);
+    char keys[3][KEY_MAX + 1], domain[KEY_MAX + 1];
+    int nkeys = 0;
+    /* the domain in lower case, as the resolver hands it over */
+    if (str_copy(domain, at + 1, sizeof domain) >= sizeof domain)
+        return MAP_NOTFOUND;
+    str_lower(domain);
+    int n = snprintf(keys[nkeys++], sizeof keys[0], "%.*s@%s", (int)llen, addr, domain);
+    if (n < 0 || (size_t)n >= sizeof keys[0])
+        return MAP_NOTFOUND;
+    /* shorter than the full key, so neither can be cut */
+    size_t ext = *pol->delim ? strcspn(addr, pol->delim) : llen;
+    if (ext > 0 && ext < llen && snprintf(keys[nkeys], sizeof keys[0], "%.*s@%s", (int)ext, addr, domain) > 0)
+        nkeys++;
+    if (snprintf(keys[nkeys], sizeof keys[0], "@%s", domain) > 0)
+        nkeys++;
+    for (int k = 0; k < nkeys; k++) {
+        for (size_t i = 0; i < pol->nrelay_rcpt; i++) {
+            if (k > 0 && is_pattern_table(map_name(pol->relay_rcpt[i])))
+                continue;
+            map_status st = map_lookup(pol->relay_rcpt[i], keys[k], &pol->value, origin);
+            if (st == MAP_NOTFOUND) {
+                trace(c, "%s: %s not found in %s", c->step->text, keys[k], map_name(pol->relay_rcpt[i]));
+                continue;
+            }
+            str_copy(key, keys[k], ksize);
+            *map = pol->relay_rcpt[i];
+            return st;
+        }
+    }
+    return MAP_NOTFOUND;
+}
+
+/* Postfix's check_rcpt_maps, behind reject_unlisted_recipient,
+ * reject_unlisted_sender and their implicit forms (smtpd_reject_unlisted_*).
+ * mydestination domains: every local part exists (moat has no local user
+ * table: Postfix with an empty local_recipient_maps behaves the same).
+ * relay_domains: the address must be in relay_recipient_maps when that is
+ * set.  Other domains are not checked (Postfix neither).  Each address is
+ * checked once per command (the explicit restriction, then the implicit
+ * check, as Postfix's *_rcptmap_checked). */
+static int unlisted(ectx_t *c, const step_t *s, const char *addr, bool sender)
+{
+    policy_t *pol = c->pol;
+    bool *done = sender ? &c->sender_checked : &c->rcpt_checked;
+    if (*done) {
+        trace(c, "%s: %s was checked already", s->text, addr);
+        return S_DUNNO;
+    }
+    *done = true;
+    if (pol->no_unknown_rcpt) {
+        trace(c, "%s: skipped (receive_override_options = no_unknown_recipient_checks)", s->text);
+        return S_DUNNO;
+    }
+    switch (dest_class(c, addr)) {
+    case DEST_ERROR:
+        return dest_error(c, addr);
+    case DEST_LOCAL:
         trace(c, "%s: %s is in a local domain: every local part exists (moat has no local user table)", s->text,
               addr);
-    else
-        trace(c, "%s: %s is not in a local domain: no recipient table to check", s->text, addr);
-    return S_DUNNO;
+        return S_DUNNO;
+    case DEST_OTHER:
+        trace(c, "%s: %s is neither in a local domain nor in relay_domains: no recipient table to check", s->text,
+              addr);
+        return S_DUNNO;
+    case DEST_RELAY:
+        break;
+    }
+    if (!pol->nrelay_rcpt) {
+        trace(c, "%s: %s is in relay_domains (%s); relay_recipient_maps is empty: every address exists", s->text,
+              addr, buf_cstr(&pol->why));
+        return S_DUNNO;
+    }
+    char key[KEY_MAX + 1];
+    map_t *m = NULL;
+    map_origin_t origin = {0};
+    switch (relay_rcpt_find(c, addr, key, sizeof key, &m, &origin)) {
+    case MAP_FOUND:
+        if (origin.file)
+            trace(c, "%s: %s found in relay_recipient_maps %s at %s:%d", s->text, key, map_name(m), origin.file,
+                  origin.line);
+        else
+            trace(c, "%s: %s found in relay_recipient_maps %s", s->text, key, map_name(m));
+        return S_DUNNO;
+    case MAP_TEMPFAIL:
+        warnf(c, "%s lookup error for \"%s\": %s", map_name(m), key, buf_cstr(&pol->value));
+        return reject(c, true, 451, "4.3.0", "<%s>: Temporary lookup failure", addr);
+    case MAP_NOTFOUND:
+        break;
+    }
+    return reject(c, false, pol->relay_rcpt_code, sender ? "5.1.0" : "5.1.1",
+                  "<%s>: %s rejected: User unknown in relay recipient table", addr,
+                  sender ? "Sender address" : "Recipient address");
+}
+
+/* The check Postfix runs after the restrictions when they did not run it
+ * (smtpd_reject_unlisted_recipient / _sender), as one more step. */
+static int implicit_unlisted(ectx_t *c, rclass_t rc, const char *addr)
+{
+    static step_t rstep = {.kind = R_REJECT_UNLISTED_RCPT, .text = "smtpd_reject_unlisted_recipient"};
+    static step_t sstep = {.kind = R_REJECT_UNLISTED_SENDER, .text = "smtpd_reject_unlisted_sender"};
+    bool sender = rc == RC_SENDER;
+    c->top = class_names[rc];
+    c->step = sender ? &sstep : &rstep;
+    return unlisted(c, c->step, addr, sender);
+}
+
+/* check_relay_domains, as Postfix before 3.9 (which removed it): permit a
+ * client whose host name matches relay_domains, or an authorized
+ * destination; reject anything else. */
+static int check_relay_domains(ectx_t *c, const step_t *s)
+{
+    const pstate_t *st = c->st;
+    if (!st->recipient || c->cmd == PCMD_ETRN)
+        return S_DUNNO;
+    const char *name = st->client_name;
+    if (name && *name) {
+        dl_result r = domlist_match(c->pol->relay, name, &c->pol->why);
+        if (r == DL_ERROR)
+            return dest_error(c, st->recipient);
+        if (r == DL_MATCH) {
+            trace(c, "%s: the client %s is in relay_domains (%s)", s->text, name, buf_cstr(&c->pol->why));
+            return acl_permit(c, "check_relay_domains", "Recipient address", st->recipient, NULL);
+        }
+    }
+    switch (auth_dest(c, s, st->recipient)) {
+    case DEST_ERROR:
+        return dest_error(c, st->recipient);
+    case DEST_LOCAL:
+    case DEST_RELAY:
+        return acl_permit(c, "check_relay_domains", "Recipient address", st->recipient, NULL);
+    default:
+        break;
+    }
+    return reject(c, false, c->pol->relay_code, "5.7.1", "<%s>: %s rejected: Relay access denied", st->recipient,
+                  "Recipient address");
 }
 
 /* ------------------------------------------------------------ DNS steps */
@@ -2336,6 +2609,211 @@ static int dns_access(ectx_t *c, const step_t *s)
     return lookup_done(c, &l, rname, rclass);
 }
 
+/* ---- permit_mx_backup */
+
+/* The addresses of host (A and AAAA together, as getaddrinfo): 1 some
+ * (in *a4, *a6; either may have none), 0 none (*error says why, in the
+ * words of glibc's getaddrinfo for has_my_addr, of Postfix's
+ * dns_strerror for dns_text), -2 not known yet. */
+/* Start both queries of host without tracing (the deciding pass traces);
+ * false when an answer is still missing. */
+static bool host_addrs_known(ectx_t *c, const char *host)
+{
+    bool known = dns_memo_get(c->st->dns, DNS_T_A, host, NULL) != NULL;
+    known = dns_memo_get(c->st->dns, DNS_T_AAAA, host, NULL) != NULL && known;
+    if (!known)
+        c->pending = true;
+    return known;
+}
+
+static int host_addrs(ectx_t *c, const char *host, const dns_answer_t **a4, const dns_answer_t **a6,
+                      const char **gai_error, const char **dns_text)
+{
+    *a4 = dq(c, DNS_T_A, host);
+    *a6 = dq(c, DNS_T_AAAA, host);
+    if (!*a4 || !*a6)
+        return -2;
+    if ((*a4)->status == DNS_OK || (*a6)->status == DNS_OK)
+        return 1;
+    if ((*a4)->status == DNS_TEMPFAIL || (*a6)->status == DNS_TEMPFAIL) {
+        *gai_error = gai_strerror(EAI_AGAIN);
+        *dns_text = "Host not found, try again";
+    } else if ((*a4)->status == DNS_NXDOMAIN) {
+        *gai_error = gai_strerror(EAI_NONAME);
+        *dns_text = "Host not found";
+    } else {
+        *gai_error = gai_strerror(EAI_NODATA);
+        *dns_text = "Host found but no data record of requested type";
+    }
+    return 0;
+}
+
+/* Postfix's i_am_mx over rr[from..to): an MX host named like this host
+ * (mydestination, myhostname), else one with an address of ours
+ * (inet_interfaces).  1 yes, 0 no, -2 an answer is missing.  A host whose
+ * addresses cannot be found turns a later rejection into a deferral. */
+static int i_am_mx(ectx_t *c, const step_t *s, const dns_answer_t *mx, size_t from, size_t to, const char *rcpt)
+{
+    policy_t *pol = c->pol;
+    for (size_t i = from; i < to; i++) {
+        const char *host = mx->rr[i].data;
+        if (*host && (policy_local_domain(pol, host) || str_ieq(host, pol->myhostname))) {
+            trace(c, "%s: MX host %s is this host (%s)", s->text, host,
+                  str_ieq(host, pol->myhostname) ? "myhostname" : "mydestination");
+            return 1;
+        }
+    }
+    /* every address query at once; then decide in MX order */
+    bool pending = false;
+    for (size_t i = from; i < to; i++)
+        if (*mx->rr[i].data && !host_addrs_known(c, mx->rr[i].data))   /* a null MX names no host */
+            pending = true;
+    if (pending)
+        return -2;
+    for (size_t i = from; i < to; i++) {
+        const char *host = mx->rr[i].data;
+        if (!*host)
+            continue;
+        const dns_answer_t *a[2];
+        const char *gai_error = "", *dns_text = "";
+        if (host_addrs(c, host, &a[0], &a[1], &gai_error, &dns_text) == 0) {
+            defer_if(c, &c->dir, 450, "4.4.4", "<%s>: %s rejected: Unable to look up mail exchanger host %s: %s", rcpt,
+                     "Recipient address", host, gai_error);
+            continue;
+        }
+        for (int t = 0; t < 2; t++) {
+            for (size_t k = 0; a[t]->status == DNS_OK && k < a[t]->n; k++) {
+                if (netlist_match_text(pol->inet_if, a[t]->rr[k].data)) {
+                    trace(c, "%s: MX host %s has an address of this host (%s, inet_interfaces)", s->text, host,
+                          a[t]->rr[k].data);
+                    return 1;
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* Postfix's permit_mx_primary: every address of every best MX host is in
+ * permit_mx_backup_networks.  1 yes, 0 no, -2 an answer is missing. */
+static int primaries_allowed(ectx_t *c, const step_t *s, const dns_answer_t *mx, size_t np, const char *rcpt)
+{
+    bool pending = false;
+    for (size_t i = 0; i < np; i++)
+        if (*mx->rr[i].data && !host_addrs_known(c, mx->rr[i].data))
+            pending = true;
+    if (pending)
+        return -2;
+    buf_t why = BUF_INIT;
+    int rc = 1;
+    for (size_t i = 0; rc == 1 && i < np; i++) {
+        const char *host = mx->rr[i].data;
+        const dns_answer_t *a[2];
+        const char *gai_error = "", *dns_text = "Host not found";
+        if (!*host || host_addrs(c, host, &a[0], &a[1], &gai_error, &dns_text) == 0) {
+            defer_if(c, &c->dir, 450, "4.4.4", "<%s>: %s rejected: Unable to look up host %s as mail exchanger: %s",
+                     rcpt, "Recipient address", host, dns_text);
+            rc = 0;
+            break;
+        }
+        for (int t = 0; rc == 1 && t < 2; t++) {
+            for (size_t k = 0; rc == 1 && a[t]->status == DNS_OK && k < a[t]->n; k++) {
+                const char *addr = a[t]->rr[k].data;
+                al_result r = addrlist_match(c->pol->mx_networks, addr, &why);
+                if (r == AL_MATCH)
+                    continue;
+                rc = 0;
+                if (r == AL_ERROR) {
+                    warnf(c, "permit_mx_backup_networks: lookup error for address %s for %s: %s", addr, host,
+                          buf_cstr(&why));
+                    defer_if(c, &c->dir, 450, "4.4.4",
+                             "<%s>: %s rejected: Unable to verify host %s as mail exchanger", rcpt,
+                             "Recipient address", host);
+                } else {
+                    trace(c, "%s: address %s of best MX host %s is not in permit_mx_backup_networks", s->text, addr,
+                          host);
+                }
+            }
+        }
+    }
+    buf_free(&why);
+    return rc;
+}
+
+/* permit_mx_backup, as Postfix: an authorized destination (mydestination,
+ * relay_domains) is permitted at once; otherwise the recipient domain is
+ * permitted when this host is one of its backup MX hosts but not one of
+ * its best ones (mail from a best MX to us would loop), and, with
+ * permit_mx_backup_networks, when every address of every best MX host is
+ * in those networks.  A DNS failure turns a later rejection into a
+ * deferral (defer_if_reject), never into a permit. */
+static int mx_backup(ectx_t *c, const step_t *s)
+{
+    const pstate_t *st = c->st;
+    if (!st->recipient || !*st->recipient || c->cmd == PCMD_ETRN)
+        return S_DUNNO;
+    const char *rcpt = st->recipient;
+    switch (auth_dest(c, s, rcpt)) {
+    case DEST_ERROR:
+        return dest_error(c, rcpt);
+    case DEST_LOCAL:
+    case DEST_RELAY:
+        return acl_permit(c, "permit_mx_backup", "Recipient address", rcpt, NULL);
+    default:
+        break;
+    }
+    const char *d = domain_of(rcpt);
+    if (routed(rcpt) || !d || !*d || d[0] == '[')
+        return S_DUNNO;
+    char buf[300];
+    d = trim_dot(d, buf, sizeof buf);
+    const dns_answer_t *mx = dq(c, DNS_T_MX, d);
+    if (!mx)
+        return S_PENDING;
+    if (mx->status != DNS_OK) {
+        if (mx->status == DNS_TEMPFAIL) {
+            warnf(c, "%s: DNS lookup of MX %s failed: %s", s->text, d, mx->error);
+            defer_if(c, &c->dir, 450, "4.4.4",
+                     "<%s>: %s rejected: Unable to look up mail exchanger information: Host not found, try again",
+                     rcpt, "Recipient address");
+        } else {
+            trace(c, "%s: %s has no MX record: not a backup", s->text, d);
+        }
+        return S_DUNNO;
+    }
+    /* MX answers come sorted by preference: the best ones first */
+    size_t np = 1;
+    while (np < mx->n && mx->rr[np].pref == mx->rr[0].pref)
+        np++;
+    int r = i_am_mx(c, s, mx, 0, np, rcpt);
+    if (r == -2)
+        return S_PENDING;
+    if (r == 1) {
+        trace(c, "%s: this host is a best MX host of %s, not a backup", s->text, d);
+        return S_DUNNO;
+    }
+    if (np == mx->n) {
+        trace(c, "%s: %s has no backup MX host", s->text, d);
+        return S_DUNNO;
+    }
+    r = i_am_mx(c, s, mx, np, mx->n, rcpt);
+    if (r == -2)
+        return S_PENDING;
+    if (r == 0) {
+        trace(c, "%s: this host is not an MX host of %s", s->text, d);
+        return S_DUNNO;
+    }
+    if (c->pol->mx_networks) {
+        r = primaries_allowed(c, s, mx, np, rcpt);
+        if (r == -2)
+            return S_PENDING;
+        if (r == 0)
+            return S_DUNNO;
+        trace(c, "%s: every address of the best MX hosts of %s is in permit_mx_backup_networks", s->text, d);
+    }
+    return acl_permit(c, "permit_mx_backup", "Recipient address", rcpt, NULL);
+}
+
 static int dns_step(ectx_t *c, const step_t *s, const char *rname, const char *rclass)
 {
     if (no_dns(c))
@@ -2366,6 +2844,8 @@ static int dns_step(ectx_t *c, const step_t *s, const char *rname, const char *r
         return dnsbl_score(c, s);
     case R_DNS_ACCESS:
         return dns_access(c, s);
+    case R_MX_BACKUP:
+        return mx_backup(c, s);
     default:
         return dns_list(c, s, s->site, s->text + strcspn(s->text, " ") + 1);
     }
@@ -2403,29 +2883,44 @@ static int run_step(ectx_t *c, const step_t *s, const char *rname, const char *r
     case R_PERMIT_INET_IF:
         return permit_inet_interfaces(c, s);
     case R_REJECT_UNLISTED_RCPT:
-        if (!st->recipient || c->cmd == PCMD_ETRN)
+        if (!st->recipient || !*st->recipient || c->cmd == PCMD_ETRN)
             return S_DUNNO;
-        return unlisted(c, s, st->recipient);
+        return unlisted(c, s, st->recipient, false);
     case R_REJECT_UNLISTED_SENDER:
         if (!st->sender || !*st->sender)
             return S_DUNNO;   /* the null sender is never unlisted */
-        return unlisted(c, s, st->sender);
+        return unlisted(c, s, st->sender, true);
+    case R_CHECK_RELAY_DOMAINS:
+        return check_relay_domains(c, s);
     case R_PERMIT_SASL:
         if (st->sasl_user && *st->sasl_user)
             return acl_permit(c, "permit_sasl_authenticated", "Client host", c->namaddr, NULL);
         trace(c, "%s: not authenticated", s->text);
         return S_DUNNO;
     case R_PERMIT_AUTH_DEST:
-        if (st->recipient && c->cmd != PCMD_ETRN && auth_destination(c, st->recipient))
+        if (!st->recipient || c->cmd == PCMD_ETRN)
+            return S_DUNNO;
+        switch (auth_dest(c, s, st->recipient)) {
+        case DEST_ERROR:
+            return dest_error(c, st->recipient);
+        case DEST_LOCAL:
+        case DEST_RELAY:
             return acl_permit(c, "permit_auth_destination", "Recipient address", st->recipient, NULL);
-        return S_DUNNO;
+        default:
+            return S_DUNNO;
+        }
     case R_REJECT_UNAUTH_DEST:
     case R_DEFER_UNAUTH_DEST:
         if (!st->recipient || c->cmd == PCMD_ETRN)
             return S_DUNNO;
-        if (auth_destination(c, st->recipient)) {
-            trace(c, "%s: %s is a local destination", s->text, st->recipient);
+        switch (auth_dest(c, s, st->recipient)) {
+        case DEST_ERROR:
+            return dest_error(c, st->recipient);
+        case DEST_LOCAL:
+        case DEST_RELAY:
             return S_DUNNO;
+        default:
+            break;
         }
         if (s->kind == R_REJECT_UNAUTH_DEST)
             return reject(c, false, pol->relay_code, "5.7.1", "<%s>: Relay access denied", st->recipient);
@@ -2511,6 +3006,7 @@ static int run_step(ectx_t *c, const step_t *s, const char *rname, const char *r
     case R_UNKNOWN_SENDER_DOMAIN:
     case R_UNKNOWN_RCPT_DOMAIN:
     case R_UNKNOWN_ADDRESS:
+    case R_MX_BACKUP:
     case R_DNS_ACCESS:
         return dns_step(c, s, rname, rclass);
     case R_NONE:
@@ -2596,6 +3092,23 @@ static int stage(ectx_t *c, rclass_t rc, bool reset)
     return status;
 }
 
+#define GO(status) ((status) != S_REJECT && (status) != S_PENDING)
+
+/* The sender class, then (Postfix's smtpd_check_mail) the sender table
+ * check when smtpd_reject_unlisted_sender asks for it. */
+static int sender_stage(ectx_t *c)
+{
+    c->sender_checked = false;
+    int status = stage(c, RC_SENDER, true);
+    const char *sender = c->st->sender;
+    if (GO(status) && c->pol->unlisted_sender && !c->sender_checked && !c->v->discard && sender && *sender) {
+        int rc = implicit_unlisted(c, RC_SENDER, sender);
+        if (rc == S_REJECT)
+            status = rc;
+    }
+    return status;
+}
+
 static const char *stage_name(pcmd_t cmd, const pstate_t *st)
 {
     switch (cmd) {
@@ -2609,8 +3122,6 @@ static const char *stage_name(pcmd_t cmd, const pstate_t *st)
     }
     return "?";
 }
-
-#define GO(status) ((status) != S_REJECT && (status) != S_PENDING)
 
 vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *v, buf_t *trace_buf)
 {
@@ -2637,7 +3148,7 @@ vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *
     case PCMD_MAIL:
         final_dip = false;
         if (!delay && st->sender)
-            status = stage(&c, RC_SENDER, true);
+            status = sender_stage(&c);
         break;
     case PCMD_RCPT:
         if (delay) {
@@ -2645,7 +3156,7 @@ vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *
             if (GO(status) && st->helo)
                 status = stage(&c, RC_HELO, true);
             if (GO(status) && st->sender)
-                status = stage(&c, RC_SENDER, true);
+                status = sender_stage(&c);
         }
         if (GO(status) && st->recipient) {
             /* One stage in Postfix: a defer_if_reject spans both lists. */
@@ -2691,6 +3202,11 @@ vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *
             buf_puts(&v->postponed, c.dip.reply);
         }
     }
+    /* Postfix's smtpd_check_rcpt ends with the recipient table check when
+     * the restrictions neither rejected nor ran it. */
+    if (cmd == PCMD_RCPT && v->status == V_PERMIT && st->recipient && *st->recipient && pol->unlisted_rcpt &&
+        !c.rcpt_checked && !v->discard)
+        implicit_unlisted(&c, RC_RECIPIENT, st->recipient);
     if (trace_buf) {
         c.top = "verdict";
         if (v->status == V_PERMIT)
@@ -2808,12 +3324,9 @@ void policy_reply_text(const policy_t *pol, const verdict_t *v, const pstate_t *
 
 bool policy_local_domain(const policy_t *pol, const char *domain)
 {
-    char buf[300];
-    const char *d = trim_dot(domain, buf, sizeof buf);
-    for (size_t i = 0; i < pol->nmydest; i++)
-        if (str_ieq(pol->mydest[i], d))
-            return true;
-    return false;
+    /* mydestination holds names only (policy_new refuses tables), so the
+     * list cannot fail */
+    return domlist_match(pol->mydest_list, domain, NULL) == DL_MATCH;
 }
 
 const char *policy_bare_domain(const policy_t *pol, const char *myorigin)
@@ -2834,27 +3347,20 @@ vstatus_t policy_rcpt(policy_t *pol, const pstate_t *st, bool exempt, bool disca
                                                 : "DISCARD applies: restrictions are skipped");
     } else {
         vs = policy_eval(pol, PCMD_RCPT, st, v, trace);
-        if (vs == V_PERMIT && postponed) {
+        /* Postfix answers a postponed deferral before its implicit
+         * recipient table check, which policy_eval ran already. */
+        bool implicit = (vs == V_REJECT || vs == V_DEFER) &&
+                        strcmp(v->rule, "recipient:smtpd_reject_unlisted_recipient") == 0;
+        if ((vs == V_PERMIT || implicit) && postponed) {
             buf_reset(&v->reply);
             buf_puts(&v->reply, postponed);
             v->code = atoi(postponed);
             v->status = vs = V_DEFER;
             str_copy(v->rule, "postponed:defer_if_permit", sizeof v->rule);
+            v->origin = (map_origin_t){0};
             if (trace)
                 buf_printf(trace, "  postponed defer_if_permit answers now: %s\n", postponed);
         }
-    }
-    const char *at = st->recipient ? strrchr(st->recipient, '@') : NULL;
-    if (vs == V_PERMIT && !discarding && !v->discard && !policy_local_domain(pol, at ? at + 1 : "")) {
-        if (trace)
-            buf_printf(trace, "  builtin: %s is not in mydestination and moat cannot relay yet -> REJECT\n",
-                       at ? at + 1 : "(no domain)");
-        buf_reset(&v->reply);
-        buf_printf(&v->reply, "554 5.7.1 <%s>: Relay access denied", st->recipient);
-        v->code = 554;
-        v->status = vs = V_REJECT;
-        str_copy(v->rule, "builtin:no_relay_transport", sizeof v->rule);
-        v->origin = (map_origin_t){0};
     }
     return vs;
 }

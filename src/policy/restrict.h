@@ -158,7 +158,9 @@ bool policy_delay_reject(const policy_t *pol);
  * (Postfix ignores lookup errors here: the command is refused anyway). */
 bool policy_forbidden_command(policy_t *pol, const char *verb);
 
-/* Is domain (any case, trailing dot allowed) one of mydestination's? */
+/* Is domain (any case, trailing dot allowed) one of mydestination's?
+ * (Exact names, as Postfix's resolve_local; relay_domains is not
+ * "local": restrictions see it through reject_unauth_destination &co.) */
 bool policy_local_domain(const policy_t *pol, const char *domain);
 /* The domain that completes a recipient given without one (<postmaster>):
  * myorigin when it is local, else the first mydestination domain; NULL
@@ -169,12 +171,11 @@ const char *policy_bare_domain(const policy_t *pol, const char *myorigin);
  * make it: policy_eval(PCMD_RCPT) unless exempt (<postmaster>) or
  * discarding (DISCARD already applies to the message); then a
  * defer_if_permit postponed from CONNECT, HELO or MAIL (postponed: its
- * reply, or NULL), rule "postponed:defer_if_permit"; then, until relay
- * delivery exists, a permitted recipient whose domain is not in
- * mydestination is refused with "554 5.7.1 <rcpt>: Relay access denied",
- * rule "builtin:no_relay_transport" (never accept what cannot be
- * delivered; a discarded message needs no delivery).  st->recipient is
- * the recipient being decided. */
+ * reply, or NULL), rule "postponed:defer_if_permit".  A permitted
+ * recipient is accepted whatever its domain: the queue manager delivers
+ * it as src/queue/route.h resolves it (the relay guard is the
+ * restrictions' reject_unauth_destination, which policy_new insists on).
+ * st->recipient is the recipient being decided. */
 vstatus_t policy_rcpt(policy_t *pol, const pstate_t *st, bool exempt, bool discarding, const char *postponed,
                       verdict_t *v, buf_t *trace);
 

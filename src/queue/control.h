@@ -26,7 +26,15 @@ typedef struct qctl qctl_t;
 #define QCTL_SOCKET "control"
 
 /* A request: argv[0] the command, argv[1] its argument or NULL.  The
- * handler writes the reply line (without LF) into reply.  Loop thread. */
+ * handler writes the reply line (without LF) into reply.  Loop thread.
+ * control.c checks the shape first and answers the rest itself, so the
+ * handler sees only "rescan" (no argument) and "flush" (no argument, or a
+ * spool_valid_id() ID): "ping" is answered with the process ID, a bad ID
+ * with "error invalid queue id", anything else with "error unknown
+ * command", a line over 512 bytes with "error request too long"; a client
+ * that sends no line within 5 s is dropped.  An empty reply becomes
+ * "error no reply"; line breaks in a reply become spaces.  The socket path
+ * (queue_dir + "/control") must fit sun_path (107 bytes). */
 typedef void (*qctl_handler_fn)(void *arg, const char *cmd, const char *cmd_arg, buf_t *reply);
 
 /* Server side (the daemon): bind queue_dir/control (a stale socket file

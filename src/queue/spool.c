@@ -1,7 +1,10 @@
 /*
- * spool: the durable queue directory, queue IDs, and the queue file format
- * (writer and reader).  See spool.h for the contract and docs/queue.md for
- * the format and the durability argument.
+ * spool: the durable queue directory, queue IDs, the queue file format
+ * (writer and reader), recipient status marks, injection of complete
+ * messages (notices), start-up recovery and the deferred queue scan.  See
+ * spool.h for the contract and docs/queue.md for the format and the
+ * durability argument.  (Moves between queues and the defer/bounce logs
+ * are in qops.c.)
  *
  * Ownership: a writer's fields are split by thread.  "loop" fields are
  * touched only on the loop thread (append, backlog, done callbacks);
@@ -14,6 +17,7 @@
  * Never: block the loop thread (every open, write, fsync and rename runs on
  * the pool); report a commit as ok before the data, the rename and the
  * directory entry are all on stable storage; replace an existing queue file;
+ * change anything in a committed file but a recipient's status byte;
  * touch hold/ during recovery (held mail stays held across restarts).
  */
 #include "queue/spool.h"
@@ -42,14 +46,13 @@
 #define QF_TRAILER_LEN (sizeof QF_TRAILER_WORD - 1 + QF_TRAILER_DIGITS + 1)
 #define QF_RCPT_PREFIX "rcpt "
 #define QF_BCC_PREFIX "bcc "
-#define QF_PENDING 'P'
-#define QF_DONE 'D'
 /* The shortest recipient line, "rcpt P x\n": bounds nrcpt by the file size. */
 #define QF_MIN_RCPT_LINE 9
 
 struct spool {
     char *dir;
-    char *incoming, *active, *corrupt, *hold;
+    char *incoming, *active, *corrupt, *hold, *deferred;
+    char *defer_log, *bounce_log;   /* defer/ and bounce/: per-message logs (qops.c) */
     pool_t *pool;
 };
 
@@ -126,10 +129,14 @@ spool_t *spool_open(const char *queue_dir, pool_t *pool, buf_t *err)
     sp->active = join(sp->dir, "active");
     sp->corrupt = join(sp->dir, "corrupt");
     sp->hold = join(sp->dir, "hold");
+    sp->deferred = join(sp->dir, "deferred");
+    sp->defer_log = join(sp->dir, "defer");
+    sp->bounce_log = join(sp->dir, "bounce");
     sp->pool = pool;
     if (make_dir(sp->dir, err) != 0 || make_dir(sp->incoming, err) != 0 ||
         make_dir(sp->active, err) != 0 || make_dir(sp->corrupt, err) != 0 ||
-        make_dir(sp->hold, err) != 0) {
+        make_dir(sp->hold, err) != 0 || make_dir(sp->deferred, err) != 0 ||
+        make_dir(sp->defer_log, err) != 0 || make_dir(sp->bounce_log, err) != 0) {
         spool_close(&sp);
         return NULL;
     }
@@ -152,6 +159,9 @@ void spool_close(spool_t **spp)
     free(sp->active);
     free(sp->corrupt);
     free(sp->hold);
+    free(sp->deferred);
+    free(sp->defer_log);
+    free(sp->bounce_log);
     free(sp);
     *spp = NULL;
 }
@@ -253,10 +263,11 @@ int spool_remove(spool_t *sp, const char *queue_id, buf_t *err)
     return rc;
 }
 
-/* active/NAME -> corrupt/NAME (corrupt/NAME.USEC when taken). */
-static int quarantine_name(spool_t *sp, const char *name, buf_t *dest, buf_t *err)
+/* DIR/NAME -> corrupt/NAME (corrupt/NAME.USEC when taken); DIR is
+ * active/ or deferred/. */
+static int quarantine_name(spool_t *sp, const char *dir, const char *name, buf_t *dest, buf_t *err)
 {
-    char *from = join(sp->active, name);
+    char *from = join(dir, name);
     int rc = 0;
     buf_reset(dest);
     buf_printf(dest, "%s/%s", sp->corrupt, name);
@@ -269,7 +280,7 @@ static int quarantine_name(spool_t *sp, const char *name, buf_t *dest, buf_t *er
     if (r != 0) {
         buf_printf(err, "rename %s to %s: %s", from, buf_cstr(dest), strerror(errno));
         rc = -1;
-    } else if (fsync_dir(sp->corrupt) != 0 || fsync_dir(sp->active) != 0) {
+    } else if (fsync_dir(sp->corrupt) != 0 || fsync_dir(dir) != 0) {
         buf_printf(err, "fsync after moving %s: %s", from, strerror(errno));
         rc = -1;
     }
@@ -284,7 +295,7 @@ int spool_quarantine(spool_t *sp, const char *queue_id, buf_t *err)
         buf_puts(err, "invalid queue id");
         return -1;
     }
-    int rc = quarantine_name(sp, queue_id, &dest, err);
+    int rc = quarantine_name(sp, sp->active, queue_id, &dest, err);
     buf_free(&dest);
     return rc;
 }
@@ -294,65 +305,54 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int spool_recover(spool_t *sp, void (*cb)(void *arg, const char *queue_id), void *arg)
+void spool_free_ids(char **ids, size_t n)
 {
-    int removed = 0;
+    for (size_t i = 0; ids && i < n; i++)
+        free(ids[i]);
+    free(ids);
+}
+
+/* Every name in dir but . and .. (sorted: IDs begin with the time, so
+ * name order is roughly arrival order).  -1 when dir cannot be read. */
+static int list_names(const char *dir, char ***names, size_t *n)
+{
     struct dirent *de;
-    DIR *d = opendir(sp->incoming);
-    if (!d) {
-        log_error("qmgr", "open queue directory %s: %m", sp->incoming);
+    size_t cap = 0;
+    *names = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
         return -1;
-    }
-    /* Anything here was never acknowledged with 250: the client still has it. */
     while ((de = readdir(d)) != NULL) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
-        char *p = join(sp->incoming, de->d_name);
-        if (unlink(p) == 0) {
-            log_warn("qmgr", "removed incomplete queue file incoming/%s", de->d_name);
-            removed++;
-        } else {
-            log_warn("qmgr", "cannot remove incomplete queue file %s: %m", p);
-        }
-        free(p);
-    }
-    closedir(d);
-    if (removed > 0 && fsync_dir(sp->incoming) != 0)
-        log_warn("qmgr", "fsync %s: %m", sp->incoming);
-
-    d = opendir(sp->active);
-    if (!d) {
-        log_error("qmgr", "open queue directory %s: %m", sp->active);
-        return -1;
-    }
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        if (n == cap) {
+        if (*n == cap) {
             cap = cap ? cap * 2 : 64;
-            names = xrealloc(names, cap * sizeof *names);
+            *names = xrealloc(*names, cap * sizeof **names);
         }
-        names[n++] = xstrdup(de->d_name);
+        (*names)[(*n)++] = xstrdup(de->d_name);
     }
     closedir(d);
-    /* IDs begin with the time: name order is roughly arrival order. */
-    if (n > 1)
-        qsort(names, n, sizeof *names, cmp_str);
+    if (*n > 1)
+        qsort(*names, *n, sizeof **names, cmp_str);
+    return 0;
+}
 
+/* Read every file of one queue (active/ or deferred/); move the ones that
+ * fail to corrupt/.  Keeps the valid names in names[0..return value). */
+static size_t validate_queue(spool_t *sp, const char *dir, const char *qname, char **names, size_t n)
+{
     size_t nvalid = 0;
     for (size_t i = 0; i < n; i++) {
-        char *p = join(sp->active, names[i]);
+        char *p = join(dir, names[i]);
         qfile_t q;
         buf_t why = BUF_INIT, dest = BUF_INIT, err = BUF_INIT;
         struct stat st;
         bool ok = false;
         if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode)) {
-            log_warn("qmgr", "unexpected directory in queue: active/%s (left alone)", names[i]);
+            log_warn("qmgr", "unexpected directory in queue: %s/%s (left alone)", qname, names[i]);
             free(p);
             free(names[i]);
-            names[i] = NULL;
             continue;
         }
         if (qfile_read(p, &q, &why) == 0) {
@@ -364,30 +364,123 @@ int spool_recover(spool_t *sp, void (*cb)(void *arg, const char *queue_id), void
         }
         if (ok) {
             names[nvalid++] = names[i];
-        } else if (quarantine_name(sp, names[i], &dest, &err) == 0) {
-            log_warn("qmgr", "corrupt queue file active/%s: %s; moved to %s", names[i],
+        } else if (quarantine_name(sp, dir, names[i], &dest, &err) == 0) {
+            log_warn("qmgr", "corrupt queue file %s/%s: %s; moved to %s", qname, names[i],
                      buf_cstr(&why), buf_cstr(&dest));
             free(names[i]);
         } else {
-            log_error("qmgr", "corrupt queue file active/%s: %s; cannot move it aside: %s",
+            log_error("qmgr", "corrupt queue file %s/%s: %s; cannot move it aside: %s", qname,
                       names[i], buf_cstr(&why), buf_cstr(&err));
             free(names[i]);
         }
-        if (!ok)
-            names[i] = NULL;
         buf_free(&why);
         buf_free(&dest);
         buf_free(&err);
         free(p);
     }
+    return nvalid;
+}
+
+int spool_recover(spool_t *sp, void (*cb)(void *arg, const char *queue_id), void *arg)
+{
+    int removed = 0;
+    char **names;
+    size_t n;
+    if (list_names(sp->incoming, &names, &n) != 0) {
+        log_error("qmgr", "open queue directory %s: %m", sp->incoming);
+        return -1;
+    }
+    /* Anything here was never acknowledged with 250: the client still has it. */
+    for (size_t i = 0; i < n; i++) {
+        char *p = join(sp->incoming, names[i]);
+        if (unlink(p) == 0) {
+            log_warn("qmgr", "removed incomplete queue file incoming/%s", names[i]);
+            removed++;
+        } else {
+            log_warn("qmgr", "cannot remove incomplete queue file %s: %m", p);
+        }
+        free(p);
+    }
+    spool_free_ids(names, n);
+    if (removed > 0 && fsync_dir(sp->incoming) != 0)
+        log_warn("qmgr", "fsync %s: %m", sp->incoming);
+
+    /* deferred/ is validated like active/ but not reported: the scans of
+     * the running queue manager take its files when they are due. */
+    if (list_names(sp->deferred, &names, &n) != 0) {
+        log_error("qmgr", "open queue directory %s: %m", sp->deferred);
+        return -1;
+    }
+    spool_free_ids(names, validate_queue(sp, sp->deferred, "deferred", names, n));
+
+    if (list_names(sp->active, &names, &n) != 0) {
+        log_error("qmgr", "open queue directory %s: %m", sp->active);
+        return -1;
+    }
+    size_t nvalid = validate_queue(sp, sp->active, "active", names, n);
     /* Report after the scan so a callback cannot disturb it. */
-    for (size_t i = 0; i < nvalid; i++) {
+    for (size_t i = 0; i < nvalid; i++)
         if (cb)
             cb(arg, names[i]);
-        free(names[i]);
-    }
-    free(names);
+    spool_free_ids(names, nvalid);
     return removed;
+}
+
+int spool_scan_deferred(spool_t *sp, long long now_sec, bool all, char ***ids, size_t *nids,
+                        size_t *nfiles, buf_t *err)
+{
+    size_t cap = 0;
+    struct dirent *de;
+    *ids = NULL;
+    *nids = 0;
+    *nfiles = 0;
+    DIR *d = opendir(sp->deferred);
+    if (!d) {
+        buf_printf(err, "open %s: %s", sp->deferred, strerror(errno));
+        return -1;
+    }
+    buf_t from = BUF_INIT, to = BUF_INIT;
+    int dfd = dirfd(d);
+    while ((de = readdir(d)) != NULL) {
+        if (!spool_valid_id(de->d_name))
+            continue;   /* ".", "..", and debris a human must look at */
+        struct stat st;
+        if (de->d_type == DT_DIR)
+            continue;
+        ++*nfiles;
+        if (!all) {
+            /* The mtime is the time of the next attempt. */
+            if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
+                (long long)st.st_mtime > now_sec)
+                continue;
+        }
+        buf_reset(&from);
+        buf_reset(&to);
+        buf_printf(&from, "%s/%s", sp->deferred, de->d_name);
+        buf_printf(&to, "%s/%s", sp->active, de->d_name);
+        /* ENOENT: `moat queue` moved or deleted it first; EEXIST: a file of
+         * that name is in active/ already (left for a human, never replaced). */
+        if (rename_noreplace(buf_cstr(&from), buf_cstr(&to)) != 0) {
+            if (errno == EEXIST)
+                log_warn("qmgr", "%s: in both deferred/ and active/; the deferred copy stays", de->d_name);
+            continue;
+        }
+        if (*nids == cap) {
+            cap = cap ? cap * 2 : 64;
+            *ids = xrealloc(*ids, cap * sizeof **ids);
+        }
+        (*ids)[(*nids)++] = xstrdup(de->d_name);
+    }
+    closedir(d);
+    buf_free(&from);
+    buf_free(&to);
+    /* Once per scan: a crash before this leaves each file in one of the
+     * two queues, and both are recovered. */
+    if (*nids > 0 && (fsync_dir(sp->active) != 0 || fsync_dir(sp->deferred) != 0))
+        log_warn("qmgr", "fsync after the deferred queue scan: %m");
+    if (*nids > 1)
+        qsort(*ids, *nids, sizeof **ids, cmp_str);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -509,14 +602,61 @@ static void discard_file(spool_writer_t *w)
     w->created = false;
 }
 
+/*
+ * The durable commit steps shared by the writer and spool_inject: the
+ * file's bytes are all written; fsync it, close it (checked: some file
+ * systems report write errors only there), rename it from incoming/ into
+ * its queue without replacing anything, fsync that directory.  fd is
+ * closed in every case.  -1 with errno and *step naming what failed; when
+ * the rename happened but its fsync failed, the renamed file is removed
+ * again (the caller reports failure, and a surviving copy would become a
+ * duplicate).  A file still in incoming/ is the caller's to remove.
+ */
+static int durable_commit(int fd, const char *inpath, const char *dest, const char *destdir,
+                          const char **step, const char **where)
+{
+    *where = inpath;
+    if (fsync(fd) != 0) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        *step = "fsync";
+        return -1;
+    }
+    if (close(fd) != 0) {
+        *step = "close";
+        return -1;
+    }
+    if (rename_noreplace(inpath, dest) != 0) {
+        *step = "rename to";
+        *where = dest;
+        return -1;
+    }
+    if (fsync_dir(destdir) != 0) {
+        int e = errno;
+        *step = "fsync directory";
+        *where = destdir;
+        if (unlink(dest) != 0)
+            log_warn("cleanup", "remove %s: %m", dest);
+        fsync_dir(destdir);
+        errno = e;
+        return -1;
+    }
+    return 0;
+}
+
+static void put_trailer(char out[QF_TRAILER_LEN + 1], size_t content_size)
+{
+    snprintf(out, QF_TRAILER_LEN + 1, QF_TRAILER_WORD "%020zu\n", content_size);
+}
+
 static void job_commit(spool_writer_t *w, wjob_t *j)
 {
-    bool renamed = false;
     char trailer[QF_TRAILER_LEN + 1];
 
     if (w->err)
         goto failed;
-    snprintf(trailer, sizeof trailer, QF_TRAILER_WORD "%020zu\n", j->content_size);
+    put_trailer(trailer, j->content_size);
     if (write_all(w->fd, j->data.data, j->data.len) != 0 ||
         write_all(w->fd, j->extra.data, j->extra.len) != 0 ||
         write_all(w->fd, trailer, QF_TRAILER_LEN) != 0) {
@@ -531,42 +671,82 @@ static void job_commit(spool_writer_t *w, wjob_t *j)
         fail(w, "write", w->inpath);
         goto failed;
     }
-    if (fsync(w->fd) != 0) {
-        fail(w, "fsync", w->inpath);
-        goto failed;
-    }
+    const char *step, *where;
     int fd = w->fd;
     w->fd = -1;
-    if (close(fd) != 0) {
-        fail(w, "close", w->inpath);
+    if (durable_commit(fd, w->inpath, j->hold ? w->holdpath : w->actpath,
+                       j->hold ? w->sp->hold : w->sp->active, &step, &where) != 0) {
+        fail(w, step, where);
         goto failed;
     }
-    const char *dest = j->hold ? w->holdpath : w->actpath;
-    const char *destdir = j->hold ? w->sp->hold : w->sp->active;
-    if (rename_noreplace(w->inpath, dest) != 0) {
-        fail(w, "rename to", dest);
-        goto failed;
-    }
-    renamed = true;
     w->created = false;
-    if (fsync_dir(destdir) != 0) {
-        fail(w, "fsync directory", destdir);
-        goto failed;
-    }
     return;
 
 failed:
-    if (renamed) {
-        /* Not known to be durable, and the client will be told to retry:
-         * keeping the file would risk a duplicate. */
-        if (unlink(dest) != 0)
-            log_warn("cleanup", "%s: remove %s: %m", w->id, dest);
-        fsync_dir(destdir);
-    }
     discard_file(w);
     j->failed = true;
     snprintf(j->errtext, sizeof j->errtext, "4.3.0 Error: queue file write error (%s)",
              w->refuse ? w->refuse : strerror(w->err ? w->err : EIO));
+}
+
+int spool_inject(spool_t *sp, const envelope_t *env, const char *content, size_t len,
+                 char id_out[QUEUE_ID_MAX], buf_t *err)
+{
+    char id[QUEUE_ID_MAX], trailer[QF_TRAILER_LEN + 1];
+    const char *why = NULL;
+    if (env->queue_id && *env->queue_id)
+        str_copy(id, env->queue_id, sizeof id);
+    else
+        spool_new_queue_id(sp, id);
+    if (!spool_valid_id(id) || (env->queue_id && strlen(env->queue_id) >= QUEUE_ID_MAX))
+        why = "invalid queue id";
+    else if (env->nrcpt == 0 || !env->rcpts)
+        why = "no recipients";
+    else if (!body_type_ok(env->body_type))
+        why = "invalid body type";
+    for (size_t i = 0; !why && i < env->nrcpt; i++)
+        if (!env->rcpts[i] || !*env->rcpts[i])
+            why = "empty recipient";
+    if (why) {
+        buf_printf(err, "queue file not written: %s", why);
+        errno = EINVAL;
+        return -1;
+    }
+    buf_t data = BUF_INIT;
+    serialize_envelope(&data, env, id);
+    buf_append(&data, content, len);
+    put_trailer(trailer, len);
+    buf_append(&data, trailer, QF_TRAILER_LEN);
+
+    char *inpath = join(sp->incoming, id), *dest = join(sp->active, id);
+    const char *step = "create", *where = inpath;
+    int rc = -1, saved = 0;
+    int fd = open(inpath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd >= 0) {
+        if (write_all(fd, data.data, data.len) != 0) {
+            saved = errno;
+            step = "write";
+            close(fd);
+            unlink(inpath);
+        } else if (durable_commit(fd, inpath, dest, sp->active, &step, &where) != 0) {
+            saved = errno;
+            unlink(inpath);   /* ENOENT after a rename: nothing left to remove */
+        } else {
+            rc = 0;
+        }
+    } else {
+        saved = errno;
+    }
+    if (rc != 0) {
+        buf_printf(err, "queue file write error: %s %s: %s", step, where, strerror(saved ? saved : EIO));
+        errno = saved ? saved : EIO;
+    } else {
+        str_copy(id_out, id, QUEUE_ID_MAX);
+    }
+    free(inpath);
+    free(dest);
+    buf_free(&data);
+    return rc;
 }
 
 static void spool_job_work(void *arg)
@@ -805,6 +985,11 @@ static bool all_digits(const char *s, size_t maxlen)
     return true;
 }
 
+static bool status_ok(char c)
+{
+    return c == QF_PENDING || c == QF_DONE || c == QF_FAILED;
+}
+
 static int parse(reader_t *r, qfile_t *q, long long fsize, buf_t *err)
 {
     char *v;
@@ -861,11 +1046,12 @@ static int parse(reader_t *r, qfile_t *q, long long fsize, buf_t *err)
     }
     q->rcpts = xcalloc((size_t)nrcpt, sizeof *q->rcpts);
     q->rcpt_done = xcalloc((size_t)nrcpt, sizeof *q->rcpt_done);
+    q->rcpt_status = xcalloc((size_t)nrcpt, sizeof *q->rcpt_status);
     q->rcpt_offset = xcalloc((size_t)nrcpt, sizeof *q->rcpt_offset);
     for (long long i = 0; i < nrcpt; i++) {
         size_t k = strlen(QF_RCPT_PREFIX);
         if (next_line(r) != 0 || r->len < k + 3 || memcmp(r->line, QF_RCPT_PREFIX, k) != 0 ||
-            (r->line[k] != QF_PENDING && r->line[k] != QF_DONE) || r->line[k + 1] != ' ') {
+            !status_ok(r->line[k]) || r->line[k + 1] != ' ') {
             buf_printf(err, "line %d: expected recipient %lld of %lld", r->lineno, i + 1, nrcpt);
             return -1;
         }
@@ -876,6 +1062,7 @@ static int parse(reader_t *r, qfile_t *q, long long fsize, buf_t *err)
         }
         q->rcpts[i] = a;
         q->rcpt_done[i] = r->line[k] == QF_DONE;
+        q->rcpt_status[i] = r->line[k];
         q->rcpt_offset[i] = (long)(r->off + (long long)k);
         q->nrcpt = (size_t)i + 1;
     }
@@ -930,7 +1117,7 @@ static int parse_extra(reader_t *r, qfile_t *q, long long start, long long end, 
             q->redirect = v;
             at = X_BCC;
         } else if (!bad && r->len >= k + 3 && memcmp(r->line, QF_BCC_PREFIX, k) == 0 &&
-                   (r->line[k] == QF_PENDING || r->line[k] == QF_DONE) && r->line[k + 1] == ' ') {
+                   status_ok(r->line[k]) && r->line[k + 1] == ' ') {
             char *a = decode_value(r->line + k + 2, r->len - k - 2);
             if (!a || !*a) {
                 free(a);
@@ -940,9 +1127,11 @@ static int parse_extra(reader_t *r, qfile_t *q, long long start, long long end, 
             size_t n = q->nrcpt + 1;
             q->rcpts = xrealloc(q->rcpts, n * sizeof *q->rcpts);
             q->rcpt_done = xrealloc(q->rcpt_done, n * sizeof *q->rcpt_done);
+            q->rcpt_status = xrealloc(q->rcpt_status, n * sizeof *q->rcpt_status);
             q->rcpt_offset = xrealloc(q->rcpt_offset, n * sizeof *q->rcpt_offset);
             q->rcpts[n - 1] = a;
             q->rcpt_done[n - 1] = r->line[k] == QF_DONE;
+            q->rcpt_status[n - 1] = r->line[k];
             q->rcpt_offset[n - 1] = (long)(r->off + (long long)k);
             q->nrcpt = n;
             q->nbcc++;
@@ -964,6 +1153,7 @@ int qfile_read(const char *path, qfile_t *out, buf_t *err)
     int saved;
 
     memset(out, 0, sizeof *out);
+    out->mark_fd = -1;
     memset(&r, 0, sizeof r);
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
@@ -1066,40 +1256,76 @@ void qfile_free(qfile_t *q)
         free(q->rcpts[i]);
     free(q->rcpts);
     free(q->rcpt_done);
+    free(q->rcpt_status);
     free(q->rcpt_offset);
     free(q->filter);
     free(q->redirect);
+    if (q->mark_open)
+        close(q->mark_fd);
     memset(q, 0, sizeof *q);
+    q->mark_fd = -1;
 }
 
-int qfile_mark_done(qfile_t *q, size_t i, buf_t *err)
+int qfile_open_marks(qfile_t *q, buf_t *err)
+{
+    if (q->mark_open)
+        return 0;
+    if (!q->path) {
+        buf_puts(err, "no queue file");
+        return -1;
+    }
+    int fd = open(q->path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) {
+        int e = errno;
+        buf_printf(err, "open %s: %s", q->path, strerror(e));
+        errno = e;
+        return -1;
+    }
+    q->mark_fd = fd;
+    q->mark_open = true;
+    return 0;
+}
+
+int qfile_mark(qfile_t *q, size_t i, char status, buf_t *err)
 {
     char c = 0;
     if (i >= q->nrcpt || !q->path) {
         buf_puts(err, "no such recipient");
         return -1;
     }
-    int fd = open(q->path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (!status_ok(status)) {
+        buf_puts(err, "invalid recipient status");
+        return -1;
+    }
+    /* Through the fd the queue manager opened when it loaded the file, so
+     * the mark lands in the file wherever it was renamed to meanwhile. */
+    bool own = !q->mark_open;
+    int fd = own ? open(q->path, O_RDWR | O_CLOEXEC | O_NOFOLLOW) : q->mark_fd;
     if (fd < 0) {
         buf_printf(err, "open %s: %s", q->path, strerror(errno));
         return -1;
     }
+    int rc = 0;
     /* Check the byte first: a replaced or edited file must not be patched blindly. */
-    if (pread(fd, &c, 1, (off_t)q->rcpt_offset[i]) != 1 || (c != QF_PENDING && c != QF_DONE)) {
+    if (pread(fd, &c, 1, (off_t)q->rcpt_offset[i]) != 1 || !status_ok(c)) {
         buf_printf(err, "%s: recipient %zu status byte not found", q->path, i + 1);
-        close(fd);
-        return -1;
-    }
-    c = QF_DONE;
-    if (pwrite(fd, &c, 1, (off_t)q->rcpt_offset[i]) != 1 || fdatasync(fd) != 0) {
+        rc = -1;
+    } else if (c != status && (pwrite(fd, &status, 1, (off_t)q->rcpt_offset[i]) != 1 || fdatasync(fd) != 0)) {
         buf_printf(err, "update %s: %s", q->path, strerror(errno ? errno : EIO));
-        close(fd);
-        return -1;
+        rc = -1;
     }
-    if (close(fd) != 0) {
+    if (own && close(fd) != 0 && rc == 0) {
         buf_printf(err, "close %s: %s", q->path, strerror(errno));
-        return -1;
+        rc = -1;
     }
-    q->rcpt_done[i] = 1;
-    return 0;
+    if (rc == 0) {
+        q->rcpt_status[i] = status;
+        q->rcpt_done[i] = status == QF_DONE;
+    }
+    return rc;
+}
+
+int qfile_mark_done(qfile_t *q, size_t i, buf_t *err)
+{
+    return qfile_mark(q, i, QF_DONE, err);
 }

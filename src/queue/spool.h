@@ -50,8 +50,10 @@ void spool_new_queue_id(spool_t *sp, char out[QUEUE_ID_MAX]);
 
 /* Start-up recovery, blocking (called before any port opens): remove every
  * leftover in incoming/ (an interrupted write: never delivered), move files
- * in active/ that fail validation to corrupt/ (logged), and return the IDs
- * of complete files in active/ through cb. Returns how many leftovers were removed. */
+ * in active/ and deferred/ that fail validation to corrupt/ (logged), and
+ * return the IDs of complete files in active/ through cb (deferred/ is not
+ * reported: the queue manager's scans pick its files up when they are
+ * due). Returns how many leftovers were removed. */
 int spool_recover(spool_t *sp, void (*cb)(void *arg, const char *queue_id), void *arg);
 
 typedef struct spool_writer spool_writer_t;
@@ -108,6 +110,10 @@ typedef struct qfile {
     char *filter;         /* FILTER transport:destination */
     char *redirect;       /* REDIRECT address: delivery goes there instead */
     size_t nbcc;          /* the last nbcc of rcpts came from BCC actions */
+    /* Added with the full queue manager (issue 5): */
+    char *rcpt_status;    /* per recipient: QF_PENDING, QF_DONE or QF_FAILED */
+    int mark_fd;          /* qfile_open_marks(): marks go through this fd ... */
+    bool mark_open;       /* ... when this is true (qfile_free closes it) */
 } qfile_t;
 
 /* Parse and validate a complete queue file; -1 with err on malformed/incomplete. */
@@ -187,6 +193,21 @@ int spool_inject(spool_t *sp, const envelope_t *env, const char *content, size_t
  * 1 exactly when the byte is QF_DONE).  qfile_mark() rewrites the byte in
  * place (pwrite + fdatasync), like qfile_mark_done(). */
 int qfile_mark(qfile_t *q, size_t i, char status, buf_t *err);
+/* Open q->path for writing and keep the fd in q (mark_fd): later marks go
+ * through it, so they land in the file even after it was renamed to
+ * another queue (hold/) while a delivery ran.  Blocking.  -1 with err. */
+int qfile_open_marks(qfile_t *q, buf_t *err);
+
+/* Blocking, for pool threads: the deferred queue scan.  Renames every file
+ * of deferred/ whose mtime (its next attempt) is <= now_sec -- every file
+ * when all is true -- into active/ (RENAME_NOREPLACE; a file someone else
+ * moved first is skipped), fsyncs both directories once, and returns the
+ * moved IDs (malloc'd array of malloc'd strings; free with
+ * spool_free_ids).  One readdir, one fstatat per file, no open.
+ * *nfiles: the entries looked at.  -1 with err when deferred/ cannot be read. */
+int spool_scan_deferred(spool_t *sp, long long now_sec, bool all, char ***ids, size_t *nids,
+                        size_t *nfiles, buf_t *err);
+void spool_free_ids(char **ids, size_t n);
 
 /* Per-message logs next to the queues, as Postfix's defer/ and bounce/:
  *   queue_directory/defer/ID    the last attempt's reason per deferred

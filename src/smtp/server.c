@@ -7,11 +7,15 @@
  * during a reload) and is pointed at the new generation's service.
  * Accepting enforces moat_max_sessions and the service's maxproc before
  * a session object exists: an over-limit client gets one 421 line.
+ * A service's values are checked when its generation is compiled
+ * (content_filter's form, receive_override_options' names, the XCLIENT
+ * and XFORWARD lists), so a bad one fails the load with file:line.
  */
 #include "smtp/smtpd.h"
 
 #include "core/log.h"
 #include "core/util.h"
+#include "smtp/xattr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -55,8 +59,13 @@ static void svc_free(smtpd_svc_t *sv)
 {
     addrlist_free(&sv->bare_nl_exclusions);
     policy_free(&sv->policy);
-    free(sv->ehlo_reply);
+    for (size_t i = 0; i < ARRAY_LEN(sv->ehlo_replies); i++)
+        free(sv->ehlo_replies[i]);
+    sv->ehlo_reply = NULL;   /* it was ehlo_replies[0] */
     free(sv->myhostname);
+    addrlist_free(&sv->xclient_hosts);
+    addrlist_free(&sv->xforward_hosts);
+    free(sv->content_filter);
 }
 
 void gen_release(gen_t *g)
@@ -82,9 +91,11 @@ static bool keyword_discarded(const params_t *p, const char *kw)
     return false;
 }
 
-static char *build_ehlo(const params_t *p, const char *host)
+/* The EHLO reply; which (EHLO_*) adds XCLIENT and/or XFORWARD, announced
+ * only to clients authorized to use them, where Postfix puts them. */
+static char *build_ehlo(const params_t *p, const char *host, unsigned which)
 {
-    const char *kw[8];
+    const char *kw[10];
     char size[40];
     size_t n = 0;
     long long limit = param_int(p, PARAM_message_size_limit);
@@ -96,13 +107,17 @@ static char *build_ehlo(const params_t *p, const char *host)
     kw[n++] = size;
     if (!param_bool(p, PARAM_disable_vrfy_command))
         kw[n++] = "VRFY";
+    if (which & EHLO_XCLIENT)
+        kw[n++] = xattr_keywords(XCMD_XCLIENT);
+    if (which & EHLO_XFORWARD)
+        kw[n++] = xattr_keywords(XCMD_XFORWARD);
     kw[n++] = "ENHANCEDSTATUSCODES";
     kw[n++] = "8BITMIME";
     if (param_bool(p, PARAM_smtputf8_enable))
         kw[n++] = "SMTPUTF8";
     kw[n++] = "CHUNKING";
 
-    const char *keep[8];
+    const char *keep[10];
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         char word[24];
@@ -201,6 +216,90 @@ static int gen_dns(gen_t *g, struct event_base *base, const gen_t *prev, buf_t *
     return g->dns ? 0 : -1;
 }
 
+int smtpd_receive_override(const char *const *items, size_t n, unsigned *out, buf_t *err)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } opts[] = {
+        {"no_unknown_recipient_checks", RO_NO_UNKNOWN_RCPT},
+        {"no_address_mappings", RO_NO_ADDRESS_MAPPINGS},
+        {"no_header_body_checks", RO_NO_HEADER_BODY},
+        {"no_milters", RO_NO_MILTERS},
+    };
+    unsigned bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t k = 0;
+        while (k < ARRAY_LEN(opts) && !str_ieq(items[i], opts[k].name))
+            k++;
+        if (k == ARRAY_LEN(opts)) {
+            buf_printf(err, "receive_override_options: unknown value \"%s\" (known: no_unknown_recipient_checks, "
+                            "no_address_mappings, no_header_body_checks, no_milters)",
+                       items[i]);
+            return -1;
+        }
+        bits |= opts[k].bit;
+    }
+    *out = bits;
+    return 0;
+}
+
+/* One XCLIENT/XFORWARD authorization list. */
+static addrlist_t *compile_hosts(const smtpd_svc_t *sv, param_id id, buf_t *err)
+{
+    const char *const *items;
+    size_t n = param_list(sv->p, id, &items);
+    buf_t why = BUF_INIT;
+    addrlist_t *al = addrlist_new(param_name(id), items, n, param_str(sv->p, PARAM_config_directory), &why);
+    if (!al) {
+        where(err, sv, id, id);
+        buf_puts(err, buf_cstr(&why));
+    }
+    buf_free(&why);
+    return al;
+}
+
+/* content_filter, receive_override_options and the XCLIENT/XFORWARD
+ * lists of one service.  -1 with "file:line: ..." lines in err. */
+static int compile_filter_params(smtpd_svc_t *sv, buf_t *err)
+{
+    int bad = 0;
+    buf_t why = BUF_INIT;
+    const char *const *items;
+    size_t n = param_list(sv->p, PARAM_receive_override_options, &items);
+    if (smtpd_receive_override(items, n, &sv->receive_override, &why) != 0) {
+        where(err, sv, PARAM_receive_override_options, PARAM_receive_override_options);
+        buf_printf(err, "%s\n", buf_cstr(&why));
+        bad = -1;
+    }
+    buf_free(&why);
+
+    /* Postfix's form is transport:destination; either part may be empty
+     * (the queue manager then takes the recipient's defaults), the colon
+     * may not be missing: such a value is a typo that would misroute mail. */
+    const char *cf = param_str(sv->p, PARAM_content_filter);
+    while (*cf == ' ' || *cf == '\t')
+        cf++;
+    if (*cf) {
+        const char *colon = strchr(cf, ':');
+        bool space = strpbrk(cf, " \t") != NULL;
+        if (!colon || space) {
+            where(err, sv, PARAM_content_filter, PARAM_content_filter);
+            buf_printf(err, "content_filter: \"%s\": expected transport:destination, "
+                            "e.g. smtp:[127.0.0.1]:10025\n", cf);
+            bad = -1;
+        } else {
+            sv->content_filter = xstrdup(cf);
+        }
+    }
+
+    sv->xclient_hosts = compile_hosts(sv, PARAM_smtpd_authorized_xclient_hosts, err);
+    sv->xforward_hosts = compile_hosts(sv, PARAM_smtpd_authorized_xforward_hosts, err);
+    if (!sv->xclient_hosts || !sv->xforward_hosts)
+        bad = -1;
+    return bad;
+}
+
 static gen_t *gen_new(config_t *cfg, struct event_base *base, const gen_t *prev, buf_t *err)
 {
     gen_t *g = xcalloc(1, sizeof *g);
@@ -219,7 +318,9 @@ static gen_t *gen_new(config_t *cfg, struct event_base *base, const gen_t *prev,
                            : str_ieq(mode, "no")   ? BARE_NL_NO
                                                    : BARE_NL_NORMALIZE;
         sv->proxy = str_ieq(param_str(sv->p, PARAM_smtpd_upstream_proxy_protocol), "haproxy");
-        sv->ehlo_reply = build_ehlo(sv->p, sv->myhostname);
+        for (unsigned k = 0; k < ARRAY_LEN(sv->ehlo_replies); k++)
+            sv->ehlo_replies[k] = build_ehlo(sv->p, sv->myhostname, k);
+        sv->ehlo_reply = sv->ehlo_replies[0];
         sv->pipelining_offered = !keyword_discarded(sv->p, "PIPELINING");
         const char *const *items;
         size_t n = param_list(sv->p, PARAM_smtpd_forbid_bare_newline_exclusions, &items);
@@ -231,7 +332,7 @@ static gen_t *gen_new(config_t *cfg, struct event_base *base, const gen_t *prev,
             buf_puts(err, buf_cstr(&why));
         }
         buf_free(&why);
-        if (!sv->bare_nl_exclusions) {
+        if (!sv->bare_nl_exclusions || compile_filter_params(sv, err) != 0) {
             g->cfg = NULL;   /* the caller still owns cfg on failure */
             gen_release(g);
             return NULL;

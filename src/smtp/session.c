@@ -5,6 +5,9 @@
  * command table at the bottom drives the state machine; content goes
  * through the data decoder (data.c) into a spool writer.  Replies to
  * pipelined commands are queued in order and flushed together.
+ * XFORWARD (one transaction's client, for the queue file, Received: and
+ * the log only) and XCLIENT (a new client identity for everything) come
+ * from authorized peers; xattr.c parses their arguments.
  *
  * Ownership: the session owns its bufferevent, transaction state and
  * spool writer; it holds one reference on its configuration generation.
@@ -25,6 +28,7 @@
 #include "smtp/addr.h"
 #include "smtp/data.h"
 #include "smtp/proxy.h"
+#include "smtp/xattr.h"
 #include "policy/peer.h"
 
 #include <arpa/inet.h>
@@ -43,8 +47,8 @@
 enum { ST_PROXY, ST_CMD, ST_DATA, ST_BDAT };
 
 /* Command indexes, in the order Postfix prints them at disconnect. */
-enum { C_HELO, C_EHLO, C_MAIL, C_RCPT, C_DATA, C_BDAT, C_RSET, C_NOOP, C_VRFY, C_HELP,
-       C_QUIT, C_UNKNOWN, C__COUNT };
+enum { C_HELO, C_EHLO, C_XCLIENT, C_XFORWARD, C_MAIL, C_RCPT, C_DATA, C_BDAT, C_RSET, C_NOOP,
+       C_VRFY, C_HELP, C_QUIT, C_UNKNOWN, C__COUNT };
 
 #define OUTPUT_HIGH_WATER (256 * 1024)   /* stop reading commands while replies pile up */
 #define INPUT_HIGH_WATER (1024 * 1024)   /* stop reading from a client that runs ahead */
@@ -106,6 +110,11 @@ typedef struct session {
     char *redirect, *filter;     /* REDIRECT / FILTER actions (the last one wins) */
     buf_t bcc;                   /* BCC addresses, each ending in "\n" */
     buf_t bdat_reply;            /* a data-restriction reply that follows a BDAT chunk */
+
+    /* XFORWARD / XCLIENT (smtp/xattr.h) */
+    bool xfwd;                   /* XFORWARD attributes apply to the next transaction */
+    xattrs_t fwd;                /* those attributes; the ones never given are unavailable */
+    char *login;                 /* XCLIENT LOGIN: the SASL login name the restrictions see */
 
     /* DNS (dns/dns.h): the session's answers, and what waits for them */
     dns_memo_t *memo;
@@ -239,7 +248,7 @@ static void fill_pstate(session_t *s, pstate_t *st)
     st->protocol = proto_name(s);
     st->nrcpt = (unsigned)s->nrcpt;
     st->pipelined_early = s->pipelined_early;
-    st->sasl_user = NULL;   /* AUTH comes with the TLS issue */
+    st->sasl_user = s->login;   /* XCLIENT LOGIN; AUTH comes with the TLS issue */
     st->local = s->local.ss_family ? (const struct sockaddr *)&s->local : NULL;
 }
 
@@ -379,14 +388,17 @@ static void reset_transaction(session_t *s)
     xfree(&s->redirect);
     xfree(&s->filter);
     buf_reset(&s->bcc);
+    /* XFORWARD_README: the attributes last for one transaction (RSET or
+     * the end of DATA ends it; so does HELO/EHLO, which implies RSET). */
+    s->xfwd = false;
 }
 
 /* ---------- lifecycle ---------- */
 
 static void log_disconnect(session_t *s)
 {
-    static const char *names[C__COUNT] = {"helo", "ehlo", "mail", "rcpt", "data", "bdat",
-                                          "rset", "noop", "vrfy", "help", "quit", "unknown"};
+    static const char *names[C__COUNT] = {"helo", "ehlo", "xclient", "xforward", "mail", "rcpt", "data",
+                                          "bdat", "rset", "noop", "vrfy", "help", "quit", "unknown"};
     buf_t b = BUF_INIT;
     unsigned ok = 0, total = 0;
     buf_printf(&b, "disconnect from %s", s->client);
@@ -431,6 +443,7 @@ static void reap(evutil_socket_t fd, short what, void *arg)
     buf_free(&s->bdat_reply);
     dns_memo_free(&s->memo);
     free(s->pend_arg);
+    free(s->login);
     server_session_removed(s->srv, (struct session *)s);
     s->sv->nsessions--;
     gen_release(s->sv->gen);
@@ -726,6 +739,223 @@ static bool pipelining_violation(session_t *s, const char *verb, bool last_in_gr
     return true;
 }
 
+/* ---------- XFORWARD and XCLIENT ---------- */
+
+/* Is the client (as XCLIENT may have replaced it) in list?  1 yes, 0 no,
+ * -1 when a table of the list failed (logged). */
+static int xauth(session_t *s, addrlist_t *list, const char *param)
+{
+    buf_t why = BUF_INIT;
+    al_result r = addrlist_match(list, s->addr, &why);
+    if (r == AL_ERROR)
+        log_warn("smtpd", "%s: %s", param, buf_cstr(&why));
+    buf_free(&why);
+    return r == AL_MATCH ? 1 : r == AL_ERROR ? -1 : 0;
+}
+
+/* A list that decides who may use a command could not be read: as
+ * Postfix, neither allow nor refuse; end the session with a 4xx. */
+static void local_data_error(session_t *s, const char *kind, const char *what)
+{
+    if (strcmp(kind, "command") == 0)
+        log_warn("smtpd", "don't know if command %s should be allowed from %s", what, s->client);
+    else
+        log_warn("smtpd", "don't know if %s %s should be announced to %s", kind, what, s->client);
+    reply(s, "421 4.3.0 %s Server local data error", s->sv->myhostname);
+    session_close(s);
+}
+
+/* The checks XFORWARD and XCLIENT share, in Postfix's order: not inside
+ * a transaction, some arguments, an authorized client. */
+static bool x_permitted(session_t *s, const char *verb, const char *arg, addrlist_t *list, const char *param)
+{
+    if (s->in_mail) {
+        reply_error(s, "503 5.5.1 Error: MAIL transaction in progress");
+        return false;
+    }
+    while (*arg == ' ' || *arg == '\t')
+        arg++;
+    if (!*arg) {
+        reply_error(s, "501 5.5.4 Syntax: %s attribute=value...", verb);
+        return false;
+    }
+    int ok = xauth(s, list, param);
+    if (ok < 0) {
+        local_data_error(s, "command", verb);
+        return false;
+    }
+    if (!ok) {
+        reply_error(s, "550 5.7.0 Error: insufficient authorization");
+        return false;
+    }
+    return true;
+}
+
+#define XAVAIL(a, id) ((a)->status[id] == XA_AVAILABLE)
+
+/* XFORWARD: what a content filter or proxy knows about the client it
+ * received the next message from.  It changes the queue file's client
+ * attributes, the Received: header and the "client=" log line of the next
+ * transaction only; restrictions still see the real client. */
+static int cmd_xforward(session_t *s, char *arg)
+{
+    if (!x_permitted(s, "XFORWARD", arg, s->sv->xforward_hosts, "smtpd_authorized_xforward_hosts"))
+        return -1;
+    xattrs_t *a = xmalloc(sizeof *a);
+    buf_t r = BUF_INIT;
+    int rc = xattr_parse(XCMD_XFORWARD, arg, a, &r);
+    if (rc != 0) {
+        reply_error(s, "%s", buf_cstr(&r));
+    } else {
+        /* The first XFORWARD of a transaction starts from "everything
+         * unavailable"; later ones overwrite what they name. */
+        if (!s->xfwd) {
+            memset(&s->fwd, 0, sizeof s->fwd);
+            memset(s->fwd.status, XA_UNAVAILABLE, sizeof s->fwd.status);
+            s->xfwd = true;
+        }
+        for (int id = 0; id < XA__COUNT; id++) {
+            if (!(a->given & (1u << id)))
+                continue;
+            s->fwd.given |= 1u << id;
+            s->fwd.status[id] = a->status[id];
+            memcpy(s->fwd.value[id], a->value[id], sizeof s->fwd.value[id]);
+        }
+        reply(s, "250 2.0.0 Ok");
+    }
+    buf_free(&r);
+    free(a);
+    return rc;
+}
+
+/* "ID: client=name[addr]", and with XFORWARD Postfix's
+ * ", orig_queue_id=IDENT, orig_client=name[addr]" after it. */
+static void log_client(session_t *s)
+{
+    if (!s->xfwd) {
+        log_info("smtpd", "%s: client=%s", s->qid, s->client);
+        return;
+    }
+    const xattrs_t *f = &s->fwd;
+    buf_t b = BUF_INIT;
+    buf_printf(&b, "%s: client=%s", s->qid, s->client);
+    if (XAVAIL(f, XA_IDENT))
+        buf_printf(&b, ", orig_queue_id=%s", f->value[XA_IDENT]);
+    buf_printf(&b, ", orig_client=%s", XAVAIL(f, XA_NAME) ? f->value[XA_NAME] : "unknown");
+    if (XAVAIL(f, XA_ADDR))
+        buf_printf(&b, "[%s]", f->value[XA_ADDR]);
+    log_info("smtpd", "%s", buf_cstr(&b));
+    buf_free(&b);
+}
+
+/* Text address + port -> sockaddr (family 0 when addr is not an address). */
+static void text_sockaddr(const char *addr, const char *port, struct sockaddr_storage *out)
+{
+    memset(out, 0, sizeof *out);
+    unsigned p = port && *port ? (unsigned)strtoul(port, NULL, 10) : 0;
+    struct sockaddr_in *in = (struct sockaddr_in *)out;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)out;
+    if (inet_pton(AF_INET, addr, &in->sin_addr) == 1) {
+        in->sin_family = AF_INET;
+        in->sin_port = htons((uint16_t)p);
+    } else if (inet_pton(AF_INET6, addr, &in6->sin6_addr) == 1) {
+        in6->sin6_family = AF_INET6;
+        in6->sin6_port = htons((uint16_t)p);
+    }
+}
+
+static void sockaddr_port(const struct sockaddr_storage *ss, char *out, size_t size)
+{
+    unsigned p = 0;
+    if (ss->ss_family == AF_INET)
+        p = ntohs(((const struct sockaddr_in *)ss)->sin_port);
+    else if (ss->ss_family == AF_INET6)
+        p = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+    snprintf(out, size, "%u", p);
+}
+
+/* XCLIENT: an authorized proxy or test tool replaces the client's
+ * identity for everything that follows (restrictions, logs, Received:,
+ * the queue file).  The session then starts over with a new greeting,
+ * as Postfix's does; HELO and PROTO survive only when XCLIENT gave them.
+ * The names are taken as given: no DNS lookup is repeated. */
+static int cmd_xclient(session_t *s, char *arg)
+{
+    if (!x_permitted(s, "XCLIENT", arg, s->sv->xclient_hosts, "smtpd_authorized_xclient_hosts"))
+        return -1;
+    xattrs_t *a = xmalloc(sizeof *a);
+    buf_t r = BUF_INIT;
+    if (xattr_parse(XCMD_XCLIENT, arg, a, &r) != 0) {
+        reply_error(s, "%s", buf_cstr(&r));
+        buf_free(&r);
+        free(a);
+        return -1;
+    }
+    buf_free(&r);
+#define GIVEN(id) (a->given & (1u << (id)))
+    char before[sizeof s->client];
+    str_copy(before, s->client, sizeof before);
+    if (GIVEN(XA_NAME)) {
+        str_copy(s->name, XAVAIL(a, XA_NAME) ? a->value[XA_NAME] : "unknown", sizeof s->name);
+        s->name_code = s->forward_code = a->status[XA_NAME];
+        if (!GIVEN(XA_REVERSE_NAME)) {
+            /* A verified name is its own PTR name. */
+            str_copy(s->reverse, s->name, sizeof s->reverse);
+            s->reverse_code = s->name_code;
+        }
+    }
+    if (GIVEN(XA_REVERSE_NAME)) {
+        str_copy(s->reverse, XAVAIL(a, XA_REVERSE_NAME) ? a->value[XA_REVERSE_NAME] : "unknown",
+                 sizeof s->reverse);
+        s->reverse_code = a->status[XA_REVERSE_NAME];
+    }
+    if (GIVEN(XA_ADDR) || GIVEN(XA_PORT)) {
+        char port[8];
+        sockaddr_port(&s->peer, port, sizeof port);
+        if (GIVEN(XA_PORT))
+            str_copy(port, XAVAIL(a, XA_PORT) ? a->value[XA_PORT] : "0", sizeof port);
+        if (GIVEN(XA_ADDR))
+            str_copy(s->addr, XAVAIL(a, XA_ADDR) ? a->value[XA_ADDR] : "unknown", sizeof s->addr);
+        text_sockaddr(s->addr, port, &s->peer);
+    }
+    if (GIVEN(XA_DESTADDR) || GIVEN(XA_DESTPORT)) {
+        char addr[INET6_ADDRSTRLEN] = "", port[8];
+        sockaddr_port(&s->local, port, sizeof port);
+        if (s->local.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&s->local)->sin_addr, addr, sizeof addr);
+        else if (s->local.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&s->local)->sin6_addr, addr, sizeof addr);
+        if (GIVEN(XA_DESTPORT))
+            str_copy(port, XAVAIL(a, XA_DESTPORT) ? a->value[XA_DESTPORT] : "0", sizeof port);
+        if (GIVEN(XA_DESTADDR))
+            str_copy(addr, XAVAIL(a, XA_DESTADDR) ? a->value[XA_DESTADDR] : "", sizeof addr);
+        text_sockaddr(addr, port, &s->local);
+    }
+    if (GIVEN(XA_LOGIN)) {
+        xfree(&s->login);
+        if (XAVAIL(a, XA_LOGIN))
+            s->login = xstrdup(a->value[XA_LOGIN]);
+    }
+    snprintf(s->client, sizeof s->client, "%s[%s]", s->name, s->addr);
+    log_info("smtpd", "xclient from %s: client=%s%s%s", before, s->client, s->login ? ", login=" : "",
+             s->login ? s->login : "");
+
+    /* Start over, as a new session would (Postfix: the greeting stage). */
+    reset_transaction(s);
+    xfree(&s->helo);
+    if (GIVEN(XA_HELO) && XAVAIL(a, XA_HELO))
+        s->helo = xstrdup(a->value[XA_HELO]);
+    s->esmtp = GIVEN(XA_PROTO) && XAVAIL(a, XA_PROTO) && strcmp(a->value[XA_PROTO], "ESMTP") == 0;
+    xfree(&s->access_denied);
+    xfree(&s->dip_client);
+    xfree(&s->dip_helo);
+#undef GIVEN
+    free(a);
+    prefetch(s);   /* the lists about the new address and names */
+    greet_policy(s);
+    return 0;
+}
+
 static int cmd_helo_common(session_t *s, char *arg, bool esmtp)
 {
     char *name = arg;
@@ -760,13 +990,24 @@ static int cmd_helo_common(session_t *s, char *arg, bool esmtp)
             s->dip_helo = xstrdup(buf_cstr(&s->v.postponed));
         sleep_s = s->v.sleep;
     }
+    unsigned which = 0;
+    if (esmtp) {
+        /* XCLIENT and XFORWARD are announced to the clients allowed to use them. */
+        int xc = xauth(s, s->sv->xclient_hosts, "smtpd_authorized_xclient_hosts");
+        int xf = xc < 0 ? 0 : xauth(s, s->sv->xforward_hosts, "smtpd_authorized_xforward_hosts");
+        if (xc < 0 || xf < 0) {
+            local_data_error(s, "EHLO feature", xc < 0 ? "XCLIENT" : "XFORWARD");
+            return -1;
+        }
+        which = (xc ? EHLO_XCLIENT : 0) | (xf ? EHLO_XFORWARD : 0);
+    }
     reset_transaction(s);
     free(s->helo);
     s->helo = xstrdup(name);
     s->esmtp = esmtp;
     prefetch(s);   /* the HELO name */
     if (esmtp)
-        send_text(s, s->sv->ehlo_reply, false, sleep_s);
+        send_text(s, s->sv->ehlo_replies[which], false, sleep_s);
     else
         reply(s, "250 %s", s->sv->myhostname);
     return 0;
@@ -961,7 +1202,7 @@ static int cmd_rcpt(session_t *s, char *arg)
     take_actions(s);
     if (!s->qid[0]) {
         spool_new_queue_id(server_spool(s->srv), s->qid);
-        log_info("smtpd", "%s: client=%s", s->qid, s->client);
+        log_client(s);
     }
     log_policy_lines(s, &s->v);   /* now that the queue ID exists */
     s->rcpts = xrealloc(s->rcpts, (s->nrcpt + 1) * sizeof *s->rcpts);
@@ -970,6 +1211,32 @@ static int cmd_rcpt(session_t *s, char *arg)
     addr_free(&a);
     send_text(s, "250 2.1.5 Ok", false, s->v.sleep);
     return 0;
+}
+
+/* The client the queue file and the Received: header name: the real one,
+ * or what XFORWARD said.  addr NULL: a forwarded local submission
+ * (XFORWARD ADDR=[UNAVAILABLE]), whose other attributes are ignored. */
+typedef struct origin {
+    const char *name, *addr, *helo, *proto;
+} origin_t;
+
+static origin_t message_origin(const session_t *s)
+{
+    origin_t o = {s->name, s->addr, s->helo, proto_name(s)};
+    if (!s->xfwd)
+        return o;
+    const xattrs_t *f = &s->fwd;
+    o.proto = XAVAIL(f, XA_PROTO) ? f->value[XA_PROTO] : "unknown";
+    if (!XAVAIL(f, XA_ADDR)) {
+        o.name = "unknown";
+        o.addr = NULL;
+        o.helo = NULL;
+        return o;
+    }
+    o.name = XAVAIL(f, XA_NAME) ? f->value[XA_NAME] : "unknown";
+    o.addr = f->value[XA_ADDR];
+    o.helo = XAVAIL(f, XA_HELO) ? f->value[XA_HELO] : NULL;
+    return o;
 }
 
 /* RFC 5322 date for Received: */
@@ -983,13 +1250,14 @@ static void rfc5322_date(char *out, size_t size)
 
 static void start_message(session_t *s, data_mode mode)
 {
+    origin_t o = message_origin(s);
     envelope_t env = {
         .queue_id = s->qid,
         .arrival_usec = s->arrival,
-        .client_name = s->name,
-        .client_addr = s->addr,
-        .helo = s->helo ? s->helo : "",
-        .protocol = proto_name(s),
+        .client_name = o.name,
+        .client_addr = o.addr ? o.addr : "unknown",
+        .helo = o.helo ? o.helo : "",
+        .protocol = o.proto,
         .sender = s->sender.full,
         .rcpts = (const char *const *)s->rcpts,
         .nrcpt = s->nrcpt,
@@ -1010,10 +1278,14 @@ static void start_message(session_t *s, data_mode mode)
     char date[64];
     rfc5322_date(date, sizeof date);
     buf_t r = BUF_INIT;
-    buf_printf(&r, "Received: from %s (%s [%s])\n", s->helo ? s->helo : s->name, s->name, s->addr);
-    buf_printf(&r, "\tby %s (%s) with %s%s id %s", s->sv->myhostname,
-               param_str(s->p, PARAM_mail_name), s->smtputf8 ? "UTF8" : "", 
-               s->smtputf8 ? "SMTP" : proto_name(s), s->qid);
+    if (o.addr) {
+        buf_printf(&r, "Received: from %s (%s [%s])\n", o.helo ? o.helo : o.name, o.name, o.addr);
+        buf_puts(&r, "\tby ");
+    } else {
+        buf_puts(&r, "Received: by ");   /* a forwarded local submission has no "from" */
+    }
+    buf_printf(&r, "%s (%s) with %s%s id %s", s->sv->myhostname, param_str(s->p, PARAM_mail_name),
+               s->smtputf8 ? "UTF8" : "", s->smtputf8 ? "SMTP" : o.proto, s->qid);
     if (s->nrcpt == 1)
         buf_printf(&r, "\n\tfor <%s>; %s\n", s->rcpts[0], date);
     else
@@ -1137,7 +1409,9 @@ static void commit_with_actions(session_t *s)
     }
     spool_actions_t act = {
         .hold = s->hold,
-        .filter = s->filter,
+        /* A FILTER action wins over the service's content_filter, as in
+         * Postfix; "-o content_filter=" (empty) records nothing. */
+        .filter = s->filter ? s->filter : s->sv->content_filter,
         .redirect = s->redirect,
         .bcc = bcc,
         .nbcc = nbcc,
@@ -1358,6 +1632,9 @@ static const struct command {
 } commands[] = {
     {"HELO", C_HELO, cmd_helo, false, true},
     {"EHLO", C_EHLO, cmd_ehlo, false, true},
+    /* XCLIENT is answered with a new greeting: the client must wait for it. */
+    {"XCLIENT", C_XCLIENT, cmd_xclient, false, true},
+    {"XFORWARD", C_XFORWARD, cmd_xforward, false, false},
     {"MAIL", C_MAIL, cmd_mail, false, false},
     {"RCPT", C_RCPT, cmd_rcpt, false, false},
     {"DATA", C_DATA, cmd_data, false, true},

@@ -40,7 +40,28 @@ typedef struct smtpd_svc {
     char *myhostname;
     policy_t *policy;               /* the smtpd_*_restrictions, compiled (policy/restrict.h) */
     bool pipelining_offered;        /* EHLO announces PIPELINING (not in smtpd_discard_ehlo_keywords) */
+    /* Added with content filters (issue 5): */
+    char *ehlo_replies[4];          /* the EHLO reply per EHLO_XCLIENT|EHLO_XFORWARD combination;
+                                       [0] is ehlo_reply */
+    addrlist_t *xclient_hosts;      /* smtpd_authorized_xclient_hosts */
+    addrlist_t *xforward_hosts;     /* smtpd_authorized_xforward_hosts */
+    char *content_filter;           /* content_filter ("transport:destination"), NULL when empty */
+    unsigned receive_override;      /* receive_override_options, RO_* bits */
 } smtpd_svc_t;
+
+#define EHLO_XCLIENT 1
+#define EHLO_XFORWARD 2
+
+/* receive_override_options (Postfix's names). */
+#define RO_NO_UNKNOWN_RCPT 0x1      /* no_unknown_recipient_checks */
+#define RO_NO_ADDRESS_MAPPINGS 0x2  /* no_address_mappings (moat has none) */
+#define RO_NO_HEADER_BODY 0x4       /* no_header_body_checks (for the content checks to come) */
+#define RO_NO_MILTERS 0x8           /* no_milters (for the milters to come) */
+
+/* Parse a receive_override_options list into RO_* bits.  -1 with
+ * "receive_override_options: ..." (no file:line) in err for an unknown
+ * value. */
+int smtpd_receive_override(const char *const *items, size_t n, unsigned *out, buf_t *err);
 
 enum { BARE_NL_NO, BARE_NL_NORMALIZE, BARE_NL_REJECT };
 

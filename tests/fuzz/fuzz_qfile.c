@@ -1,5 +1,5 @@
 /*
- * fuzz_qfile: qfile_read() on arbitrary bytes.  The reader is what decides
+ * fuzz_qfile: qfile_read() and the status marks on arbitrary bytes.  The reader is what decides
  * at start-up whether a file in active/ is a message or debris, so it must
  * reject anything malformed without crashing, leaking or reading past the
  * file; an accepted file must satisfy the invariants delivery relies on.
@@ -53,14 +53,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (q.rcpt_offset[i] < 0 || (size_t)q.rcpt_offset[i] >= size)
                 abort();
             char c = (char)data[q.rcpt_offset[i]];
-            if ((c == 'D') != (q.rcpt_done[i] != 0) || (c != 'D' && c != 'P'))
+            if ((c == QF_DONE) != (q.rcpt_done[i] != 0) || q.rcpt_status[i] != c ||
+                (c != QF_DONE && c != QF_PENDING && c != QF_FAILED))
                 abort();
         }
-        /* Marking a recipient done must keep the file valid. */
-        if (qfile_mark_done(&q, q.nrcpt - 1, &err) == 0) {
+        /* Marking recipients (through a kept fd, then by path) must keep
+         * the file valid and change exactly the one byte. */
+        if (qfile_open_marks(&q, &err) == 0 && qfile_mark(&q, 0, QF_FAILED, &err) == 0 &&
+            qfile_mark_done(&q, q.nrcpt - 1, &err) == 0) {
             qfile_t again;
-            if (qfile_read(path, &again, &err) != 0 || !again.rcpt_done[again.nrcpt - 1])
+            if (qfile_read(path, &again, &err) != 0 || !again.rcpt_done[again.nrcpt - 1] ||
+                (q.nrcpt > 1 && again.rcpt_status[0] != QF_FAILED))
                 abort();
+            for (size_t i = 1; i + 1 < again.nrcpt; i++)
+                if (again.rcpt_status[i] != q.rcpt_status[i])
+                    abort();
             qfile_free(&again);
         }
         qfile_free(&q);

@@ -61,7 +61,11 @@ static server_t *make_server(const char *dir, int variant)
         }
         bool made = !qmgr;
         if (made)
-            qmgr = qmgr_new(base, pool, spool, config_main(cfg));
+            qmgr = qmgr_new(base, pool, spool, cfg, NULL, &err);   /* borrows cfg: the server keeps it */
+        if (made && !qmgr) {
+            fprintf(stderr, "fuzz_session: qmgr: %s\n", buf_cstr(&err));
+            abort();
+        }
         server_t *s = server_new(base, spool, qmgr);
         if (server_configure(s, cfg, &err) == 0) {
             server_stop_listening(s);

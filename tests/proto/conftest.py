@@ -13,6 +13,10 @@ error:", a panic, or died on its own.
   dns_world / dns_world_private
       the DNS test world (tests/dns/README.md): one shared server for the
       session (never paused), or a test's own that it may pause/stop.
+  sink_factory(host=, port=, lmtp=, script=, name=, start=True)
+      a scriptable receiving SMTP/LMTP server (tests/proto/sink.py),
+      stopped by PID at the end of the test; a traceback in it fails the
+      test.
 """
 
 import os
@@ -21,6 +25,7 @@ import pytest
 
 from dnsworld import DnsWorld
 from moatlib import Moat, moat_bin
+from sink import Sink
 
 _LIVE = []   # every daemon started and not yet stopped
 
@@ -41,9 +46,9 @@ def moat_factory(tmp_path):
     _require_binary()
     made = []
 
-    def make(main=None, master=None, smtpd_opts=None, start=True):
+    def make(main=None, master=None, smtpd_opts=None, start=True, **kw):
         m = Moat(tmp_path / ("moat%d" % len(made)), main=main, master=master,
-                 smtpd_opts=smtpd_opts)
+                 smtpd_opts=smtpd_opts, **kw)
         made.append(m)
         _LIVE.append(m)
         if start:
@@ -103,6 +108,27 @@ def _daemon_watch():
             problems.append("moat (pid %d) exited by itself with status %s:\n%s"
                             % (m.proc.pid, m.proc.returncode, m.stderr()[-3000:]))
             m.returncode = m.proc.returncode
+    _report(problems)
+
+
+@pytest.fixture
+def sink_factory(tmp_path):
+    """Sinks for one test: sink_factory(host="127.0.0.61", port=P, ...)
+    takes Sink's arguments and starts it (start=False: the test starts it)."""
+    made = []
+
+    def make(start=True, **kw):
+        s = Sink(tmp_path / "sinks", **kw)
+        made.append(s)
+        if start:
+            s.start()
+        return s
+
+    yield make
+    problems = []
+    for s in made:
+        s.stop()
+        problems += s.problems()
     _report(problems)
 
 

@@ -287,7 +287,13 @@ DEFAULT_DNS_FORWARDERS = None
 class Moat:
     """One moat daemon in its own directory, on its own port."""
 
-    def __init__(self, base_dir, main=None, master=None, smtpd_opts=None, name="moat"):
+    def __init__(self, base_dir, main=None, master=None, smtpd_opts=None, name="moat",
+                 files=None, build_maps=()):
+        """files: {relative path: content} written into the daemon's
+        directory with its configuration (e.g. {"transport": "domain.test
+        relay:[127.0.0.1]:1767\n"}, referenced as hash:DIR/transport);
+        build_maps: which of them `moat map build` compiles before every
+        start and reload."""
         self.dir = str(base_dir)
         os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
@@ -308,6 +314,11 @@ class Moat:
         self.main_extra_lines = []      # raw lines appended verbatim (bad-config tests)
         self.smtpd_opts = dict(smtpd_opts or {})
         self.master_extra = list(master or [])
+        self.files = dict(files or {})
+        self.build_maps = list(build_maps)
+        for name in self.build_maps:
+            if name not in self.files:
+                raise ValueError("build_maps: %r is not one of files" % name)
         self.proc = None
         self.stderr_path = os.path.join(self.dir, "stderr.log")
         self.stderr_file = None
@@ -333,6 +344,41 @@ class Moat:
             for line in self.master_extra:
                 f.write(line + "\n")
 
+        self.write_files()
+
+    def path(self, name):
+        """A file's path in the daemon's directory (e.g. for hash:PATH)."""
+        return os.path.join(self.dir, name)
+
+    def write_files(self):
+        for name, content in self.files.items():
+            p = self.path(name)
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "wb") as f:
+                f.write(content.encode() if isinstance(content, str) else content)
+
+    def set_file(self, name, content, build=None):
+        """Replace (or add) one file now; build=True also compiles it, and
+        from now on before every start and reload."""
+        self.files[name] = content
+        if build and name not in self.build_maps:
+            self.build_maps.append(name)
+        self.write_files()
+        if name in self.build_maps:
+            self.map_build(name)
+
+    def map_build(self, *names):
+        """`moat map build` for names (default: build_maps); fails the
+        test with moat's message when a table does not compile."""
+        names = names or tuple(self.build_maps)
+        if not names:
+            return
+        r = subprocess.run([moat_bin(), "map", "build"] + [self.path(n) for n in names],
+                           capture_output=True, text=True, timeout=60, env=self._env())
+        if r.returncode != 0:
+            raise AssertionError("moat map build %s failed (%d):\n%s%s"
+                                 % (" ".join(names), r.returncode, r.stdout, r.stderr))
+
     def set_main(self, **kw):
         self.main.update({k: str(v) for k, v in kw.items()})
         self.write_config()
@@ -341,10 +387,9 @@ class Moat:
     def start(self, wait=True, timeout=20.0):
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.write_config()
+        self.map_build()
         self.stderr_file = open(self.stderr_path, "ab")
-        env = dict(os.environ)
-        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        env = self._env()
         self.proc = subprocess.Popen(
             [moat_bin(), "serve", "-c", self.dir],
             stdin=subprocess.DEVNULL, stdout=self.stderr_file, stderr=self.stderr_file,
@@ -372,6 +417,28 @@ class Moat:
                                      % (port, timeout, self.stderr()))
             time.sleep(0.05)
 
+    @staticmethod
+    def _env():
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+        return env
+
+    def run_cli(self, *args, timeout=60, input=None, check=False):
+        """`moat ARGS -c DIR` (e.g. run_cli("queue", "list")): the
+        CompletedProcess, text mode, stdout and stderr captured.  A
+        sanitizer report in its stderr fails the test."""
+        r = subprocess.run([moat_bin()] + [str(a) for a in args] + ["-c", self.dir],
+                           capture_output=True, text=True, timeout=timeout, input=input,
+                           env=self._env(), cwd=self.dir)
+        for marker in SANITIZER_MARKERS:
+            if marker in r.stderr:
+                raise AssertionError("moat %s: %s:\n%s" % (" ".join(map(str, args)), marker, r.stderr))
+        if check and r.returncode != 0:
+            raise AssertionError("moat %s exited with %d:\n%s%s"
+                                 % (" ".join(map(str, args)), r.returncode, r.stdout, r.stderr))
+        return r
+
     @property
     def pid(self):
         return self.proc.pid
@@ -385,6 +452,7 @@ class Moat:
 
     def reload(self):
         self.write_config()
+        self.map_build()
         self.signal(signal.SIGHUP)
 
     def stop(self, timeout=10.0):
@@ -517,17 +585,39 @@ class Moat:
         except FileNotFoundError:
             return []
 
-    def queue_files(self, sub):
-        d = os.path.join(self.main["queue_directory"], sub)
+    QUEUES = ("incoming", "active", "deferred", "hold", "corrupt")
+
+    def queue_files(self, queue):
+        """IDs (file names) in queue_directory/QUEUE/, sorted (about arrival
+        order); also works for the logs "defer" and "bounce"."""
+        d = os.path.join(self.main["queue_directory"], queue)
         try:
             return sorted(n for n in os.listdir(d) if not n.startswith("."))
         except FileNotFoundError:
             return []
 
+    def queue_path(self, queue, qid):
+        return os.path.join(self.main["queue_directory"], queue, qid)
+
+    def queue_snapshot(self):
+        """{queue: [IDs]} of every queue that holds something."""
+        out = {}
+        for q in self.QUEUES:
+            ids = self.queue_files(q)
+            if ids:
+                out[q] = ids
+        return out
+
     def wait_queue_empty(self, timeout=10.0):
-        wait_for(lambda: not self.queue_files("active") and not self.queue_files("incoming"),
-                 timeout, what="empty queue (active=%s incoming=%s)"
-                 % (self.queue_files("active"), self.queue_files("incoming")))
+        """Until incoming/, active/ and deferred/ are empty (hold/ and
+        corrupt/ may keep files)."""
+        busy = ("incoming", "active", "deferred")
+        try:
+            wait_for(lambda: not any(self.queue_files(q) for q in busy), timeout,
+                     what="empty queue")
+        except AssertionError:
+            raise AssertionError("queue not empty after %.0fs: %s; log tail:\n%s"
+                                 % (timeout, self.queue_snapshot(), self.log()[-3000:]))
 
     # -- clients
     def connect(self, **kw):

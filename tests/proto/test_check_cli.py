@@ -128,23 +128,79 @@ def test_relay_denied_reject_unauth_destination(tmp_path):
     assert line_of(r, "DATA: ") == "DATA: 354 End data with <CR><LF>.<CR><LF>"
 
 
-def test_no_relay_transport_guard_mirrors_server(tmp_path):
-    # permit_mynetworks permits relaying, but until relaying exists the
-    # server refuses any recipient outside mydestination; moat check agrees.
+def test_trusted_client_relays_and_trace_shows_the_route(tmp_path):
+    # permit_mynetworks permits relaying: the recipient is accepted and the
+    # trace says where the queue manager would send it.
     d = confdir(tmp_path)
-    r = check(d, "--client", "127.0.0.1", "--rcpt", "u@other.test", "--rcpt", "u@localhost")
-    assert r.returncode == 1
-    assert line_of(r, "RCPT TO:<u@other.test>: ") == (
-        "RCPT TO:<u@other.test>: 554 5.7.1 <u@other.test>: Relay access denied; "
-        "rule=builtin:no_relay_transport")
-    assert line_of(r, "RCPT TO:<u@localhost>: ").startswith("RCPT TO:<u@localhost>: 250 2.1.5 Ok")
+    r = check(d, "--client", "127.0.0.1", "--trace", "--rcpt", "u@other.test", "--rcpt", "u@localhost")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert line_of(r, "RCPT TO:<u@other.test>: ") == "RCPT TO:<u@other.test>: 250 2.1.5 Ok"
+    assert line_of(r, "  route: u@other.test: ") == (
+        "  route: u@other.test: class default -> smtp:other.test (default_transport)")
+    assert line_of(r, "  route: u@localhost: ") == (
+        "  route: u@localhost: class local (mydestination) -> local:localhost (local_transport)")
+    # no route lines without --trace (the output contract stays one line per command)
+    r = check(d, "--client", "127.0.0.1", "--rcpt", "u@other.test")
+    assert not lines_of(r, "  route:"), r.stdout
 
 
-def test_sasl_user_is_permitted_to_relay_but_guard_applies(tmp_path):
+def test_sasl_user_is_permitted_to_relay(tmp_path):
     d = confdir(tmp_path)
     r = check(d, "--client", "192.0.2.1", "--sasl-user", "alice", "--rcpt", "u@other.test")
+    assert r.returncode == 0, r.stdout
+    assert line_of(r, "RCPT TO:") == "RCPT TO:<u@other.test>: 250 2.1.5 Ok"
+
+
+def test_relay_domains_and_relay_recipient_maps(tmp_path):
+    d = confdir(tmp_path, {"relay_domains": "relay.test, hash:$config_directory/relays",
+                           "relay_recipient_maps": "hash:$config_directory/relay_rcpts",
+                           "transport_maps": "hash:$config_directory/transport"},
+                tables={"relays": "table.test OK\n",
+                        "relay_rcpts": "known@relay.test x\n@sub.table.test x\n",
+                        "transport": "# seed 003's tunnel\nrelay.test relay:[127.0.0.1]:1767\n"},
+                build=("relays", "relay_rcpts", "transport"))
+    r = check(d, "--client", "192.0.2.1", "--trace", "--rcpt", "known@relay.test", "--rcpt", "u@sub.table.test",
+              "--rcpt", "unknown@relay.test")
     assert r.returncode == 1
-    assert "rule=builtin:no_relay_transport" in line_of(r, "RCPT TO:")
+    assert line_of(r, "RCPT TO:<known@relay.test>: ") == "RCPT TO:<known@relay.test>: 250 2.1.5 Ok"
+    assert line_of(r, "RCPT TO:<u@sub.table.test>: ") == "RCPT TO:<u@sub.table.test>: 250 2.1.5 Ok"
+    assert line_of(r, "RCPT TO:<unknown@relay.test>: ") == (
+        "RCPT TO:<unknown@relay.test>: 550 5.1.1 <unknown@relay.test>: Recipient address rejected: "
+        "User unknown in relay recipient table; rule=recipient:smtpd_reject_unlisted_recipient")
+    # the trace names the relay_domains entry and the relay_recipient_maps line
+    out = r.stdout
+    assert "relay: defer_unauth_destination: known@relay.test is in relay_domains (relay.test)" in out, out
+    assert "u@sub.table.test is in relay_domains (hash:%s/relays:1 (key table.test))" % d in out, out
+    assert ("smtpd_reject_unlisted_recipient: known@relay.test found in relay_recipient_maps hash:%s/relay_rcpts "
+            "at %s/relay_rcpts:1" % (d, d)) in out, out
+    assert "smtpd_reject_unlisted_recipient: @relay.test not found in hash:%s/relay_rcpts" % d in out, out
+    # and the route: seed 003's tunnel for relay.test, the class default for the other
+    assert line_of(r, "  route: known@relay.test: ") == (
+        "  route: known@relay.test: class relay (relay_domains) -> relay:[127.0.0.1]:1767 "
+        "(transport_maps hash:%s/transport:2)" % d)
+    assert line_of(r, "  route: u@sub.table.test: ") == (
+        "  route: u@sub.table.test: class relay (relay_domains) -> relay:sub.table.test (relay_transport)")
+
+
+def test_filter_action_and_content_filter_routes(tmp_path):
+    d = confdir(tmp_path, {"content_filter": "scan:[127.0.0.1]:10025",
+                           "smtpd_recipient_restrictions":
+                               "check_recipient_access texthash:$config_directory/filters, reject_unauth_destination"},
+                tables={"filters": "f@example.test FILTER smtp:[127.0.0.1]:10099\n"})
+    r = check(d, "--client", "192.0.2.1", "--trace", "--rcpt", "u@example.test", "--rcpt", "f@example.test")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert line_of(r, "  route: u@example.test: ") == (
+        "  route: u@example.test: class local (mydestination) -> scan:[127.0.0.1]:10025 (content_filter)")
+    assert line_of(r, "  route: f@example.test: ") == (
+        "  route: f@example.test: class local (mydestination) -> smtp:[127.0.0.1]:10099 (FILTER action)")
+
+
+def test_routing_table_that_does_not_open_is_a_configuration_error(tmp_path):
+    d = confdir(tmp_path, {"transport_maps": "hash:$config_directory/nosuch"})
+    r = check(d, "--client", "192.0.2.1", "--rcpt", "u@example.test")
+    assert r.returncode == 2
+    assert re.search(r"main\.cf:\d+: .*nosuch", r.stderr), r.stderr
+    assert r.stdout == ""
 
 
 def test_bare_recipient_completed_like_the_server(tmp_path):
@@ -574,9 +630,10 @@ SEED_GATEWAY = os.environ.get("MOAT_SEED_GATEWAY", os.path.join(
 
 
 def test_seed_gateway_names_what_is_missing(tmp_path):
-    # The seeds' whole configuration needs DNSBLs, policy services and
-    # address verification; until those issues land, moat check refuses it
-    # and names each line (fail closed, never a silent skip).
+    # The seeds' whole configuration needs content checks, policy services
+    # and address verification; until those issues land, moat check
+    # refuses it and names each line (fail closed, never a silent skip).
+    # Relaying (relay_domains, transport_maps) is no longer among them.
     d = tmp_path / "seed"
     shutil.copytree(SEED_GATEWAY, d)
     for name in ("allowed-spammers", "spammer-networks", "smtpd_helo_restrictions", "null_sender",
@@ -586,7 +643,9 @@ def test_seed_gateway_names_what_is_missing(tmp_path):
     assert r.returncode == 2
     missing = re.findall(r"^%s/main\.cf:\d+: (\S+): not supported by this version of moat"
                          % re.escape(str(d)), r.stderr, re.M)
-    assert "relay_domains" in missing and "header_checks" in missing, r.stderr
+    assert "header_checks" in missing, r.stderr
+    for name in ("relay_domains", "transport_maps", "relay_destination_concurrency_limit"):
+        assert name not in missing, r.stderr
     assert r.stdout == ""
 
 

@@ -9,6 +9,12 @@ import pytest
 
 from moatlib import HOSTNAME, check
 
+# The tests connect from 127.0.0.1; keep it outside mynetworks so that mail
+# for other domains meets the relay guard (554 Relay access denied) rather
+# than being relayed.
+SHARED_MAIN = {"mynetworks": "192.0.2.0/24",
+               "smtpd_recipient_restrictions": "permit_mynetworks, reject_unauth_destination"}
+
 EHLO_KEYWORDS = ["PIPELINING", "SIZE 10240000", "VRFY", "ENHANCEDSTATUSCODES",
                  "8BITMIME", "SMTPUTF8", "CHUNKING"]
 

@@ -251,6 +251,59 @@ def test_spammer_friend_and_bad_helo(dns_world):
     assert answers(dns_world, "bad-helo.test", "A") == ["127.0.0.32"]
 
 
+# ------------------------------------------------- delivery (deliver.test)
+
+def test_mx_preference_pair(dns_world):
+    assert answers(dns_world, "mxpref.deliver.test", "MX") == ["10 mx1.deliver.test",
+                                                               "20 mx2.deliver.test"]
+    assert answers(dns_world, "mx1.deliver.test", "A") == ["127.0.0.61"]
+    assert answers(dns_world, "mx2.deliver.test", "A") == ["127.0.0.62"]
+    assert_nodata(dns_world, "mxpref.deliver.test", "A")
+    assert_nodata(dns_world, "mx1.deliver.test", "AAAA")
+
+
+def test_mx_fallback_past_a_dead_host(dns_world):
+    assert answers(dns_world, "mxfallback.deliver.test", "MX") == ["10 dead.deliver.test",
+                                                                   "20 mx2.deliver.test"]
+    assert answers(dns_world, "dead.deliver.test", "A") == ["127.0.0.60"]
+
+
+def test_a_fallback_without_mx(dns_world):
+    assert answers(dns_world, "amx.deliver.test", "A") == ["127.0.0.63"]
+    assert_nodata(dns_world, "amx.deliver.test", "MX")
+    assert_nodata(dns_world, "amx.deliver.test", "AAAA")
+
+
+def test_mx_host_without_address(dns_world):
+    assert answers(dns_world, "noaddr.deliver.test", "MX") == ["10 nowhere.deliver.test"]
+    for t in ("A", "AAAA"):
+        assert_nxdomain(dns_world, "nowhere.deliver.test", t)
+
+
+def test_mx_that_points_back_at_the_tests_hostname(dns_world):
+    import moatlib
+    assert answers(dns_world, "loop.deliver.test", "MX") == ["10 " + moatlib.HOSTNAME]
+    assert answers(dns_world, moatlib.HOSTNAME, "A") == ["127.0.0.1"]
+    assert_nodata(dns_world, moatlib.HOSTNAME, "MX")
+    # example.test (every test's mydestination) holds no records itself.
+    for t in ("A", "MX"):
+        assert_nodata(dns_world, "example.test", t)
+    assert_nxdomain(dns_world, "other.example.test")
+
+
+def test_ipv6_only_destination(dns_world):
+    assert answers(dns_world, "six.deliver.test", "AAAA") == ["::1"]
+    assert_nodata(dns_world, "six.deliver.test", "A")
+    assert_nodata(dns_world, "six.deliver.test", "MX")
+
+
+def test_deliver_test_has_no_other_names(dns_world):
+    for name in ("deliver.test", "www.deliver.test", "mx3.deliver.test"):
+        r = dns_world.query(name, "A")
+        assert r in (("NXDOMAIN", []), ("NOERROR", [])), (name, r)
+    assert_nxdomain(dns_world, "mx3.deliver.test")
+
+
 def test_no_ns_above_the_test_domains(dns_world):
     # check_*_ns_access walks up from aonly.test and finds nothing.
     assert_nodata(dns_world, "aonly.test", "NS")

@@ -26,10 +26,13 @@ def test_kill9_after_250_loses_nothing(moat_factory):
         qid = c.sendmail("a@b.test", ["dur@example.test", "dur2@example.test"],
                          simple_message("durable"))
         c.quit()
-    # Delivery was tried and failed: the file must be in active/.
+    # Delivery was tried and failed: the file waits in deferred/ for its
+    # next attempt (minimal_backoff_time away).
     m.wait_log(r"moat/local\[\d+\]: %s: to=<dur@example\.test>.*status=deferred" % qid)
-    assert qid in m.queue_files("active"), (qid, m.queue_files("active"))
+    wait_for(lambda: qid in m.queue_files("deferred"), what="the message in deferred/")
     m.kill9()
+    # Due at once after the restart (its next attempt is the file's mtime).
+    os.utime(m.queue_path("deferred", qid), (0, 0))
 
     m.main["mail_spool_directory"] = good_spool
     m.start()
@@ -76,6 +79,8 @@ def test_deferred_retry_after_reload(moat_factory):
     good_spool = m.main["mail_spool_directory"]
     m.main["mail_spool_directory"] = blocked_spool(m)
     m.main["queue_run_delay"] = "1s"
+    m.main["minimal_backoff_time"] = "1s"
+    m.main["maximal_backoff_time"] = "1s"
     m.start()
     with m.connect() as c:
         c.ehlo()

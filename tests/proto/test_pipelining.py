@@ -2,6 +2,11 @@
 
 from moatlib import check, queued_id
 
+# The client (127.0.0.1) outside mynetworks, so that pipe@other.test meets
+# the relay guard (554) instead of being relayed.
+NO_RELAY = {"mynetworks": "192.0.2.0/24",
+            "smtpd_recipient_restrictions": "permit_mynetworks, reject_unauth_destination"}
+
 
 # RFC 2920 3.1: EHLO, DATA, VRFY, NOOP, HELP and QUIT may only be the last
 # command of a group; message content may open a group.  These are the
@@ -56,7 +61,7 @@ def send_groups(c, byte_by_byte=False):
 
 
 def test_rfc2920_groups(moat_factory):
-    m = moat_factory()
+    m = moat_factory(main=NO_RELAY)
     with m.connect() as c:
         replies = send_groups(c)
     check_full_replies(replies)
@@ -64,7 +69,7 @@ def test_rfc2920_groups(moat_factory):
 
 
 def test_rfc2920_groups_byte_by_byte(moat_factory):
-    m = moat_factory()
+    m = moat_factory(main=NO_RELAY)
     with m.connect() as c:
         replies = send_groups(c, byte_by_byte=True)
     check_full_replies(replies)
@@ -74,7 +79,7 @@ def test_rfc2920_groups_byte_by_byte(moat_factory):
 def test_whole_transaction_in_one_send_when_allowed(moat_factory):
     # With smtpd_forbid_unauth_pipelining = no, even a client that does not
     # wait after EHLO and DATA gets every reply, in order.
-    m = moat_factory(main={"smtpd_forbid_unauth_pipelining": "no"})
+    m = moat_factory(main=dict(NO_RELAY, smtpd_forbid_unauth_pipelining="no"))
     with m.connect() as c:
         c.send(b"".join(GROUPS))
         replies = c.replies_until_close()

@@ -186,11 +186,17 @@ def test_unlisted_recipient_and_sender_local_domains(moat_factory):
     assert "Relay access denied" in str(r)
 
 
-def test_relay_domains_still_refused(moat_factory):
+def test_relay_domains_and_relay_recipient_maps(moat_factory):
+    # relay_domains are authorized destinations; with relay_recipient_maps
+    # their unknown recipients are rejected at RCPT (no backscatter), by
+    # reject_unlisted_recipient and by smtpd_reject_unlisted_recipient alike.
     m = moat_factory(main={"relay_domains": "relay.test",
+                           "relay_recipient_maps": "texthash:$config_directory/relay_rcpts",
                            "smtpd_recipient_restrictions": "reject_unlisted_recipient, " + RELAY_GUARD},
-                     start=False)
-    m.start(wait=False)
-    rc = m.wait_exit(timeout=20)
-    assert rc not in (0, None)
-    assert "relay_domains: not supported by this version of moat" in m.stderr() + m.log()
+                     files={"relay_rcpts": "known@relay.test x\n"})
+    check(rcpt(m, "known@relay.test"), 250)
+    check(rcpt(m, "unknown@relay.test"), 550, "5.1.1",
+          "<unknown@relay.test>: Recipient address rejected: User unknown in relay recipient table")
+    check(rcpt(m, "u@elsewhere.test"), 554)
+    m.wait_log(r"NOQUEUE: reject: RCPT from \S+: 550 5\.1\.1 <unknown@relay\.test>: Recipient address rejected: "
+               r"User unknown in relay recipient table; .* rule=recipient:reject_unlisted_recipient$")

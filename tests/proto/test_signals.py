@@ -109,7 +109,9 @@ def test_reload_invalid_config_keeps_old(moat_factory, bad):
 
 
 def test_reload_changes_mydestination(moat_factory):
-    m = moat_factory()
+    # the client (127.0.0.1) outside mynetworks: other.test is refused until it is ours
+    m = moat_factory(main={"mynetworks": "192.0.2.0/24",
+                           "smtpd_recipient_restrictions": "permit_mynetworks, reject_unauth_destination"})
     with m.connect() as c:
         c.ehlo()
         c.mail()

@@ -858,3 +858,176 @@ TEST(config_doc_covers_registry)
     buf_free(&again);
     buf_free(&out);
 }
+
+/* --- delivery transports (master.cf unix services, built-ins, per-transport limits) --- */
+
+TEST(config_transports_from_master)
+{
+    ld_t l = {0};
+    ld_text(&l, "default_process_limit = 7\n",
+            "127.0.0.1:2525 inet n - n - - smtpd\n"
+            "relay     unix  -       -       n       -       2       smtp\n"
+            "  -o smtp_helo_timeout=5 -o { smtp_helo_name = gw.example.test }\n"
+            "scan      unix  -       -       n       -       -       lmtp\n"
+            "retry     unix  -       -       n       -       0       error\n"
+            "bounceit  unix  -       -       n       -       -       error\n"
+            "mine      unix  -       -       n       -       -       retry\n"
+            "pickup    unix  n       -       y       60      1       pickup\n"
+            "virtual   unix  -       n       n       -       -       virtual\n");
+    if (!l.cfg)
+        fprintf(stderr, "%s", buf_cstr(&l.err));
+    REQUIRE(l.cfg != NULL);
+    /* the transport lines are no longer "services moat does not run" */
+    CHECK_STR(config_ignored_services(l.cfg), "pickup/unix (pickup), virtual/unix (virtual)");
+    const transport_t *t = config_transport(l.cfg, "relay");
+    REQUIRE(t != NULL);
+    CHECK_STR(t->name, "relay");
+    CHECK_INT(t->kind, TK_SMTP);
+    CHECK_INT(t->maxproc, 2);
+    CHECK_STR(t->file, "<text>/master.cf");
+    CHECK_INT(t->line, 2);
+    /* -o overrides apply to this transport only */
+    CHECK_INT(param_int(t->params, PARAM_smtp_helo_timeout), 5);
+    CHECK_STR(param_str(t->params, PARAM_smtp_helo_name), "gw.example.test");
+    CHECK_INT(param_int(MAINP(&l), PARAM_smtp_helo_timeout), 300);
+    CHECK_INT(param_int(config_transport(l.cfg, "smtp")->params, PARAM_smtp_helo_timeout), 300);
+    t = config_transport(l.cfg, "scan");
+    REQUIRE(t != NULL);
+    CHECK_INT(t->kind, TK_LMTP);
+    CHECK_INT(t->maxproc, 7);            /* "-": default_process_limit */
+    CHECK(t->params == MAINP(&l));       /* no -o: main.cf's set */
+    /* Postfix's retry service runs error(8), which defers under that name */
+    CHECK_INT(config_transport(l.cfg, "retry")->kind, TK_RETRY);
+    CHECK(config_transport(l.cfg, "retry")->maxproc > 1000000);   /* maxproc 0: no limit */
+    CHECK_INT(config_transport(l.cfg, "bounceit")->kind, TK_ERROR);
+    CHECK_INT(config_transport(l.cfg, "mine")->kind, TK_RETRY);
+    CHECK(config_transport(l.cfg, "pickup") == NULL);
+    CHECK(config_transport(l.cfg, "virtual") == NULL);
+    CHECK(config_transport(l.cfg, "nosuch") == NULL);
+    /* built-ins for what master.cf does not declare */
+    t = config_transport(l.cfg, "smtp");
+    REQUIRE(t != NULL);
+    CHECK_INT(t->kind, TK_SMTP);
+    CHECK(t->file == NULL);
+    CHECK_INT(t->maxproc, 7);
+    CHECK_INT(config_transport(l.cfg, "lmtp")->kind, TK_LMTP);
+    CHECK_INT(config_transport(l.cfg, "local")->kind, TK_LOCAL);
+    CHECK_INT(config_transport(l.cfg, "discard")->kind, TK_DISCARD);
+    CHECK_INT(config_transport(l.cfg, "error")->kind, TK_ERROR);
+    ld_free(&l);
+}
+
+TEST(config_transports_builtin_only)
+{
+    /* the embedded default declares no unix service: every transport is built in */
+    buf_t err = BUF_INIT, warn = BUF_INIT;
+    config_t *cfg = config_load(NULL, &err, &warn);
+    REQUIRE(cfg != NULL);
+    static const struct {
+        const char *name;
+        transport_kind kind;
+    } want[] = {{"smtp", TK_SMTP}, {"relay", TK_SMTP}, {"lmtp", TK_LMTP}, {"local", TK_LOCAL},
+                {"discard", TK_DISCARD}, {"error", TK_ERROR}, {"retry", TK_RETRY}};
+    for (size_t i = 0; i < ARRAY_LEN(want); i++) {
+        const transport_t *t = config_transport(cfg, want[i].name);
+        REQUIRE(t != NULL);
+        CHECK_INT(t->kind, want[i].kind);
+        CHECK_INT(t->maxproc, 100);
+        CHECK(t->params == config_main(cfg));
+    }
+    CHECK_STR(config_ignored_services(cfg), "");
+    config_free(&cfg);
+    buf_free(&err);
+    buf_free(&warn);
+}
+
+TEST(config_transport_limits)
+{
+    ld_t l = {0};
+    ld_text(&l,
+            "relay_destination_concurrency_limit = 2\n"
+            "default_destination_recipient_limit = 40\n"
+            "scan_destination_concurrency_limit = 3\n"
+            "scan_initial_destination_concurrency = 1\n"
+            "scan_destination_rate_delay = 2m\n"
+            "scan_destination_concurrency_negative_feedback = 1/concurrency\n"
+            "my_limit = 9\n"
+            "dovecot_destination_recipient_limit = $my_limit\n",
+            "2525 inet n - n - - smtpd\n"
+            "scan unix - - n - 2 smtp -o scan_destination_recipient_limit=5\n"
+            "dovecot unix - - n - - lmtp\n");
+    if (!l.cfg)
+        fprintf(stderr, "%s", buf_cstr(&l.err));
+    REQUIRE(l.cfg != NULL);
+    CHECK_STR(buf_cstr(&l.warn), "");
+    const transport_t *relay = config_transport(l.cfg, "relay"), *scan = config_transport(l.cfg, "scan");
+    const transport_t *smtp = config_transport(l.cfg, "smtp"), *local = config_transport(l.cfg, "local");
+    const transport_t *dovecot = config_transport(l.cfg, "dovecot");
+    const char *cc = "destination_concurrency_limit", *rl = "destination_recipient_limit";
+    param_id dcc = PARAM_default_destination_concurrency_limit, drl = PARAM_default_destination_recipient_limit;
+    /* registry names (their own defaults), user-defined names, fallbacks */
+    CHECK_INT(transport_limit(relay, cc, dcc), 2);
+    CHECK_INT(transport_limit(smtp, cc, dcc), 20);
+    CHECK_INT(transport_limit(local, cc, dcc), 2);    /* local_destination_concurrency_limit's default */
+    CHECK_INT(transport_limit(scan, cc, dcc), 3);
+    CHECK_INT(transport_limit(scan, rl, drl), 5);     /* from its -o */
+    CHECK_INT(transport_limit(relay, rl, drl), 40);
+    CHECK_INT(transport_limit(dovecot, rl, drl), 9);  /* $name expanded */
+    CHECK_INT(transport_limit(dovecot, cc, dcc), 20);
+    CHECK_INT(transport_limit(scan, "destination_rate_delay", dcc), 120);
+    /* accepted, and listed as not used by moat */
+    CHECK_STR(config_ignored(l.cfg), "scan_destination_concurrency_negative_feedback, scan_destination_rate_delay, "
+                                     "scan_initial_destination_concurrency");
+    ld_free(&l);
+}
+
+TEST(config_transport_limit_errors)
+{
+    ld_t l = {0};
+    ld_text(&l, "relay_destination_concurrency_limit = many\n", "2525 inet n - n - - smtpd\n");
+    CHECK(l.cfg == NULL);
+    ERR_HAS(&l, "<text>/main.cf:1: bad integer value for relay_destination_concurrency_limit: \"many\"");
+    ld_text(&l, "scan_destination_concurrency_limit = many\n",
+            "2525 inet n - n - - smtpd\nscan unix - - n - - smtp\n");
+    CHECK(l.cfg == NULL);
+    ERR_HAS(&l, "<text>/main.cf:1: bad integer value for scan_destination_concurrency_limit: \"many\"");
+    ld_text(&l, "scan_destination_recipient_limit = 0\n", "2525 inet n - n - - smtpd\nscan unix - - n - - smtp\n");
+    CHECK(l.cfg == NULL);
+    ERR_HAS(&l, "<text>/main.cf:1: scan_destination_recipient_limit: 0 is out of range (1 or more)");
+    ld_text(&l, "", "2525 inet n - n - - smtpd\nscan unix - - n - - smtp -o scan_destination_rate_delay=soon\n");
+    CHECK(l.cfg == NULL);
+    ERR_HAS(&l, "<text>/master.cf:2: bad time value for scan_destination_rate_delay: \"soon\"");
+    ld_text(&l, "smtp_destination_concurrency_negative_feedback = lots\n", "2525 inet n - n - - smtpd\n");
+    CHECK(l.cfg == NULL);
+    ERR_HAS(&l, "<text>/main.cf:1: bad feedback value for smtp_destination_concurrency_negative_feedback");
+    /* not a transport: an unknown name, as before (a warning) */
+    ld_text(&l, "nosuch_destination_concurrency_limit = 3\n", "2525 inet n - n - - smtpd\n");
+    REQUIRE(l.cfg != NULL);
+    WARN_HAS(&l, "<text>/main.cf:1: warning: unused parameter: nosuch_destination_concurrency_limit=3");
+    ld_free(&l);
+}
+
+TEST(config_show_master_transports)
+{
+    ld_t l = {0};
+    ld_text(&l, "",
+            "2525 inet n - n - - smtpd\n"
+            "scan unix - - n - 2 smtp -o smtp_helo_timeout=5\n"
+            "pickup unix n - y 60 1 pickup\n"
+            "127.0.0.1:10026 inet n - n - - smtpd\n");
+    REQUIRE(l.cfg != NULL);
+    buf_t out = BUF_INIT, err = BUF_INIT;
+    CHECK_INT(config_show(l.cfg, CONFIG_SHOW_MASTER, NULL, 0, &out, &err), 0);
+    CHECK_STR(buf_cstr(&out), "2525       inet  n       -       n       -       -       smtpd\n"
+                              "scan       unix  -       -       n       -       2       smtp -o smtp_helo_timeout=5\n"
+                              "127.0.0.1:10026 inet  n       -       n       -       -       smtpd\n");
+    /* a built-in shows when named, as the master.cf line it stands for */
+    buf_reset(&out);
+    CHECK_INT(config_show(l.cfg, CONFIG_SHOW_MASTER, (char *[]){"relay", "scan/unix", "scan/inet"}, 3, &out, &err), 1);
+    CHECK_STR(buf_cstr(&out), "scan       unix  -       -       n       -       2       smtp -o smtp_helo_timeout=5\n"
+                              "relay      unix  -       -       n       -       -       smtp\n");
+    CHECK_STR(buf_cstr(&err), "moat: warning: scan/inet: unknown service\n");
+    buf_free(&out);
+    buf_free(&err);
+    ld_free(&l);
+}

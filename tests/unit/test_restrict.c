@@ -870,9 +870,8 @@ TEST(restrict_compile_errors_name_file_and_line)
     ERR_HAS(&x, "reject_tempfail_action: \"dunno\": specify defer_if_permit or defer");
     static const char *const later[][2] = {
         {"check_policy_service inet:127.0.0.1:10023", "state"}, {"permit_tls_clientcerts", "tls"},
-        {"check_relay_domains", "queue"}, {"reject_unverified_recipient", "state"},
-        {"check_ccert_access hash:/x", "tls"}, {"reject_unverified_sender", "state"},
-        {"reject_plaintext_session", "tls"}, {"permit_mx_backup", "queue (relay_domains)"}};
+        {"reject_unverified_recipient", "state"}, {"check_ccert_access hash:/x", "tls"},
+        {"reject_unverified_sender", "state"}, {"reject_plaintext_session", "tls"}};
     for (size_t i = 0; i < ARRAY_LEN(later); i++) {
         char cf[200], want[200];
         snprintf(cf, sizeof cf, "smtpd_recipient_restrictions = %s, reject_unauth_destination\n", later[i][0]);
@@ -1253,7 +1252,9 @@ TEST(restrict_unlisted_recipient_and_sender)
     /* other domains: nothing to look up; the relay check decides */
     CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@elsewhere.test", "u@elsewhere.test"),
               "554 5.7.1 <u@elsewhere.test>: Relay access denied");
-    CHECK(strstr(buf_cstr(&x.trace), "u@elsewhere.test is not in a local domain") != NULL);
+    CHECK(strstr(buf_cstr(&x.trace), "u@elsewhere.test is neither in a local domain nor in relay_domains") != NULL);
+    /* the second name of the same check does not look again (Postfix's rcptmap_checked) */
+    CHECK(strstr(buf_cstr(&x.trace), "check_recipient_maps: u@elsewhere.test was checked already") != NULL);
     CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "", "u@example.test"), "");
     rx_done(&x);
 }
@@ -1279,5 +1280,183 @@ TEST(restrict_forbidden_commands)
     CHECK(policy_forbidden_command(x.pol, "From:"));
     CHECK(!rx_load(&x, "smtpd_forbidden_commands = GET texthash:%D/missing\n"));
     ERR_HAS(&x, "<text>/main.cf:4: ");
+    rx_done(&x);
+}
+
+/* ------------------------------------------------------------ relay_domains */
+
+TEST(restrict_relay_domains_are_authorized)
+{
+    rx_t x;
+    rx_init(&x);
+    rx_file(&x, "relays", "table.test OK\n");
+    REQUIRE(rx_load(&x, "relay_domains = relay.test, texthash:%D/relays\n"
+                        "smtpd_recipient_restrictions = reject_unauth_destination\n"));
+    /* Postfix's default relay restrictions end in defer_unauth_destination: relay_domains passes both */
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "u@relay.test"), "");
+    CHECK(strstr(buf_cstr(&x.trace), "  relay: defer_unauth_destination: u@relay.test is in relay_domains (relay.test)\n") !=
+          NULL);
+    CHECK(strstr(buf_cstr(&x.trace), "reject_unauth_destination: u@relay.test is in relay_domains (relay.test)") != NULL);
+    /* subdomains too (relay_domains is in parent_domain_matches_subdomains) */
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "u@a.Relay.Test."), "");
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "u@x.table.test"), "");
+    CHECK(strstr(buf_cstr(&x.trace), "is in relay_domains (texthash:") != NULL);
+    CHECK(strstr(buf_cstr(&x.trace), "/relays:1 (key table.test))") != NULL);
+    /* smtpd_recipient_restrictions run first (smtpd_relay_before_recipient_restrictions = no) */
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "u@notrelay.test"),
+              "554 5.7.1 <u@notrelay.test>: Relay access denied");
+    CHECK(strstr(buf_cstr(&x.trace), "u@notrelay.test is neither in mydestination nor in relay_domains") != NULL);
+    /* a routed local part is never authorized */
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "u%other.test@relay.test"),
+              "554 5.7.1 <u%other.test@relay.test>: Relay access denied");
+    /* permit_auth_destination */
+    REQUIRE(rx_load(&x, "relay_domains = relay.test\nsmtpd_relay_restrictions =\n"
+                        "smtpd_recipient_restrictions = permit_auth_destination, reject\n"));
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "u@relay.test"), "");
+    CHECK(strstr(buf_cstr(&x.trace), "permit_auth_destination -> OK") != NULL);
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "u@other.test"),
+              "554 5.7.1 <u@other.test>: Recipient address rejected: Access denied");
+    /* the relay guard is satisfied either way, and the guard's text is unchanged */
+    REQUIRE(rx_load(&x, "relay_domains =\n"));
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "u@relay.test"),
+              "454 4.7.1 <u@relay.test>: Relay access denied");
+    rx_done(&x);
+}
+
+TEST(restrict_relay_recipient_maps)
+{
+    rx_t x;
+    rx_init(&x);
+    rx_file(&x, "rcpts", "known@relay.test x\nMixed@relay.test x\n@open.test x\n");
+    REQUIRE(rx_load(&x, "relay_domains = relay.test open.test\nrecipient_delimiter = +\n"
+                        "relay_recipient_maps = texthash:%D/rcpts\n"
+                        "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n"));
+    /* smtpd_reject_unlisted_recipient (yes): after the restrictions permit */
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "unknown@relay.test"),
+              "550 5.1.1 <unknown@relay.test>: Recipient address rejected: User unknown in relay recipient table");
+    CHECK_INT(x.v.status, V_REJECT);
+    CHECK_STR(x.v.rule, "recipient:smtpd_reject_unlisted_recipient");
+    CHECK(strstr(buf_cstr(&x.trace), "smtpd_reject_unlisted_recipient: @relay.test not found in texthash:") != NULL);
+    /* even for trusted clients (Postfix: mynetworks does not skip it) */
+    CHECK_STR(REPLY(&x, "127.0.0.1", "c.test", "a@b.test", "unknown@relay.test"),
+              "550 5.1.1 <unknown@relay.test>: Recipient address rejected: User unknown in relay recipient table");
+    /* the address, the address without its extension, then @domain */
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "known@relay.test"), "");
+    CHECK(strstr(buf_cstr(&x.trace), "smtpd_reject_unlisted_recipient: known@relay.test found in relay_recipient_maps "
+                                     "texthash:") != NULL);
+    CHECK(strstr(buf_cstr(&x.trace), "/rcpts:1\n") != NULL);
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "known+tag@Relay.Test"), "");
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "mixed@relay.test"), "");
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "anyone@open.test"), "");
+    CHECK(strstr(buf_cstr(&x.trace), "@open.test found in relay_recipient_maps") != NULL);
+    /* not relay domains: nothing to check */
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "nobody@example.test"), "");
+    CHECK_STR(REPLY(&x, "127.0.0.1", "c.test", "a@b.test", "nobody@far.test"), "");
+    /* a rejection by the restrictions comes first */
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "u@far.test"), "554 5.7.1 <u@far.test>: Relay access denied");
+    /* the code, and the explicit restriction (which then counts as done) */
+    REQUIRE(rx_load(&x, "relay_domains = relay.test\nrelay_recipient_maps = texthash:%D/rcpts\n"
+                        "unknown_relay_recipient_reject_code = 450\n"
+                        "smtpd_recipient_restrictions = reject_unlisted_recipient, permit_mynetworks, "
+                        "reject_unauth_destination\n"));
+    CHECK_STR(REPLY(&x, "127.0.0.1", "c.test", "a@b.test", "unknown@relay.test"),
+              "450 4.1.1 <unknown@relay.test>: Recipient address rejected: User unknown in relay recipient table");
+    CHECK_STR(x.v.rule, "recipient:reject_unlisted_recipient");
+    REQUIRE(rx_load(&x, "relay_domains = relay.test\nrelay_recipient_maps = texthash:%D/rcpts\n"
+                        "smtpd_recipient_restrictions = warn_if_reject reject_unlisted_recipient, "
+                        "reject_unauth_destination\n"));
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "unknown@relay.test"), "");
+    WARN_HAS(&x, "reject_warning: RCPT from unknown[192.0.2.1]: 550 5.1.1 <unknown@relay.test>: Recipient address "
+                 "rejected: User unknown in relay recipient table;");
+    /* DISCARD: nothing to deliver, nothing to check */
+    REQUIRE(rx_load(&x, "relay_domains = relay.test\nrelay_recipient_maps = texthash:%D/rcpts\n"
+                        "smtpd_recipient_restrictions = check_recipient_access inline:{unknown@relay.test=DISCARD}, "
+                        "reject_unauth_destination\n"));
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "unknown@relay.test"), "");
+    CHECK(x.v.discard);
+    /* receive_override_options = no_unknown_recipient_checks (a re-injection service) */
+    REQUIRE(rx_load(&x, "relay_domains = relay.test\nrelay_recipient_maps = texthash:%D/rcpts\n"
+                        "receive_override_options = no_unknown_recipient_checks\n"));
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@b.test", "unknown@relay.test"), "");
+    CHECK(strstr(buf_cstr(&x.trace), "skipped (receive_override_options = no_unknown_recipient_checks)") != NULL);
+    /* a table that does not open is a load error naming the line */
+    CHECK(!rx_load(&x, "relay_recipient_maps = texthash:%D/missing\n"));
+    ERR_HAS(&x, "<text>/main.cf:4: ");
+    CHECK(!rx_load(&x, "relay_recipient_maps = relay.test\n"));
+    ERR_HAS(&x, "relay_recipient_maps: \"relay.test\": need type:table");
+    rx_done(&x);
+}
+
+TEST(restrict_unlisted_sender_relay)
+{
+    rx_t x;
+    rx_init(&x);
+    rx_file(&x, "rcpts", "known@relay.test x\n");
+    REQUIRE(rx_load(&x, "relay_domains = relay.test\nrelay_recipient_maps = texthash:%D/rcpts\n"
+                        "smtpd_sender_restrictions = reject_unlisted_sender\n"));
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "forged@relay.test", "known@relay.test"),
+              "550 5.1.0 <forged@relay.test>: Sender address rejected: User unknown in relay recipient table");
+    CHECK_STR(x.v.rule, "sender:reject_unlisted_sender");
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "known@relay.test", "known@relay.test"), "");
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "", "known@relay.test"), "");   /* the null sender */
+    CHECK_STR(REPLY(&x, "192.0.2.1", "c.test", "a@elsewhere.test", "known@relay.test"), "");
+    rx_done(&x);
+}
+
+TEST(restrict_check_relay_domains)
+{
+    rx_t x;
+    rx_init(&x);
+    /* the obsolete restriction (removed in Postfix 3.9), as older Postfix:
+     * a client whose name is in relay_domains, or an authorized
+     * destination; otherwise "Relay access denied" in the recipient's words */
+    REQUIRE(rx_load(&x, "relay_domains = relay.test\nsmtpd_relay_restrictions =\n"
+                        "smtpd_recipient_restrictions = check_relay_domains\n"));
+    pstate_t st = ps("192.0.2.7", "c.test", "a@b.test", "u@far.test");
+    st.client_name = "gw.relay.test";
+    CHECK_INT(rx_eval(&x, PCMD_RCPT, &st), V_PERMIT);
+    CHECK(strstr(buf_cstr(&x.trace), "check_relay_domains: the client gw.relay.test is in relay_domains (relay.test)") !=
+          NULL);
+    CHECK_STR(REPLY(&x, "192.0.2.7", "c.test", "a@b.test", "u@sub.relay.test"), "");
+    CHECK_STR(REPLY(&x, "192.0.2.7", "c.test", "a@b.test", "u@example.test"), "");
+    CHECK_STR(REPLY(&x, "192.0.2.7", "c.test", "a@b.test", "u@far.test"),
+              "554 5.7.1 <u@far.test>: Recipient address rejected: Relay access denied");
+    CHECK_STR(x.v.rule, "recipient:check_relay_domains");
+    rx_done(&x);
+}
+
+TEST(restrict_rcpt_relays_what_restrictions_permit)
+{
+    rx_t x;
+    rx_init(&x);
+    REQUIRE(rx_load(&x, ""));
+    /* no builtin:no_relay_transport any more: a permitted outside domain is relayed */
+    pstate_t st = ps("127.0.0.1", "c.test", "a@b.test", "u@far.test");
+    buf_reset(&x.trace);
+    CHECK_INT(policy_rcpt(x.pol, &st, false, false, NULL, &x.v, &x.trace), V_PERMIT);
+    CHECK_STR(x.v.rule, "");
+    st = ps("192.0.2.1", "c.test", "a@b.test", "u@far.test");
+    CHECK_INT(policy_rcpt(x.pol, &st, false, false, NULL, &x.v, NULL), V_DEFER);
+    CHECK_STR(x.v.rule, "relay:defer_unauth_destination");
+    rx_done(&x);
+}
+
+TEST(restrict_postponed_deferral_before_implicit_recipient_check)
+{
+    rx_t x;
+    rx_init(&x);
+    rx_file(&x, "rcpts", "known@relay.test x\n");
+    /* smtpd_delay_reject = no: a defer_if_permit raised at MAIL answers at
+     * RCPT before Postfix's implicit recipient table check would reject */
+    REQUIRE(rx_load(&x, "smtpd_delay_reject = no\nrelay_domains = relay.test\n"
+                        "relay_recipient_maps = texthash:%D/rcpts\n"));
+    pstate_t st = ps("192.0.2.1", "c.test", "a@b.test", "unknown@relay.test");
+    CHECK_INT(policy_rcpt(x.pol, &st, false, false, "450 4.7.1 <a@b.test>: Sender address rejected: later", &x.v,
+                          NULL),
+              V_DEFER);
+    CHECK_STR(buf_cstr(&x.v.reply), "450 4.7.1 <a@b.test>: Sender address rejected: later");
+    CHECK_STR(x.v.rule, "postponed:defer_if_permit");
+    CHECK_INT(policy_rcpt(x.pol, &st, false, false, NULL, &x.v, NULL), V_REJECT);
+    CHECK_STR(x.v.rule, "recipient:smtpd_reject_unlisted_recipient");
     rx_done(&x);
 }

@@ -1,5 +1,6 @@
 /* Unit tests for src/queue/spool.c: queue IDs, the writer (with a real
- * event loop and pool), the queue file reader, mark_done, recovery. */
+ * event loop and pool), the queue file reader, status marks, recovery,
+ * injection and the deferred queue scan. */
 #include "harness.h"
 
 #include "core/buf.h"
@@ -704,8 +705,8 @@ TEST(spool_open_creates_tree)
     REQUIRE(sp);
     char *want = path2(dir, "q");
     CHECK_STR(spool_dir(sp), want);
-    const char *subs[] = {"incoming", "active", "corrupt"};
-    for (size_t i = 0; i < 3; i++) {
+    const char *subs[] = {"incoming", "active", "corrupt", "hold", "deferred", "defer", "bounce"};
+    for (size_t i = 0; i < ARRAY_LEN(subs); i++) {
         char *s = path3(dir, "q", subs[i]);
         struct stat st;
         CHECK(stat(s, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0700);
@@ -901,5 +902,252 @@ TEST(spool_hold_queue_and_release)
     CHECK_STR(buf_cstr(&err), "invalid queue id");
     buf_free(&got);
     buf_free(&err);
+    fx_close(&fx);
+}
+
+/* ---------- the full queue manager's part: F status, marks, inject, deferred/ ---------- */
+
+TEST(spool_failed_status_and_marks)
+{
+    fixture_t fx = {0};
+    REQUIRE(fx_open(&fx) == 0);
+    char id[QUEUE_ID_MAX];
+    REQUIRE(commit_small(&fx, id, "Subject: f\n\nbody\n"));
+    char *p = qpath(&fx, "active", id);
+    qfile_t q;
+    buf_t err = BUF_INIT;
+    REQUIRE(qfile_read(p, &q, &err) == 0);
+    CHECK(q.rcpt_status[0] == QF_PENDING && q.rcpt_status[1] == QF_PENDING);
+    CHECK(!q.mark_open);
+    CHECK(qfile_mark(&q, 0, QF_FAILED, &err) == 0);
+    CHECK(q.rcpt_status[0] == QF_FAILED);
+    CHECK(q.rcpt_done[0] == 0);   /* rcpt_done is 1 only for D */
+    CHECK(qfile_mark(&q, 1, 'X', &err) != 0);
+    CHECK(qfile_mark(&q, 2, QF_DONE, &err) != 0);
+    qfile_free(&q);
+
+    /* F is read back; F -> D as after its notice was queued. */
+    REQUIRE(qfile_read(p, &q, &err) == 0);
+    CHECK(q.rcpt_status[0] == QF_FAILED && q.rcpt_status[1] == QF_PENDING);
+    CHECK(qfile_mark(&q, 0, QF_DONE, &err) == 0);
+    CHECK(q.rcpt_done[0] == 1);
+    qfile_free(&q);
+    REQUIRE(qfile_read(p, &q, &err) == 0);
+    CHECK(q.rcpt_status[0] == QF_DONE && q.rcpt_done[0] == 1);
+    qfile_free(&q);
+
+    /* A bcc line takes F as well. */
+    char id2[QUEUE_ID_MAX];
+    const char *bcc[] = {"archive@example.com"};
+    spool_actions_t a = {.bcc = bcc, .nbcc = 1};
+    REQUIRE(commit_with(&fx, id2, "x\n", &a));
+    char *p2 = qpath(&fx, "active", id2);
+    REQUIRE(qfile_read(p2, &q, &err) == 0);
+    REQUIRE(q.nrcpt == 3);
+    CHECK(qfile_mark(&q, 2, QF_FAILED, &err) == 0);
+    qfile_free(&q);
+    REQUIRE(qfile_read(p2, &q, &err) == 0);
+    CHECK(q.rcpt_status[2] == QF_FAILED);
+    CHECK_STR(q.rcpts[2], "archive@example.com");
+    qfile_free(&q);
+    free(p2);
+    free(p);
+    buf_free(&err);
+    fx_close(&fx);
+}
+
+TEST(spool_marks_follow_the_file_through_a_rename)
+{
+    fixture_t fx = {0};
+    REQUIRE(fx_open(&fx) == 0);
+    char id[QUEUE_ID_MAX];
+    REQUIRE(commit_small(&fx, id, "Subject: held\n\nbody\n"));
+    char *p = qpath(&fx, "active", id), *h = qpath(&fx, "hold", id);
+    qfile_t q;
+    buf_t err = BUF_INIT;
+    REQUIRE(qfile_read(p, &q, &err) == 0);
+    REQUIRE(qfile_open_marks(&q, &err) == 0);
+    CHECK(q.mark_open && q.mark_fd >= 0);
+    CHECK(qfile_open_marks(&q, &err) == 0);   /* once is enough */
+    /* `moat queue hold` moves it while a delivery runs ... */
+    REQUIRE(rename(p, h) == 0);
+    /* ... and the delivery's mark still lands in the file. */
+    CHECK(qfile_mark(&q, 1, QF_DONE, &err) == 0);
+    qfile_free(&q);
+    CHECK(!q.mark_open);
+    REQUIRE(qfile_read(h, &q, &err) == 0);
+    CHECK(q.rcpt_status[1] == QF_DONE);
+    qfile_free(&q);
+    /* Without a kept fd, a mark goes by path, and fails when the file left. */
+    REQUIRE(qfile_read(h, &q, &err) == 0);
+    REQUIRE(rename(h, p) == 0);
+    buf_reset(&err);
+    CHECK(qfile_mark(&q, 0, QF_DONE, &err) != 0);
+    CHECK(strstr(buf_cstr(&err), "No such file") != NULL);
+    qfile_free(&q);
+    free(p);
+    free(h);
+    buf_free(&err);
+    fx_close(&fx);
+}
+
+TEST(spool_inject_writes_a_complete_file)
+{
+    fixture_t fx = {0};
+    REQUIRE(fx_open(&fx) == 0);
+    const char *rcpt[] = {"alice@example.org"};
+    envelope_t e = {.arrival_usec = 1700000000000001LL, .client_name = "localhost",
+                    .client_addr = "127.0.0.1", .helo = "", .protocol = "local", .sender = "",
+                    .rcpts = rcpt, .nrcpt = 1, .body_type = "", .smtputf8 = false};
+    const char content[] = "From: MAILER-DAEMON\nSubject: notice\n\nline one\n";
+    char id[QUEUE_ID_MAX] = "";
+    buf_t err = BUF_INIT;
+    REQUIRE(spool_inject(fx.sp, &e, content, strlen(content), id, &err) == 0);
+    CHECK(spool_valid_id(id));
+    CHECK_INT(qcount(&fx, "active"), 1);
+    CHECK_INT(qcount(&fx, "incoming"), 0);
+    char *p = qpath(&fx, "active", id);
+    qfile_t q;
+    REQUIRE(qfile_read(p, &q, &err) == 0);
+    CHECK_STR(q.queue_id, id);
+    CHECK_STR(q.sender, "");
+    CHECK_STR(q.protocol, "local");
+    CHECK_INT(q.nrcpt, 1);
+    CHECK_STR(q.rcpts[0], "alice@example.org");
+    CHECK(q.rcpt_status[0] == QF_PENDING);
+    CHECK_INT(q.content_size, strlen(content));
+    size_t len;
+    char *all = read_file(p, &len);
+    REQUIRE(all != NULL);
+    CHECK(memcmp(all + q.content_offset, content, strlen(content)) == 0);
+    free(all);
+    qfile_free(&q);
+
+    /* A given ID is used, and never replaces a file. */
+    char id2[QUEUE_ID_MAX];
+    e.queue_id = "0ABCDEF0123456";
+    REQUIRE(spool_inject(fx.sp, &e, "x\n", 2, id2, &err) == 0);
+    CHECK_STR(id2, "0ABCDEF0123456");
+    buf_reset(&err);
+    CHECK(spool_inject(fx.sp, &e, "y\n", 2, id2, &err) != 0);
+    CHECK(strstr(buf_cstr(&err), "exists") != NULL);
+    CHECK_INT(qcount(&fx, "active"), 2);
+    CHECK_INT(qcount(&fx, "incoming"), 0);   /* the loser left nothing behind */
+    /* Refused before touching the disk. */
+    e.queue_id = "../x";
+    buf_reset(&err);
+    CHECK(spool_inject(fx.sp, &e, "x\n", 2, id2, &err) != 0);
+    e.queue_id = NULL;
+    e.nrcpt = 0;
+    buf_reset(&err);
+    CHECK(spool_inject(fx.sp, &e, "x\n", 2, id2, &err) != 0);
+    CHECK(strstr(buf_cstr(&err), "no recipients") != NULL);
+    CHECK_INT(qcount(&fx, "active"), 2);
+    free(p);
+    buf_free(&err);
+    fx_close(&fx);
+}
+
+static void set_mtime(const char *path, long long when)
+{
+    struct timespec ts[2] = {{(time_t)when, 0}, {(time_t)when, 0}};
+    utimensat(AT_FDCWD, path, ts, 0);
+}
+
+static bool in_ids(char **ids, size_t n, const char *id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(ids[i], id) == 0)
+            return true;
+    return false;
+}
+
+TEST(spool_deferred_scan_by_mtime)
+{
+    fixture_t fx = {0};
+    REQUIRE(fx_open(&fx) == 0);
+    char past[QUEUE_ID_MAX], now_due[QUEUE_ID_MAX], future[QUEUE_ID_MAX];
+    REQUIRE(commit_small(&fx, past, "a\n"));
+    REQUIRE(commit_small(&fx, now_due, "b\n"));
+    REQUIRE(commit_small(&fx, future, "c\n"));
+    long long now = 1800000000;   /* the scan takes "now" from its caller */
+    const char *ids3[] = {past, now_due, future};
+    const long long when[] = {now - 100, now, now + 100};
+    for (int i = 0; i < 3; i++) {
+        char *a = qpath(&fx, "active", ids3[i]), *d = qpath(&fx, "deferred", ids3[i]);
+        set_mtime(a, when[i]);
+        REQUIRE(rename(a, d) == 0);
+        free(a);
+        free(d);
+    }
+    /* Debris that is not an ID is not touched. */
+    char *junk = qpath(&fx, "deferred", "notes.txt");
+    write_file(junk, "x", 1);
+    free(junk);
+
+    char **ids;
+    size_t n, nfiles;
+    buf_t err = BUF_INIT;
+    REQUIRE(spool_scan_deferred(fx.sp, now, false, &ids, &n, &nfiles, &err) == 0);
+    CHECK_INT(nfiles, 3);
+    CHECK_INT(n, 2);
+    CHECK(in_ids(ids, n, past) && in_ids(ids, n, now_due) && !in_ids(ids, n, future));
+    spool_free_ids(ids, n);
+    CHECK_INT(qcount(&fx, "active"), 2);
+    CHECK_INT(qcount(&fx, "deferred"), 2);   /* future + notes.txt */
+
+    /* A second scan finds nothing new; "flush" takes everything. */
+    REQUIRE(spool_scan_deferred(fx.sp, now, false, &ids, &n, &nfiles, &err) == 0);
+    CHECK_INT(n, 0);
+    spool_free_ids(ids, n);
+    REQUIRE(spool_scan_deferred(fx.sp, now, true, &ids, &n, &nfiles, &err) == 0);
+    CHECK_INT(n, 1);
+    CHECK(n == 1 && strcmp(ids[0], future) == 0);
+    spool_free_ids(ids, n);
+    CHECK_INT(qcount(&fx, "active"), 3);
+
+    /* A name already in active/ is never replaced: the deferred copy stays. */
+    char *a = qpath(&fx, "active", past), *d = qpath(&fx, "deferred", past);
+    size_t len;
+    char *copy = read_file(a, &len);
+    REQUIRE(copy != NULL);
+    write_file(d, copy, len);
+    set_mtime(d, now - 5);
+    REQUIRE(spool_scan_deferred(fx.sp, now, false, &ids, &n, &nfiles, &err) == 0);
+    CHECK_INT(n, 0);
+    spool_free_ids(ids, n);
+    CHECK(access(d, F_OK) == 0);
+    free(copy);
+    free(a);
+    free(d);
+    buf_free(&err);
+    fx_close(&fx);
+}
+
+TEST(spool_recover_validates_deferred)
+{
+    fixture_t fx = {0};
+    REQUIRE(fx_open(&fx) == 0);
+    char good[QUEUE_ID_MAX], act[QUEUE_ID_MAX];
+    REQUIRE(commit_small(&fx, good, "good\n"));
+    REQUIRE(commit_small(&fx, act, "active\n"));
+    char *a = qpath(&fx, "active", good), *d = qpath(&fx, "deferred", good);
+    REQUIRE(rename(a, d) == 0);
+    char *bad = qpath(&fx, "deferred", "00AA00BB00CC");
+    write_file(bad, "MOAT-QUEUE 1\ngarbage\n", 21);
+    buf_t got = BUF_INIT;
+    CHECK_INT(spool_recover(fx.sp, on_recovered, &got), 0);
+    /* Only active/ is reported; the corrupt deferred file went to corrupt/. */
+    CHECK(strstr(buf_cstr(&got), act) != NULL);
+    CHECK(strstr(buf_cstr(&got), good) == NULL);
+    CHECK(access(d, F_OK) == 0);
+    CHECK(access(bad, F_OK) != 0);
+    char *c = qpath(&fx, "corrupt", "00AA00BB00CC");
+    CHECK(access(c, F_OK) == 0);
+    free(c);
+    free(bad);
+    free(a);
+    free(d);
+    buf_free(&got);
     fx_close(&fx);
 }
