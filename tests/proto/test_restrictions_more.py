@@ -100,9 +100,8 @@ def test_unknown_command_is_not_forbidden(moat_factory):
 
 
 # ------------------------------------------------- permit_inet_interfaces
-# moat cannot relay yet (a built-in rule refuses other domains), so these
-# tests show trust with the client list: "permit_X, reject" before a local
-# recipient.
+# These tests show trust with the client list, "permit_X, reject", before
+# a local recipient, so the outcome never depends on relay delivery.
 
 LOCAL_RCPT = "u@example.test"
 

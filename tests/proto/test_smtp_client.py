@@ -47,15 +47,9 @@ def send(m, rcpts, message=None, sender=SENDER, mail_params=""):
 
 
 def status_line(m, qid, rcpt, prog="smtp", timeout=20.0):
-    """The delivery agent's log line for one recipient (a regex match);
-    skips the test when the daemon does not relay yet."""
+    """The delivery agent's log line for one recipient (a regex match)."""
     pat = r"moat/%s\[\d+\]: %s: to=<%s>, (?P<rest>.*)$" % (prog, qid, re.escape(rcpt))
-    try:
-        return m.wait_log(pat, timeout=timeout)[0]
-    except AssertionError:
-        if "relay=" not in m.log():
-            pytest.skip("relay delivery is not wired into the daemon yet")
-        raise
+    return m.wait_log(pat, timeout=timeout)[0]
 
 
 def fields(match):
