@@ -46,7 +46,7 @@ typedef struct daemon {
     pool_t *pool;
     spool_t *spool;
     qmgr_t *qmgr;
-    config_t *qcfg;            /* the queue manager's first configuration (borrowed by it) */
+    config_t *qcfg;            /* a reference to the first configuration, borrowed by the queue manager */
     dns_t *dns;                /* the queue manager's resolver */
     char *dns_key;
     qctl_t *ctl;
@@ -128,17 +128,15 @@ static dns_t *qmgr_resolver(daemon_t *d, const params_t *p, buf_t *err)
     return d->dns;
 }
 
-/* The queue manager's side of a reload: its own copy of the new
- * configuration (requests in flight keep the old one). */
-static void qmgr_reload(daemon_t *d)
+/* The queue manager's side of a reload: a reference to the configuration
+ * the server just took (requests in flight keep the old one). */
+static void qmgr_reload(daemon_t *d, config_t *cfg)
 {
     buf_t err = BUF_INIT;
-    config_t *qcfg = config_load(d->confdir, &err, NULL);
-    if (qcfg) {
-        dns_t *dns = qmgr_resolver(d, config_main(qcfg), &err);
-        if (qmgr_set_config(d->qmgr, qcfg, dns, &err) != 0)
-            config_free(&qcfg);
-    }
+    config_t *qcfg = config_ref(cfg);
+    dns_t *dns = qmgr_resolver(d, config_main(qcfg), &err);
+    if (qmgr_set_config(d->qmgr, qcfg, dns, &err) != 0)
+        config_free(&qcfg);
     if (!qcfg) {
         log_errors(&err);
         log_warn("master", "reload: the queue manager keeps its running configuration");
@@ -188,7 +186,7 @@ static void reload(daemon_t *d)
         goto out;
     }
     /* cfg now belongs to the server's current generation. */
-    qmgr_reload(d);
+    qmgr_reload(d, cfg);
     make_dirs(p);
     if (open_log(p) != 0)
         log_warn("master", "cannot open maillog_file %s: %m", param_str(p, PARAM_maillog_file));
@@ -328,9 +326,7 @@ int cmd_serve(int argc, char **argv)
     d.ctl = qctl_listen(d.base, d.queue_dir, on_control, &d, &err);
     if (!d.ctl)
         goto startup_error;
-    d.qcfg = config_load(d.confdir, &err, NULL);
-    if (!d.qcfg)
-        goto startup_error;
+    d.qcfg = config_ref(cfg);
     dns_t *dns = qmgr_resolver(&d, config_main(d.qcfg), &err);
     if (!dns)
         goto startup_error;

@@ -146,6 +146,7 @@ typedef struct xport {
 } xport_t;
 
 struct config {
+    int refs;            /* config_ref/config_free (loop thread only) */
     char *dir;           /* absolute config_directory; relative paths resolve here */
     char *main_file;     /* names used in messages */
     char *master_file;

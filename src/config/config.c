@@ -709,6 +709,7 @@ static config_t *load_common(config_t *cfg, const char *main_text, const char *m
 static config_t *new_config(const char *dir, const char *label)
 {
     config_t *cfg = xcalloc(1, sizeof *cfg);
+    cfg->refs = 1;
     buf_t b = BUF_INIT;
     cfg->dir = xstrdup(dir);
     buf_printf(&b, "%s/main.cf", label);
@@ -819,10 +820,19 @@ config_t *config_load(const char *dir, buf_t *err, buf_t *warn)
     return cfg;
 }
 
+config_t *config_ref(config_t *cfg)
+{
+    cfg->refs++;
+    return cfg;
+}
+
 void config_free(config_t **pcfg)
 {
     config_t *cfg = *pcfg;
     if (!cfg)
+        return;
+    *pcfg = NULL;
+    if (--cfg->refs > 0)
         return;
     for (size_t k = 0; k < cfg->nsvc; k++) {
         svc_t *sv = &cfg->svc[k];
@@ -861,7 +871,7 @@ void config_free(config_t **pcfg)
     free(cfg->hostname);
     free(cfg->ignored);
     free(cfg->ignored_services);
-    xfree(pcfg);
+    free(cfg);
 }
 
 const params_t *config_main(const config_t *cfg)

@@ -69,6 +69,10 @@ typedef struct config config_t;
  * to err.  Warnings ("file:line: warning: ...") are appended to warn (may
  * be NULL) and do not fail the load. */
 config_t *config_load(const char *dir, buf_t *err, buf_t *warn);
+/* Another owner of the same configuration (the server's generation and
+ * the queue manager share one load); config_free drops one reference and
+ * frees with the last.  Loop thread only. */
+config_t *config_ref(config_t *cfg);
 void config_free(config_t **cfg);
 
 const params_t *config_main(const config_t *cfg);
