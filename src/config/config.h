@@ -116,6 +116,12 @@ const char *config_ignored_services(const config_t *cfg);
 /* Where the value came from (main.cf or a master.cf -o), for traces that
  * name config file:line.  false (and *file NULL, *line 0) for a default. */
 bool param_origin(const params_t *p, param_id id, const char **file, int *line);
+/* Append "file:line: " where id was set to err (nothing for a default),
+ * to prefix a message about it. */
+void param_where(const params_t *p, param_id id, buf_t *err);
+/* Each line of msgs (the last may lack its newline) to err, prefixed as
+ * param_where does. */
+void param_where_lines(const params_t *p, param_id id, const char *msgs, buf_t *err);
 
 /* --- Added with the restriction engine --- */
 

@@ -725,6 +725,26 @@ bool param_origin(const params_t *p, param_id id, const char **file, int *line)
     return d != NULL;
 }
 
+void param_where(const params_t *p, param_id id, buf_t *err)
+{
+    const char *file;
+    int line;
+    if (param_origin(p, id, &file, &line))
+        buf_printf(err, "%s:%d: ", file, line);
+}
+
+void param_where_lines(const params_t *p, param_id id, const char *msgs, buf_t *err)
+{
+    while (*msgs) {
+        const char *nl = strchr(msgs, '\n');
+        size_t n = nl ? (size_t)(nl - msgs) : strlen(msgs);
+        param_where(p, id, err);
+        buf_append(err, msgs, n);
+        buf_putc(err, '\n');
+        msgs += n + (nl ? 1 : 0);
+    }
+}
+
 const char *param_user(const params_t *p, const char *name, const char **file, int *line)
 {
     for (size_t i = 0; i < p->nuser; i++) {

@@ -22,6 +22,17 @@ void xfree(void *pp);
 
 /* ASCII-only case folding (locale independent). */
 static inline int lc(int c) { return (c >= 'A' && c <= 'Z') ? c + 32 : c; }
+/* The value of a hex digit of either case; -1 when c is not one. */
+static inline int hex_value(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
 void str_lower(char *s);
 bool str_ieq(const char *a, const char *b);
 bool str_nieq(const char *a, const char *b, size_t n);

@@ -2,17 +2,17 @@
  * addrlist: see addrlist.h.  Each item keeps its place in the list, so
  * first-match order holds across address items, tables and files: a run
  * of items is one entry per item (a netlist of one network, or a table).
- * Files are read once at compile time, their items spliced in where the
- * file was named, as Postfix's match_list does.
+ * Files are read once at compile time (listfile), their items spliced in
+ * where the file was named, as Postfix's match_list does.
  *
  * Owns its netlists and tables.  Never: permit on a table failure (the
- * caller gets AL_ERROR and answers 4xx), follow files without a depth
- * bound, or allocate per match.
+ * caller gets AL_ERROR and answers 4xx), or allocate per match.
  */
 #include "policy/addrlist.h"
 
 #include "core/util.h"
 #include "maps/maps.h"
+#include "policy/listfile.h"
 #include "policy/netlist.h"
 
 #include <arpa/inet.h>
@@ -23,10 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-
-#define FILE_DEPTH_MAX 8     /* files naming files: enough for any sane layout, bounded for loops */
-#define FILE_SIZE_MAX (4 << 20)
 
 typedef struct entry {
     bool negate;
@@ -35,16 +31,10 @@ typedef struct entry {
     char *text;          /* the item as written, for traces */
 } entry_t;
 
-typedef struct seen_file {
-    char *path;
-    struct stat st;
-} seen_file_t;
-
 struct addrlist {
     entry_t *e;
     size_t n;
-    seen_file_t *files;
-    size_t nfiles;
+    listfiles_t files;   /* the /file/name items it read */
     buf_t value;         /* lookup scratch */
 };
 
@@ -53,10 +43,7 @@ typedef struct actx {
     const char *name;
     const char *config_dir;
     buf_t *err;
-    int errors;
 } actx_t;
-
-static void add_items(actx_t *a, const char *const *items, size_t n, int depth);
 
 static bool is_table(const char *item)
 {
@@ -66,122 +53,37 @@ static bool is_table(const char *item)
     return tl > 0 && item[tl] == ':' && strspn(item, "0123456789abcdef") < tl;
 }
 
-static void add_file(actx_t *a, const char *path, int depth)
+/* One item of the list (listfile_walk has read the files and the '!'s). */
+static bool add_item(void *ctx, const char *item, bool negate, const char *written)
 {
-    if (depth >= FILE_DEPTH_MAX) {
-        buf_printf(a->err, "%s: \"%s\": files nested more than %d deep\n", a->name, path, FILE_DEPTH_MAX);
-        a->errors++;
-        return;
-    }
-    FILE *fp = fopen(path, "r");
-    struct stat st;
-    if (!fp || fstat(fileno(fp), &st) != 0) {
-        buf_printf(a->err, "%s: \"%s\": cannot open: %s\n", a->name, path, strerror(errno));
-        a->errors++;
-        if (fp)
-            fclose(fp);
-        return;
-    }
+    actx_t *a = ctx;
     addrlist_t *al = a->al;
-    al->files = xrealloc(al->files, (al->nfiles + 1) * sizeof *al->files);
-    al->files[al->nfiles].path = xstrdup(path);
-    al->files[al->nfiles].st = st;
-    al->nfiles++;
-
-    buf_t text = BUF_INIT;
-    char chunk[4096];
-    size_t got;
-    while ((got = fread(chunk, 1, sizeof chunk, fp)) > 0 && text.len < FILE_SIZE_MAX)
-        buf_append(&text, chunk, got);
-    fclose(fp);
-    /* Words separated by commas and white space; a line whose first
-     * non-blank is '#' is a comment. */
-    char **items = NULL;
-    size_t n = 0;
-    char *p = text.data ? text.data : (char *)"";
-    while (*p) {
-        char *eol = strchr(p, '\n');
-        if (eol)
-            *eol = 0;
-        char *q = p + strspn(p, " \t\r");
-        if (*q != '#') {
-            char *save = NULL;
-            for (char *tok = strtok_r(q, " \t\r,", &save); tok; tok = strtok_r(NULL, " \t\r,", &save)) {
-                items = xrealloc(items, (n + 1) * sizeof *items);
-                items[n++] = tok;
-            }
-        }
-        if (!eol)
-            break;
-        p = eol + 1;
-    }
-    add_items(a, (const char *const *)items, n, depth + 1);
-    free(items);
-    buf_free(&text);
-}
-
-static void add_items(actx_t *a, const char *const *items, size_t n, int depth)
-{
-    addrlist_t *al = a->al;
-    for (size_t i = 0; i < n; i++) {
-        const char *item = items[i];
-        bool negate = false;
-        while (*item == '!') {
-            negate = !negate;
-            item++;
-        }
-        if (!*item) {
-            buf_printf(a->err, "%s: \"%s\": no pattern after '!'\n", a->name, items[i]);
-            a->errors++;
-            continue;
-        }
-        if (item[0] == '/') {
-            if (negate) {
-                buf_printf(a->err, "%s: \"%s\": '!' before a file name is not supported; put the '!' "
-                                   "before the items inside the file\n", a->name, items[i]);
-                a->errors++;
-                continue;
-            }
-            add_file(a, item, depth);
-            continue;
-        }
-        entry_t e = {.negate = negate, .text = xstrdup(items[i])};
-        if (is_table(item)) {
-            buf_t why = BUF_INIT;
-            e.map = map_open(item, a->config_dir, &why);
-            if (!e.map) {
-                buf_printf(a->err, "%s: %s", a->name, why.len ? buf_cstr(&why) : "cannot open table\n");
-                if (why.len && why.data[why.len - 1] != '\n')
-                    buf_putc(a->err, '\n');
-                a->errors++;
-                buf_free(&why);
-                free(e.text);
-                continue;
-            }
+    entry_t e = {.negate = negate};
+    if (is_table(item)) {
+        e.map = listfile_open_table(a->name, item, a->config_dir, a->err);
+        if (!e.map)
+            return false;
+    } else {
+        buf_t why = BUF_INIT;
+        e.nl = netlist_new(a->name, &item, 1, &why);
+        if (!e.nl) {
+            buf_printf(a->err, "%s\n", buf_cstr(&why));
             buf_free(&why);
-        } else {
-            buf_t why = BUF_INIT;
-            e.nl = netlist_new(a->name, &item, 1, &why);
-            if (!e.nl) {
-                buf_printf(a->err, "%s\n", buf_cstr(&why));
-                a->errors++;
-                buf_free(&why);
-                free(e.text);
-                continue;
-            }
-            buf_free(&why);
+            return false;
         }
-        al->e = xrealloc(al->e, (al->n + 1) * sizeof *al->e);
-        al->e[al->n++] = e;
+        buf_free(&why);
     }
+    e.text = xstrdup(written);
+    al->e = xrealloc(al->e, (al->n + 1) * sizeof *al->e);
+    al->e[al->n++] = e;
+    return true;
 }
 
 addrlist_t *addrlist_new(const char *name, const char *const *items, size_t n, const char *config_dir, buf_t *err)
 {
     addrlist_t *al = xcalloc(1, sizeof *al);
     actx_t a = {.al = al, .name = name, .config_dir = config_dir, .err = err};
-    add_items(&a, items, n, 0);
-    if (a.errors)
+    if (listfile_walk(&al->files, name, items, n, add_item, &a, err))
         addrlist_free(&al);
     return al;
 }
@@ -221,14 +123,7 @@ bool addrlist_changed(const addrlist_t *al)
     for (size_t i = 0; i < al->n; i++)
         if (al->e[i].map && map_changed(al->e[i].map))
             return true;
-    for (size_t i = 0; i < al->nfiles; i++) {
-        struct stat st;
-        const struct stat *o = &al->files[i].st;
-        if (stat(al->files[i].path, &st) != 0 || st.st_mtime != o->st_mtime || st.st_size != o->st_size ||
-            st.st_ino != o->st_ino)
-            return true;
-    }
-    return false;
+    return listfiles_changed(&al->files);
 }
 
 void addrlist_free(addrlist_t **pal)
@@ -242,9 +137,7 @@ void addrlist_free(addrlist_t **pal)
         free(al->e[i].text);
     }
     free(al->e);
-    for (size_t i = 0; i < al->nfiles; i++)
-        free(al->files[i].path);
-    free(al->files);
+    listfiles_free(&al->files);
     buf_free(&al->value);
     free(al);
     *pal = NULL;

@@ -1,26 +1,23 @@
 /*
  * domlist: see domlist.h.  Items keep their order: each is one entry (a
- * name or a table); files are read once at compile time and their words
- * spliced in where the file was named, as Postfix's match_list does.
+ * name or a table); files are read once at compile time (listfile) and
+ * their words spliced in where the file was named, as Postfix's match_list
+ * does.
  *
  * Owns its tables and the names of the files it read.  Never: answer "no
  * match" for a table that failed (DL_ERROR instead: relay_domains deciding
- * wrongly either way is worse than a 4xx), follow files without a depth
- * bound, or allocate per match (the domain is folded into a stack buffer).
+ * wrongly either way is worse than a 4xx), or allocate per match (the
+ * domain is folded into a stack buffer).
  */
 #include "policy/domlist.h"
 
 #include "core/util.h"
 #include "maps/maps.h"
+#include "policy/listfile.h"
 
-#include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#define FILE_DEPTH_MAX 8
-#define FILE_SIZE_MAX (4 << 20)
 #define DOMAIN_MAX 512   /* longer than any domain (253): such input matches nothing */
 
 typedef struct entry {
@@ -31,17 +28,11 @@ typedef struct entry {
     char *text;          /* the item as written */
 } entry_t;
 
-typedef struct seen_file {
-    char *path;
-    struct stat st;
-} seen_file_t;
-
 struct domlist {
     entry_t *e;
     size_t n;
     dl_style style;
-    seen_file_t *files;
-    size_t nfiles;
+    listfiles_t files;   /* the /file/name items it read */
     buf_t value;         /* lookup scratch */
 };
 
@@ -50,10 +41,7 @@ typedef struct dctx {
     const char *name;
     const char *config_dir;
     buf_t *err;
-    int errors;
 } dctx_t;
-
-static void add_items(dctx_t *d, const char *const *items, size_t n, int depth);
 
 /* "type:name" with a type of letters and digits (a domain has no ':'). */
 static bool is_table(const char *item)
@@ -83,113 +71,29 @@ static size_t fold(const char *in, char *out, size_t size)
     return n;
 }
 
-static void add_file(dctx_t *d, const char *path, int depth)
+/* One item of the list (listfile_walk has read the files and the '!'s). */
+static bool add_item(void *ctx, const char *item, bool negate, const char *written)
 {
-    if (depth >= FILE_DEPTH_MAX) {
-        buf_printf(d->err, "%s: \"%s\": files nested more than %d deep\n", d->name, path, FILE_DEPTH_MAX);
-        d->errors++;
-        return;
-    }
-    FILE *fp = fopen(path, "r");
-    struct stat st;
-    if (!fp || fstat(fileno(fp), &st) != 0) {
-        buf_printf(d->err, "%s: \"%s\": cannot open: %s\n", d->name, path, strerror(errno));
-        d->errors++;
-        if (fp)
-            fclose(fp);
-        return;
-    }
+    dctx_t *d = ctx;
     domlist_t *dl = d->dl;
-    dl->files = xrealloc(dl->files, (dl->nfiles + 1) * sizeof *dl->files);
-    dl->files[dl->nfiles].path = xstrdup(path);
-    dl->files[dl->nfiles].st = st;
-    dl->nfiles++;
-
-    buf_t text = BUF_INIT;
-    char chunk[4096];
-    size_t got;
-    while ((got = fread(chunk, 1, sizeof chunk, fp)) > 0 && text.len < FILE_SIZE_MAX)
-        buf_append(&text, chunk, got);
-    fclose(fp);
-    /* Words separated by commas and white space; a line whose first
-     * non-blank is '#' is a comment. */
-    char **items = NULL;
-    size_t n = 0;
-    char *p = text.data ? text.data : (char *)"";
-    while (*p) {
-        char *eol = strchr(p, '\n');
-        if (eol)
-            *eol = 0;
-        char *q = p + strspn(p, " \t\r");
-        if (*q != '#') {
-            char *save = NULL;
-            for (char *tok = strtok_r(q, " \t\r,", &save); tok; tok = strtok_r(NULL, " \t\r,", &save)) {
-                items = xrealloc(items, (n + 1) * sizeof *items);
-                items[n++] = tok;
-            }
+    entry_t e = {.negate = negate};
+    if (is_table(item)) {
+        e.map = listfile_open_table(d->name, item, d->config_dir, d->err);
+        if (!e.map)
+            return false;
+        e.fixed = is_fixed_table(item);
+    } else {
+        char folded[DOMAIN_MAX];
+        if (!fold(item, folded, sizeof folded)) {
+            buf_printf(d->err, "%s: \"%.80s...\": not a domain name\n", d->name, item);
+            return false;
         }
-        if (!eol)
-            break;
-        p = eol + 1;
+        e.name = xstrdup(folded);
     }
-    add_items(d, (const char *const *)items, n, depth + 1);
-    free(items);
-    buf_free(&text);
-}
-
-static void add_items(dctx_t *d, const char *const *items, size_t n, int depth)
-{
-    domlist_t *dl = d->dl;
-    for (size_t i = 0; i < n; i++) {
-        const char *item = items[i];
-        bool negate = false;
-        while (*item == '!') {
-            negate = !negate;
-            item++;
-        }
-        if (!*item) {
-            buf_printf(d->err, "%s: \"%s\": no pattern after '!'\n", d->name, items[i]);
-            d->errors++;
-            continue;
-        }
-        if (item[0] == '/') {
-            if (negate) {
-                buf_printf(d->err, "%s: \"%s\": '!' before a file name is not supported; put the '!' "
-                                   "before the items inside the file\n", d->name, items[i]);
-                d->errors++;
-                continue;
-            }
-            add_file(d, item, depth);
-            continue;
-        }
-        entry_t e = {.negate = negate, .text = xstrdup(items[i])};
-        if (is_table(item)) {
-            buf_t why = BUF_INIT;
-            e.map = map_open(item, d->config_dir, &why);
-            if (!e.map) {
-                buf_printf(d->err, "%s: %s", d->name, why.len ? buf_cstr(&why) : "cannot open table\n");
-                if (why.len && why.data[why.len - 1] != '\n')
-                    buf_putc(d->err, '\n');
-                d->errors++;
-                buf_free(&why);
-                free(e.text);
-                continue;
-            }
-            buf_free(&why);
-            e.fixed = is_fixed_table(item);
-        } else {
-            char folded[DOMAIN_MAX];
-            if (!fold(item, folded, sizeof folded)) {
-                buf_printf(d->err, "%s: \"%.80s...\": not a domain name\n", d->name, item);
-                d->errors++;
-                free(e.text);
-                continue;
-            }
-            e.name = xstrdup(folded);
-        }
-        dl->e = xrealloc(dl->e, (dl->n + 1) * sizeof *dl->e);
-        dl->e[dl->n++] = e;
-    }
+    e.text = xstrdup(written);
+    dl->e = xrealloc(dl->e, (dl->n + 1) * sizeof *dl->e);
+    dl->e[dl->n++] = e;
+    return true;
 }
 
 domlist_t *domlist_new(const char *name, const char *const *items, size_t n, dl_style style, const char *config_dir,
@@ -198,8 +102,7 @@ domlist_t *domlist_new(const char *name, const char *const *items, size_t n, dl_
     domlist_t *dl = xcalloc(1, sizeof *dl);
     dl->style = style;
     dctx_t d = {.dl = dl, .name = name, .config_dir = config_dir, .err = err};
-    add_items(&d, items, n, 0);
-    if (d.errors)
+    if (listfile_walk(&dl->files, name, items, n, add_item, &d, err))
         domlist_free(&dl);
     return dl;
 }
@@ -215,9 +118,7 @@ void domlist_free(domlist_t **pdl)
         map_close(&dl->e[i].map);
     }
     free(dl->e);
-    for (size_t i = 0; i < dl->nfiles; i++)
-        free(dl->files[i].path);
-    free(dl->files);
+    listfiles_free(&dl->files);
     buf_free(&dl->value);
     free(dl);
     *pdl = NULL;
@@ -322,13 +223,7 @@ bool domlist_changed(const domlist_t *dl)
     for (size_t i = 0; i < dl->n; i++)
         if (dl->e[i].map && map_changed(dl->e[i].map))
             return true;
-    for (size_t i = 0; i < dl->nfiles; i++) {
-        struct stat st;
-        if (stat(dl->files[i].path, &st) != 0 || st.st_mtime != dl->files[i].st.st_mtime ||
-            st.st_size != dl->files[i].st.st_size || st.st_ino != dl->files[i].st.st_ino)
-            return true;
-    }
-    return false;
+    return listfiles_changed(&dl->files);
 }
 
 dl_style domlist_parent_style(const char *const *items, size_t n, const char *feature)

@@ -576,29 +576,6 @@ static bool has_relay_guard(const policy_t *pol, const rlist_t *l, int depth)
     return false;
 }
 
-/* Prefix messages about parameter id with where it was set. */
-static void where(const params_t *p, param_id id, buf_t *err)
-{
-    const char *file;
-    int line;
-    if (param_origin(p, id, &file, &line))
-        buf_printf(err, "%s:%d: ", file, line);
-}
-
-/* Each line of msgs (which may lack a final newline) into err, prefixed
- * with where id was set. */
-static void where_lines(const params_t *p, param_id id, const char *msgs, buf_t *err)
-{
-    while (*msgs) {
-        const char *nl = strchr(msgs, '\n');
-        size_t n = nl ? (size_t)(nl - msgs) : strlen(msgs);
-        where(p, id, err);
-        buf_append(err, msgs, n);
-        buf_putc(err, '\n');
-        msgs += n + (nl ? 1 : 0);
-    }
-}
-
 /* mynetworks as written; or, when only mynetworks_style is set, computed
  * from the machine's interfaces as Postfix does.  Neither set: moat's
  * default (loopback), which the registry supplies. */
@@ -612,7 +589,7 @@ static int compile_mynetworks(policy_t *pol, const params_t *p, const char *conf
     if (!param_is_set(p, PARAM_mynetworks) && param_is_set(p, PARAM_mynetworks_style)) {
         origin = PARAM_mynetworks_style;
         if (addrlist_local_items(param_str(p, PARAM_mynetworks_style), &computed, &why) != 0) {
-            where_lines(p, origin, buf_cstr(&why), err);
+            param_where_lines(p, origin, buf_cstr(&why), err);
             buf_free(&why);
             buf_free(&computed);
             return 1;
@@ -623,7 +600,7 @@ static int compile_mynetworks(policy_t *pol, const params_t *p, const char *conf
     pol->mynetworks = addrlist_new("mynetworks", items, n, config_dir, &why);
     int errors = pol->mynetworks ? 0 : 1;
     if (!pol->mynetworks)
-        where_lines(p, origin, buf_cstr(&why), err);
+        param_where_lines(p, origin, buf_cstr(&why), err);
     free(split);
     buf_free(&why);
     buf_free(&computed);
@@ -643,7 +620,7 @@ static int compile_inet_interfaces(policy_t *pol, const params_t *p, buf_t *err)
     if (n == 1 && str_ieq(items[0], "all")) {
         pol->inet_all = true;
         if (addrlist_local_items("host", &local, &why) != 0) {
-            where_lines(p, PARAM_inet_interfaces, buf_cstr(&why), err);
+            param_where_lines(p, PARAM_inet_interfaces, buf_cstr(&why), err);
             buf_free(&why);
             buf_free(&local);
             return 1;
@@ -657,7 +634,7 @@ static int compile_inet_interfaces(policy_t *pol, const params_t *p, buf_t *err)
     pol->inet_if = netlist_new("inet_interfaces", items, n, &why);
     int errors = 0;
     if (!pol->inet_if) {
-        where(p, PARAM_inet_interfaces, err);
+        param_where(p, PARAM_inet_interfaces, err);
         buf_printf(err, "%s (%s needs addresses)\n", buf_cstr(&why), pol->inet_if_user);
         errors = 1;
     }
@@ -699,7 +676,7 @@ static int tempfail_action(const params_t *p, param_id id, bool *defer, buf_t *e
     } else if (str_ieq(v, "defer")) {
         *defer = true;
     } else {
-        where(p, id, err);
+        param_where(p, id, err);
         buf_printf(err, "%s: \"%s\": specify defer_if_permit or defer\n", param_name(id), v);
         return 1;
     }
@@ -718,7 +695,7 @@ static int compile_sites(const params_t *p, param_id id, bool weights, dnsbl_sit
         if (dnsbl_site_parse(items[i], weights, &(*out)[*nout], &why) == 0) {
             (*nout)++;
         } else {
-            where(p, id, err);
+            param_where(p, id, err);
             buf_printf(err, "%s: \"%s\": %s\n", param_name(id), items[i], buf_cstr(&why));
             errors++;
         }
@@ -803,7 +780,7 @@ static int compile_relay(policy_t *pol, const params_t *p, const char *config_di
     pol->mydest_list = domlist_new("mydestination", (const char *const *)pol->mydest, pol->nmydest, DL_EXACT,
                                    config_dir, &why);
     if (!pol->mydest_list) {
-        where_lines(p, PARAM_mydestination, buf_cstr(&why), err);
+        param_where_lines(p, PARAM_mydestination, buf_cstr(&why), err);
         errors++;
     }
     const char *const *items, *const *styles;
@@ -813,7 +790,7 @@ static int compile_relay(policy_t *pol, const params_t *p, const char *config_di
     pol->relay = domlist_new("relay_domains", items, n, domlist_parent_style(styles, nstyles, "relay_domains"),
                              config_dir, &why);
     if (!pol->relay) {
-        where_lines(p, PARAM_relay_domains, buf_cstr(&why), err);
+        param_where_lines(p, PARAM_relay_domains, buf_cstr(&why), err);
         errors++;
     }
     n = param_list(p, PARAM_permit_mx_backup_networks, &items);
@@ -821,7 +798,7 @@ static int compile_relay(policy_t *pol, const params_t *p, const char *config_di
         buf_reset(&why);
         pol->mx_networks = addrlist_new("permit_mx_backup_networks", items, n, config_dir, &why);
         if (!pol->mx_networks) {
-            where_lines(p, PARAM_permit_mx_backup_networks, buf_cstr(&why), err);
+            param_where_lines(p, PARAM_permit_mx_backup_networks, buf_cstr(&why), err);
             errors++;
         }
     }

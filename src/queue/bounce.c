@@ -191,42 +191,42 @@ static bool dsn_valid(const char *d)
 
 /* --- line shaping ---------------------------------------------------------- */
 
-/* "Name: value" (value already on one line), folded at spaces so no line
- * exceeds LINE_LIMIT (RFC 5322 folding: the line break goes before the
- * space, which starts the continuation line); a run without spaces that
- * cannot fit is cut, and the continuation starts with an inserted space. */
-static void put_field(buf_t *out, const char *name, const char *value)
+/* s[0..n), which starts at column col of a header field's line, folded
+ * at white space so no line exceeds LINE_LIMIT (RFC 5322 folding: the line
+ * break goes before the blank, which starts the continuation line); a run
+ * without white space that cannot fit is cut, and the continuation starts
+ * with an inserted space so the pieces stay one field.  No final LF. */
+static void put_folded(buf_t *out, const char *s, size_t n, size_t col)
 {
-    size_t col = strlen(name) + 1, len = strlen(value);
-    buf_puts(out, name);
-    buf_putc(out, ':');
-    if (len) {
-        buf_putc(out, ' ');
-        col++;
-    }
-    const char *v = value;
-    while (len > 0) {
-        size_t room = LINE_LIMIT - col;
-        if (len <= room) {
-            buf_append(out, v, len);
-            break;
-        }
-        size_t j = room;
-        while (j >= 1 && v[j] != ' ')
+    while (n > LINE_LIMIT - col) {
+        size_t room = LINE_LIMIT - col, j = room;
+        while (j >= 1 && !is_wsp(s[j]))
             j--;
         if (j >= 1) {
-            buf_append(out, v, j);
+            buf_append(out, s, j);
             buf_putc(out, '\n');
             col = 0;
         } else {
             j = room;
-            buf_append(out, v, j);
+            buf_append(out, s, j);
             buf_puts(out, "\n ");
             col = 1;
         }
-        v += j;
-        len -= j;
+        s += j;
+        n -= j;
     }
+    buf_append(out, s, n);
+}
+
+/* "Name: value" (value already on one line), folded. */
+static void put_field(buf_t *out, const char *name, const char *value)
+{
+    size_t len = strlen(value);
+    buf_puts(out, name);
+    buf_putc(out, ':');
+    if (len)
+        buf_putc(out, ' ');
+    put_folded(out, value, len, strlen(name) + (len ? 2 : 1));
     buf_putc(out, '\n');
 }
 
@@ -295,31 +295,12 @@ static void put_para(buf_t *out, const char *fmt, ...)
     buf_free(&clean);
 }
 
-/* One header line of the original message (without its LF), folded at
- * white space when it is too long, else cut with an inserted space so the
- * pieces stay one header field.  last: the content's final line had no
- * LF (the closing boundary's line break ends it). */
+/* One header line of the original message (without its LF), folded when
+ * it is too long.  last: the content's final line had no LF (the closing
+ * boundary's line break ends it). */
 static void put_orig_header_line(buf_t *out, const char *line, size_t n, bool last)
 {
-    size_t pre = 0;   /* bytes already on the output line (an inserted space) */
-    while (n > LINE_LIMIT - pre) {
-        size_t room = LINE_LIMIT - pre, j = room;
-        while (j >= 1 && !is_wsp(line[j]))
-            j--;
-        if (j >= 1) {
-            buf_append(out, line, j);
-            buf_putc(out, '\n');
-            pre = 0;
-        } else {
-            j = room;
-            buf_append(out, line, j);
-            buf_puts(out, "\n ");
-            pre = 1;
-        }
-        line += j;
-        n -= j;
-    }
-    buf_append(out, line, n);
+    put_folded(out, line, n, 0);
     if (!last)
         buf_putc(out, '\n');
 }

@@ -333,17 +333,6 @@ static void qp_encode(const char *p, size_t n, buf_t *out)
     }
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /* Lenient quoted-printable decoding: "=XX" and soft breaks are decoded,
  * anything else is kept as it is. */
 static void qp_decode(const char *p, size_t n, buf_t *out)
@@ -353,8 +342,10 @@ static void qp_decode(const char *p, size_t n, buf_t *out)
             buf_putc(out, p[i]);
             continue;
         }
-        if (i + 2 < n && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
-            buf_putc(out, (char)(hexval(p[i + 1]) * 16 + hexval(p[i + 2])));
+        int hi = i + 2 < n ? hex_value((unsigned char)p[i + 1]) : -1;
+        int lo = hi >= 0 ? hex_value((unsigned char)p[i + 2]) : -1;
+        if (lo >= 0) {
+            buf_putc(out, (char)(hi * 16 + lo));
             i += 2;
             continue;
         }

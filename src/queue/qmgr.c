@@ -643,6 +643,43 @@ static void immediate(nowlist_t *now, qmsg_t *m, size_t i, const char *addr, con
     now_push(now, r);
 }
 
+/* The transports that answer without delivering: discard(8), error(8)
+ * and retry(8).  Their next hop is "[d.s.n ]text", as in Postfix; error
+ * and retry keep their class whatever code it names. */
+typedef struct instant {
+    transport_kind kind;
+    const char *prog;     /* the service its log line names */
+    int result;
+    const char *dsn;      /* when the next hop names none */
+    bool own_class;       /* a code of another class is replaced by dsn */
+    const char *text;     /* when the next hop has no text */
+} instant_t;
+
+static const instant_t instants[] = {
+    {TK_DISCARD, "discard", RR_SENT, "2.0.0", false, "discarded"},
+    {TK_ERROR, "error", RR_BOUNCE, "5.0.0", true, "delivery failed"},
+    {TK_RETRY, "retry", RR_DEFER, "4.0.0", true, "delivery deferred"},
+};
+
+/* Recipient i answered at once when t is one of those; false otherwise. */
+static bool answer_at_once(nowlist_t *now, qmsg_t *m, size_t i, const char *addr, const transport_t *t,
+                           const route_t *rt)
+{
+    for (size_t k = 0; k < ARRAY_LEN(instants); k++) {
+        const instant_t *in = &instants[k];
+        if (in->kind != t->kind)
+            continue;
+        char dsn[16];
+        const char *text;
+        qmgr_split_dsn(rt->nexthop, in->dsn, dsn, &text);
+        if (in->own_class && dsn[0] != in->dsn[0])
+            str_copy(dsn, in->dsn, sizeof dsn);
+        immediate(now, m, i, addr, in->prog, rt->transport, rt->nexthop, in->result, dsn, *text ? text : in->text);
+        return true;
+    }
+    return false;
+}
+
 static bool is_double_bounce_rcpt(const qgen_t *g, const char *addr, const route_t *rt)
 {
     const char *dbs = g->double_bounce_sender;
@@ -684,30 +721,8 @@ static void route_msg(qmgr_t *q, qmsg_t *m)
             immediate(&now, m, i, addr, "qmgr", rt.transport, rt.nexthop, RR_DEFER, "4.3.0", TRANSPORT_UNAVAILABLE);
             continue;
         }
-        char dsn[16];
-        const char *text;
-        switch (t->kind) {
-        case TK_DISCARD:
-            qmgr_split_dsn(rt.nexthop, "2.0.0", dsn, &text);
-            immediate(&now, m, i, addr, "discard", rt.transport, rt.nexthop, RR_SENT, dsn, *text ? text : "discarded");
+        if (answer_at_once(&now, m, i, addr, t, &rt))
             continue;
-        case TK_ERROR:
-            qmgr_split_dsn(rt.nexthop, "5.0.0", dsn, &text);
-            if (dsn[0] != '5')
-                str_copy(dsn, "5.0.0", sizeof dsn);
-            immediate(&now, m, i, addr, "error", rt.transport, rt.nexthop, RR_BOUNCE, dsn,
-                      *text ? text : "delivery failed");
-            continue;
-        case TK_RETRY:
-            qmgr_split_dsn(rt.nexthop, "4.0.0", dsn, &text);
-            if (dsn[0] != '4')
-                str_copy(dsn, "4.0.0", sizeof dsn);
-            immediate(&now, m, i, addr, "retry", rt.transport, rt.nexthop, RR_DEFER, dsn,
-                      *text ? text : "delivery deferred");
-            continue;
-        default:
-            break;
-        }
         const char *per_rcpt = t->kind == TK_LOCAL ? addr : NULL;
         group_t *gr = NULL;
         for (size_t k = 0; k < ngroups && !gr; k++)

@@ -213,32 +213,12 @@ int spool_delete(spool_t *sp, const char *queue_id, queue_t q, buf_t *err)
  * non-empty token. */
 static void put_token(buf_t *b, const char *v)
 {
-    const unsigned char *p = (const unsigned char *)(v ? v : "");
-    if (!*p) {
+    if (!v || !*v)
         buf_putc(b, '-');
-        return;
-    }
-    if (p[0] == '-' && p[1] == 0) {
+    else if (strcmp(v, "-") == 0)
         buf_puts(b, "%2D");
-        return;
-    }
-    for (; *p; p++) {
-        if (*p == '%' || *p == ' ' || *p < 0x20 || *p == 0x7F)
-            buf_printf(b, "%%%02X", *p);
-        else
-            buf_putc(b, (char)*p);
-    }
-}
-
-static int hex_digit(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
+    else
+        spool_encode_value(b, v, true);
 }
 
 /* Undo put_token; NULL when malformed (raw control byte, bad or %00 escape). */
@@ -246,27 +226,7 @@ static char *get_token(const char *s, size_t n)
 {
     if (n == 1 && s[0] == '-')
         return xstrdup("");
-    char *out = xmalloc(n + 1), *o = out;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '%') {
-            int hi = i + 1 < n ? hex_digit((unsigned char)s[i + 1]) : -1;
-            int lo = i + 2 < n ? hex_digit((unsigned char)s[i + 2]) : -1;
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-                free(out);
-                return NULL;
-            }
-            *o++ = (char)(hi * 16 + lo);
-            i += 2;
-        } else if (c < 0x20 || c == 0x7F) {
-            free(out);
-            return NULL;
-        } else {
-            *o++ = (char)c;
-        }
-    }
-    *o = 0;
-    return out;
+    return spool_decode_value(s, n);
 }
 
 static void rec_clear(qlog_rec_t *r)

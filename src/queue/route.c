@@ -42,28 +42,6 @@ struct router {
 
 static const param_id class_param[3] = {PARAM_local_transport, PARAM_relay_transport, PARAM_default_transport};
 
-/* "file:line: " of where p set id, for messages. */
-static void where(const params_t *p, param_id id, buf_t *err)
-{
-    const char *file;
-    int line;
-    if (param_origin(p, id, &file, &line))
-        buf_printf(err, "%s:%d: ", file, line);
-}
-
-/* Each line of msgs into err, prefixed with where id was set. */
-static void where_lines(const params_t *p, param_id id, const char *msgs, buf_t *err)
-{
-    while (*msgs) {
-        const char *nl = strchr(msgs, '\n');
-        size_t n = nl ? (size_t)(nl - msgs) : strlen(msgs);
-        where(p, id, err);
-        buf_append(err, msgs, n);
-        buf_putc(err, '\n');
-        msgs += n + (nl ? 1 : 0);
-    }
-}
-
 static bool is_pattern_table(const char *spec)
 {
     return str_istarts(spec, "regexp:") || str_istarts(spec, "pcre:") || str_istarts(spec, "cidr:");
@@ -82,14 +60,14 @@ router_t *router_new(const config_t *cfg, buf_t *err)
 
     size_t n = param_list(p, PARAM_mydestination, &items);
     if (!(r->mydest = domlist_new("mydestination", items, n, DL_EXACT, dir, &why))) {
-        where_lines(p, PARAM_mydestination, buf_cstr(&why), err);
+        param_where_lines(p, PARAM_mydestination, buf_cstr(&why), err);
         errors++;
     }
     buf_reset(&why);
     n = param_list(p, PARAM_relay_domains, &items);
     if (!(r->relay = domlist_new("relay_domains", items, n, domlist_parent_style(styles, nstyles, "relay_domains"),
                                  dir, &why))) {
-        where_lines(p, PARAM_relay_domains, buf_cstr(&why), err);
+        param_where_lines(p, PARAM_relay_domains, buf_cstr(&why), err);
         errors++;
     }
     r->tm_parent = domlist_parent_style(styles, nstyles, "transport_maps") == DL_PARENT;
@@ -99,14 +77,14 @@ router_t *router_new(const config_t *cfg, buf_t *err)
     for (size_t i = 0; i < n; i++) {
         buf_reset(&why);
         if (!strchr(items[i], ':')) {
-            where(p, PARAM_transport_maps, err);
+            param_where(p, PARAM_transport_maps, err);
             buf_printf(err, "transport_maps: \"%s\": need type:table\n", items[i]);
             errors++;
             continue;
         }
         map_t *m = map_open(items[i], dir, &why);
         if (!m) {
-            where_lines(p, PARAM_transport_maps, why.len ? buf_cstr(&why) : "cannot open table", err);
+            param_where_lines(p, PARAM_transport_maps, why.len ? buf_cstr(&why) : "cannot open table", err);
             errors++;
             continue;
         }
@@ -115,7 +93,7 @@ router_t *router_new(const config_t *cfg, buf_t *err)
     for (int c = 0; c < 3; c++) {
         const char *spec = param_str(p, class_param[c]);
         if (!*spec || *spec == ':') {
-            where(p, class_param[c], err);
+            param_where(p, class_param[c], err);
             buf_printf(err, "%s: \"%s\": need a transport name (transport or transport:nexthop)\n",
                        param_name(class_param[c]), spec);
             errors++;

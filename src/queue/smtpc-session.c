@@ -31,6 +31,7 @@
 #include <event2/event.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -358,6 +359,21 @@ static void session_fail(dlv_t *d, const char *dsn, const char *text, const char
     if (dsn[0] == '5')
         d->no_more = true;
     smtpc_try_next(d);
+}
+
+/* The connection under a delivery is gone (refused, lost, timed out): it
+ * is never reused, and the delivery fails over with the formatted text. */
+static void conn_lost(conn_t *conn, const char *dsn, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void conn_lost(conn_t *conn, const char *dsn, const char *fmt, ...)
+{
+    buf_t text = BUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&text, fmt, ap);
+    va_end(ap);
+    conn->broken = true;
+    session_fail(conn->d, dsn, buf_cstr(&text), NULL, false);
+    buf_free(&text);
 }
 
 /* kind: the reply that was awaited; -1: the one at the head, if any. */
@@ -920,28 +936,18 @@ static void on_read(struct bufferevent *bev, void *arg)
     while (!conn->dead && evbuffer_get_length(in) > 0) {
         size_t eol = 0;
         struct evbuffer_ptr at = evbuffer_search_eol(in, NULL, &eol, EVBUFFER_EOL_LF);
-        if (at.pos < 0) {
-            size_t have = evbuffer_get_length(in);
-            if (have > SMTPC_LINE_MAX) {
-                size_t k = evbuffer_copyout(in, line, 200);
-                if (!conn->d) {
-                    smtpc_conn_close(conn);
-                    break;
-                }
-                protocol_error(conn, line, k, "reply line too long", -1);
-            }
-            break;
-        }
-        size_t len = (size_t)at.pos;
+        /* A line whose end has not come yet is as long as what has. */
+        size_t len = at.pos < 0 ? evbuffer_get_length(in) : (size_t)at.pos;
         if (len > SMTPC_LINE_MAX) {
             size_t k = evbuffer_copyout(in, line, 200);
-            if (!conn->d) {
+            if (conn->d)
+                protocol_error(conn, line, k, "reply line too long", -1);
+            else
                 smtpc_conn_close(conn);
-                break;
-            }
-            protocol_error(conn, line, k, "reply line too long", -1);
             break;
         }
+        if (at.pos < 0)
+            break;
         evbuffer_remove(in, line, len);
         evbuffer_drain(in, eol);
         if (len > 0 && line[len - 1] == '\r')
@@ -983,16 +989,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
         return;
     conn_enter(conn);
-    dlv_t *d = conn->d;
-    if (!d) {
+    if (!conn->d)
         smtpc_conn_close(conn);
-    } else {
-        buf_t text = BUF_INIT;
-        buf_printf(&text, "lost connection with %s while %s", conn->namaddr, conn_stage(conn));
-        conn->broken = true;
-        session_fail(d, "4.4.2", buf_cstr(&text), NULL, false);
-        buf_free(&text);
-    }
+    else
+        conn_lost(conn, "4.4.2", "lost connection with %s while %s", conn->namaddr, conn_stage(conn));
     conn_leave(conn);
 }
 
@@ -1002,17 +1002,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     conn_enter(conn);
-    dlv_t *d = conn->d;
-    if (!d) {
-        /* Idle longer than smtp_connection_cache_time_limit. */
-        smtpc_conn_quit(conn);
-    } else {
-        buf_t text = BUF_INIT;
-        buf_printf(&text, "conversation with %s timed out while %s", conn->namaddr, conn_stage(conn));
-        conn->broken = true;
-        session_fail(d, "4.4.2", buf_cstr(&text), NULL, false);
-        buf_free(&text);
-    }
+    if (!conn->d)
+        smtpc_conn_quit(conn);   /* idle longer than smtp_connection_cache_time_limit */
+    else
+        conn_lost(conn, "4.4.2", "conversation with %s timed out while %s", conn->namaddr, conn_stage(conn));
     conn_leave(conn);
 }
 
@@ -1048,12 +1041,7 @@ static void conn_connected(conn_t *conn)
 
 static void connect_failed(conn_t *conn, int err)
 {
-    dlv_t *d = conn->d;
-    buf_t text = BUF_INIT;
-    buf_printf(&text, "connect to %s: %s", conn->relay, strerror(err));
-    conn->broken = true;
-    session_fail(d, "4.4.1", buf_cstr(&text), NULL, false);
-    buf_free(&text);
+    conn_lost(conn, "4.4.1", "connect to %s: %s", conn->relay, strerror(err));
 }
 
 static void on_connect(evutil_socket_t fd, short what, void *arg)

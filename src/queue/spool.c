@@ -1,6 +1,7 @@
 /*
  * spool: the durable queue directory, queue IDs, the queue file format
- * (writer and reader), recipient status marks, injection of complete
+ * (writer and reader, and the %XX value encoding that qops.c's logs
+ * share), recipient status marks, injection of complete
  * messages (notices), start-up recovery and the deferred queue scan.  See
  * spool.h for the contract and docs/queue.md for the format and the
  * durability argument.  (Moves between queues and the defer/bounce logs
@@ -484,6 +485,44 @@ int spool_scan_deferred(spool_t *sp, long long now_sec, bool all, char ***ids, s
 }
 
 /* ------------------------------------------------------------------ */
+/* value encoding (queue file values, defer/bounce log fields)          */
+
+void spool_encode_value(buf_t *b, const char *v, bool space)
+{
+    for (const unsigned char *p = (const unsigned char *)(v ? v : ""); *p; p++) {
+        if (*p == '%' || *p < 0x20 || *p == 0x7F || (space && *p == ' '))
+            buf_printf(b, "%%%02X", *p);
+        else
+            buf_putc(b, (char)*p);
+    }
+}
+
+char *spool_decode_value(const char *s, size_t n)
+{
+    char *out = xmalloc(n + 1), *o = out;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '%') {
+            int hi = i + 1 < n ? hex_value((unsigned char)s[i + 1]) : -1;
+            int lo = i + 2 < n ? hex_value((unsigned char)s[i + 2]) : -1;
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
+                free(out);
+                return NULL;
+            }
+            *o++ = (char)(hi * 16 + lo);
+            i += 2;
+        } else if (c < 0x20 || c == 0x7F) {
+            free(out);
+            return NULL;
+        } else {
+            *o++ = (char)c;
+        }
+    }
+    *o = 0;
+    return out;
+}
+
+/* ------------------------------------------------------------------ */
 /* the queue file: writing                                              */
 
 /* "key value\n"; '%', control bytes and DEL become %XX, so a value can
@@ -492,12 +531,7 @@ static void put_field(buf_t *b, const char *key, const char *v)
 {
     buf_puts(b, key);
     buf_putc(b, ' ');
-    for (const unsigned char *p = (const unsigned char *)(v ? v : ""); *p; p++) {
-        if (*p == '%' || *p < 0x20 || *p == 0x7F)
-            buf_printf(b, "%%%02X", *p);
-        else
-            buf_putc(b, (char)*p);
-    }
+    spool_encode_value(b, v, false);
     buf_putc(b, '\n');
 }
 
@@ -893,43 +927,6 @@ void spool_writer_abort(spool_writer_t *w)
 /* ------------------------------------------------------------------ */
 /* the queue file: reading                                              */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
-/* Undo put_field's escaping; NULL when malformed or when it would hold NUL. */
-static char *decode_value(const char *s, size_t n)
-{
-    char *out = xmalloc(n + 1), *o = out;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '%') {
-            int hi = i + 1 < n ? hexval((unsigned char)s[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-                free(out);
-                return NULL;
-            }
-            *o++ = (char)(hi * 16 + lo);
-            i += 2;
-        } else if (c < 0x20 || c == 0x7F) {
-            free(out);
-            return NULL;
-        } else {
-            *o++ = (char)c;
-        }
-    }
-    *o = 0;
-    return out;
-}
-
 typedef struct reader {
     FILE *f;
     char *line;
@@ -968,7 +965,7 @@ static char *field(reader_t *r, const char *key, buf_t *err)
         buf_printf(err, "line %d: expected \"%s\"", r->lineno, key);
         return NULL;
     }
-    char *v = decode_value(r->line + k + 1, r->len - k - 1);
+    char *v = spool_decode_value(r->line + k + 1, r->len - k - 1);
     if (!v)
         buf_printf(err, "line %d: bad encoding in \"%s\"", r->lineno, key);
     return v;
@@ -1055,7 +1052,7 @@ static int parse(reader_t *r, qfile_t *q, long long fsize, buf_t *err)
             buf_printf(err, "line %d: expected recipient %lld of %lld", r->lineno, i + 1, nrcpt);
             return -1;
         }
-        char *a = decode_value(r->line + k + 2, r->len - k - 2);
+        char *a = spool_decode_value(r->line + k + 2, r->len - k - 2);
         if (!a) {
             buf_printf(err, "line %d: bad encoding in recipient", r->lineno);
             return -1;
@@ -1081,7 +1078,7 @@ static char *this_field(reader_t *r, const char *key, bool *bad, buf_t *err)
     size_t k = strlen(key);
     if (r->len < k + 1 || memcmp(r->line, key, k) != 0 || r->line[k] != ' ')
         return NULL;
-    char *v = decode_value(r->line + k + 1, r->len - k - 1);
+    char *v = spool_decode_value(r->line + k + 1, r->len - k - 1);
     if (!v || !*v) {
         buf_printf(err, "line %d: bad value in \"%s\"", r->lineno, key);
         *bad = true;
@@ -1118,7 +1115,7 @@ static int parse_extra(reader_t *r, qfile_t *q, long long start, long long end, 
             at = X_BCC;
         } else if (!bad && r->len >= k + 3 && memcmp(r->line, QF_BCC_PREFIX, k) == 0 &&
                    status_ok(r->line[k]) && r->line[k + 1] == ' ') {
-            char *a = decode_value(r->line + k + 2, r->len - k - 2);
+            char *a = spool_decode_value(r->line + k + 2, r->len - k - 2);
             if (!a || !*a) {
                 free(a);
                 buf_printf(err, "action records: bad encoding in bcc");

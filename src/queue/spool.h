@@ -243,4 +243,13 @@ int qlog_write(spool_t *sp, qlog_kind_t kind, const char *queue_id, const qlog_r
 /* Remove both logs of ID (missing is fine). */
 void qlog_remove(spool_t *sp, const char *queue_id);
 
+/* --- Value encoding: queue file values and defer/bounce log fields --- */
+
+/* Append v (NULL: "") to b with '%', control bytes and DEL -- and the
+ * space too when space is true (a field separator) -- as %XX. */
+void spool_encode_value(buf_t *b, const char *v, bool space);
+/* Undo spool_encode_value on s[0..n): a malloc'd string, or NULL when
+ * malformed (a raw control byte or DEL, a bad escape, or %00). */
+char *spool_decode_value(const char *s, size_t n);
+
 #endif

@@ -12,30 +12,13 @@ import time
 
 from bounce_check import parse_dsn
 from moatlib import simple_message, wait_for
-
-
-def relay_moat(moat_factory, sink, main=None):
-    conf = {"relay_domains": "relay.test"}
-    conf.update(main or {})
-    m = moat_factory(main=conf, start=False,
-                     files={"transport": "relay.test relay:[%s]:%d\n" % (sink.host, sink.port)})
-    m.main["transport_maps"] = "texthash:" + m.path("transport")
-    m.start()
-    return m
-
-
-def send(m, sender, rcpts, message):
-    with m.connect() as c:
-        c.ehlo()
-        qid = c.sendmail(sender, rcpts, message)
-        c.quit()
-    return qid
+from queuelib import relay_moat, send
 
 
 def test_5xx_bounces_one_recipient_others_delivered(moat_factory, sink_factory):
     sink = sink_factory(script={"rcpt": {"bad@relay.test": "550 5.1.1 <bad@relay.test>: no such user",
                                          "*": "250 2.1.5 Ok"}})
-    m = relay_moat(moat_factory, sink)
+    m = relay_moat(moat_factory, {"relay.test": sink})
     msg = simple_message(subject="bounce me", msgid="bounce-me@b.test")
     qid = send(m, "sender@example.test", ["good@relay.test", "bad@relay.test"], msg)
     got = sink.wait_messages(1)
@@ -69,7 +52,8 @@ def test_5xx_bounces_one_recipient_others_delivered(moat_factory, sink_factory):
 
 def test_no_bounce_to_null_sender_double_bounce_once(moat_factory, sink_factory):
     sink = sink_factory(script={"rcpt": {"*": "550 5.1.1 no such user"}})
-    m = relay_moat(moat_factory, sink, main={"2bounce_notice_recipient": "postmaster@example.test"})
+    m = relay_moat(moat_factory, {"relay.test": sink},
+                   main={"2bounce_notice_recipient": "postmaster@example.test"})
     qid = send(m, "", ["bad@relay.test"], simple_message(subject="from nobody"))
     line = m.wait_log(r"moat/bounce\[\d+\]: %s: postmaster non-delivery notification: ([0-9A-F]+)$" % qid)
     newid = line[0].group(1)
@@ -90,7 +74,8 @@ def test_no_bounce_to_null_sender_double_bounce_once(moat_factory, sink_factory)
 def test_failed_double_bounce_is_dropped(moat_factory, sink_factory):
     # The postmaster's own address bounces: the double bounce fails, and is dropped.
     sink = sink_factory(script={"rcpt": {"*": "550 5.1.1 no such user"}})
-    m = relay_moat(moat_factory, sink, main={"2bounce_notice_recipient": "postmaster@relay.test"})
+    m = relay_moat(moat_factory, {"relay.test": sink},
+                   main={"2bounce_notice_recipient": "postmaster@relay.test"})
     qid = send(m, "", ["bad@relay.test"], simple_message(subject="twice"))
     line = m.wait_log(r"moat/bounce\[\d+\]: %s: postmaster non-delivery notification: ([0-9A-F]+)$" % qid)
     newid = line[0].group(1)
@@ -103,10 +88,11 @@ def test_failed_double_bounce_is_dropped(moat_factory, sink_factory):
 
 def test_queue_lifetime_expiry_returns_to_sender(moat_factory, sink_factory):
     sink = sink_factory(script={"rcpt": {"*": "451 4.3.0 busy, come back"}})
-    m = relay_moat(moat_factory, sink, main={"maximal_queue_lifetime": "3s",
-                                             "minimal_backoff_time": "1s",
-                                             "maximal_backoff_time": "1s",
-                                             "queue_run_delay": "1s"})
+    m = relay_moat(moat_factory, {"relay.test": sink},
+                   main={"maximal_queue_lifetime": "3s",
+                         "minimal_backoff_time": "1s",
+                         "maximal_backoff_time": "1s",
+                         "queue_run_delay": "1s"})
     qid = send(m, "sender@example.test", ["slow@relay.test"], simple_message(subject="too slow"))
     m.wait_log(r"moat/qmgr\[\d+\]: %s: from=<sender@example\.test>, status=expired, returned to sender$"
                % qid, timeout=30)

@@ -11,33 +11,15 @@ import re
 import time
 
 from moatlib import simple_message, wait_for
+from queuelib import relay_moat, send
 
 LOGRE_SENT = (r"moat/smtp\[\d+\]: %s: to=<%s>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, "
               r"delay=[\d.]+, delays=[\d.]+/[\d.]+/[\d.]+/[\d.]+, dsn=2\.0\.0, status=sent \(250 .*\)$")
 
 
-def relay_moat(moat_factory, sink, main=None, domains=("relay.test",), **kw):
-    """A moat that relays DOMAINS to the sink via transport_maps."""
-    table = "".join("%s relay:[%s]:%d\n" % (d, sink.host, sink.port) for d in domains)
-    conf = {"relay_domains": ", ".join(domains), "transport_maps": "texthash:TRANSPORT"}
-    conf.update(main or {})
-    m = moat_factory(main=conf, start=False, files={"transport": table}, **kw)
-    m.main["transport_maps"] = "texthash:" + m.path("transport")
-    m.start()
-    return m
-
-
-def send(m, sender, rcpts, message):
-    with m.connect() as c:
-        c.ehlo()
-        qid = c.sendmail(sender, rcpts, message)
-        c.quit()
-    return qid
-
-
 def test_relay_delivers_intact_and_logs(moat_factory, sink_factory):
     sink = sink_factory()
-    m = relay_moat(moat_factory, sink)
+    m = relay_moat(moat_factory, {"relay.test": sink})
     msg = simple_message(subject="relay one", body="first line\r\n.leading dot\r\nlast line")
     qid = send(m, "a@b.test", ["u@relay.test"], msg)
     got = sink.wait_messages(1)[0]
@@ -57,7 +39,8 @@ def test_relay_delivers_intact_and_logs(moat_factory, sink_factory):
 
 def test_concurrency_limit_two_is_never_exceeded(moat_factory, sink_factory):
     sink = sink_factory(script={"delay": {"data_end": 0.3}})
-    m = relay_moat(moat_factory, sink, main={"relay_destination_concurrency_limit": "2"})
+    m = relay_moat(moat_factory, {"relay.test": sink},
+                   main={"relay_destination_concurrency_limit": "2"})
     for i in range(20):
         send(m, "a@b.test", ["u%d@relay.test" % i], simple_message(subject="c%d" % i))
     sink.wait_messages(20, timeout=60)
@@ -71,7 +54,8 @@ def test_concurrency_limit_two_is_never_exceeded(moat_factory, sink_factory):
 
 def test_recipient_limit_splits_transactions(moat_factory, sink_factory):
     sink = sink_factory()
-    m = relay_moat(moat_factory, sink, main={"default_destination_recipient_limit": "2"})
+    m = relay_moat(moat_factory, {"relay.test": sink},
+                   main={"default_destination_recipient_limit": "2"})
     rcpts = ["r%d@relay.test" % i for i in range(5)]
     qid = send(m, "a@b.test", rcpts, simple_message(subject="five"))
     msgs = sink.wait_messages(3)
@@ -83,9 +67,10 @@ def test_recipient_limit_splits_transactions(moat_factory, sink_factory):
 
 def test_4xx_defers_with_backoff_then_delivers(moat_factory, sink_factory):
     sink = sink_factory(script={"rcpt": {"*": "450 4.2.0 try later"}})
-    m = relay_moat(moat_factory, sink, main={"minimal_backoff_time": "2s",
-                                             "maximal_backoff_time": "4s",
-                                             "queue_run_delay": "1s"})
+    m = relay_moat(moat_factory, {"relay.test": sink},
+                   main={"minimal_backoff_time": "2s",
+                         "maximal_backoff_time": "4s",
+                         "queue_run_delay": "1s"})
     qid = send(m, "a@b.test", ["u@relay.test"], simple_message(subject="later"))
     m.wait_log(r"moat/smtp\[\d+\]: %s: to=<u@relay\.test>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:%d, .*"
                r"dsn=4\.2\.0, status=deferred \(host 127\.0\.0\.1\[127\.0\.0\.1\] said: 450 4\.2\.0 try later "
@@ -105,7 +90,8 @@ def test_4xx_defers_with_backoff_then_delivers(moat_factory, sink_factory):
 
 def test_garbage_reply_is_a_protocol_error_and_a_deferral(moat_factory, sink_factory):
     sink = sink_factory(script={"garbage_at": "rcpt"})
-    m = relay_moat(moat_factory, sink, main={"minimal_backoff_time": "60s", "maximal_backoff_time": "60s"})
+    m = relay_moat(moat_factory, {"relay.test": sink},
+                   main={"minimal_backoff_time": "60s", "maximal_backoff_time": "60s"})
     qid = send(m, "a@b.test", ["u@relay.test"], simple_message(subject="garbage"))
     line = m.wait_log(r"moat/smtp\[\d+\]: %s: to=<u@relay\.test>, .* status=deferred \(.*\)$" % qid)[0].group(0)
     assert "protocol error" in line, line
@@ -147,8 +133,8 @@ def test_pflogsumm_reads_relay_and_bounce_lines(moat_factory, sink_factory):
     import subprocess
     sink = sink_factory(script={"rcpt": {"bad@relay.test": "550 5.1.1 no such user",
                                          "later@slow.test": "450 4.2.0 later", "*": "250 2.1.5 Ok"}})
-    m = relay_moat(moat_factory, sink, main={"minimal_backoff_time": "60s", "maximal_backoff_time": "60s"},
-                   domains=("relay.test", "slow.test"))
+    m = relay_moat(moat_factory, {"relay.test": sink, "slow.test": sink},
+                   main={"minimal_backoff_time": "60s", "maximal_backoff_time": "60s"})
     for i in range(3):
         send(m, "sender@example.test", ["ok%d@relay.test" % i], simple_message(subject="p%d" % i))
     send(m, "sender@example.test", ["bad@relay.test"], simple_message(subject="bad"))
@@ -178,7 +164,7 @@ def test_pflogsumm_reads_relay_and_bounce_lines(moat_factory, sink_factory):
 def test_reload_switches_routing_for_new_messages(moat_factory, sink_factory):
     first = sink_factory(name="first")
     second = sink_factory(name="second")
-    m = relay_moat(moat_factory, first)
+    m = relay_moat(moat_factory, {"relay.test": first})
     send(m, "a@b.test", ["u@relay.test"], simple_message(subject="before"))
     first.wait_messages(1)
     m.set_file("transport", "relay.test relay:[%s]:%d\n" % (second.host, second.port))

@@ -9,26 +9,7 @@ import os
 import time
 
 from moatlib import simple_message, wait_for
-
-
-def moat_with(moat_factory, routes, main=None, start=True):
-    """routes: {domain: sink}; every domain relayed to its sink."""
-    table = "".join("%s relay:[%s]:%d\n" % (d, s.host, s.port) for d, s in routes.items())
-    conf = {"relay_domains": ", ".join(routes)}
-    conf.update(main or {})
-    m = moat_factory(main=conf, start=False, files={"transport": table})
-    m.main["transport_maps"] = "texthash:" + m.path("transport")
-    if start:
-        m.start()
-    return m
-
-
-def send(m, sender, rcpts, message):
-    with m.connect() as c:
-        c.ehlo()
-        qid = c.sendmail(sender, rcpts, message)
-        c.quit()
-    return qid
+from queuelib import relay_moat, send
 
 
 def status_of(m, queue, qid, rcpt):
@@ -52,8 +33,8 @@ def delivered_to(sink):
 def test_kill9_mid_delivery_loses_nothing(moat_factory, sink_factory):
     fast = sink_factory(name="fast")
     slow = sink_factory(name="slow", script={"delay": {"data_end": 30}})
-    m = moat_with(moat_factory, {"fast.test": fast, "slow.test": slow},
-                  main={"default_destination_recipient_limit": "1"})
+    m = relay_moat(moat_factory, {"fast.test": fast, "slow.test": slow},
+                   main={"default_destination_recipient_limit": "1"})
     rcpts = ["r1@fast.test", "r2@slow.test", "r3@slow.test"]
     qid = send(m, "a@b.test", rcpts, simple_message(subject="crash"))
     fast.wait_messages(1)
@@ -79,7 +60,7 @@ def test_kill9_mid_delivery_loses_nothing(moat_factory, sink_factory):
 
 def test_sigterm_waits_for_the_delivery_in_flight(moat_factory, sink_factory):
     sink = sink_factory(script={"delay": {"data_end": 1.5}})
-    m = moat_with(moat_factory, {"relay.test": sink})
+    m = relay_moat(moat_factory, {"relay.test": sink})
     qid = send(m, "a@b.test", ["u@relay.test"], simple_message(subject="graceful"))
     wait_for(lambda: any(c.upper() == "DATA" for _, c in sink.commands()), what="DATA at the sink")
     assert m.stop() == 0
@@ -91,7 +72,7 @@ def test_sigterm_waits_for_the_delivery_in_flight(moat_factory, sink_factory):
 
 def test_corrupt_deferred_files_go_to_corrupt(moat_factory, sink_factory):
     sink = sink_factory()
-    m = moat_with(moat_factory, {"relay.test": sink}, main={"queue_run_delay": "1s"}, start=False)
+    m = relay_moat(moat_factory, {"relay.test": sink}, main={"queue_run_delay": "1s"}, start=False)
     qdir = m.main["queue_directory"]
     os.makedirs(os.path.join(qdir, "deferred"), exist_ok=True)
     with open(os.path.join(qdir, "deferred", "0011223344AABB"), "wb") as f:
@@ -118,8 +99,8 @@ def test_corrupt_deferred_files_go_to_corrupt(moat_factory, sink_factory):
 
 def test_deferred_mail_survives_a_restart(moat_factory, sink_factory):
     sink = sink_factory(script={"rcpt": {"*": "450 4.2.0 not yet"}})
-    m = moat_with(moat_factory, {"relay.test": sink},
-                  main={"minimal_backoff_time": "1h", "maximal_backoff_time": "2h"})
+    m = relay_moat(moat_factory, {"relay.test": sink},
+                   main={"minimal_backoff_time": "1h", "maximal_backoff_time": "2h"})
     qid = send(m, "a@b.test", ["u@relay.test"], simple_message(subject="patience"))
     wait_for(lambda: m.queue_files("deferred") == [qid], what="the message in deferred/")
     before = os.stat(m.queue_path("deferred", qid)).st_mtime

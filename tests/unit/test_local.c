@@ -1,6 +1,7 @@
 /* Unit tests for src/queue/local.c: mailbox names and Maildir delivery.
  * (The queue manager's own tests are in test_qmgr.c.) */
 #include "harness.h"
+#include "queue_testlib.h"
 
 #include "core/buf.h"
 #include "core/pool.h"
@@ -9,64 +10,13 @@
 #include "queue/qmgr.h"
 #include "queue/spool.h"
 
-#include <dirent.h>
 #include <event2/event.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)ftw;
-    return flag == FTW_DP ? rmdir(path) : unlink(path);
-}
-
-static void rm_rf(const char *dir)
-{
-    nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* Number of entries in dir (-1 when missing); the last name in *name. */
-static int list_dir(const char *dir, char **name)
-{
-    DIR *d = opendir(dir);
-    int n = 0;
-    struct dirent *de;
-    if (name)
-        *name = NULL;
-    if (!d)
-        return -1;
-    while ((de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        n++;
-        if (name) {
-            free(*name);
-            *name = xstrdup(de->d_name);
-        }
-    }
-    closedir(d);
-    return n;
-}
-
-static char *slurp(const char *path)
-{
-    buf_t b = BUF_INIT;
-    char tmp[4096];
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return NULL;
-    ssize_t r;
-    while ((r = read(fd, tmp, sizeof tmp)) > 0)
-        buf_append(&b, tmp, (size_t)r);
-    close(fd);
-    return b.data ? buf_steal(&b) : xstrdup("");
-}
 
 static char *mkpath(const char *fmt_dir, const char *a, const char *b)
 {
