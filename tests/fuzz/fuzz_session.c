@@ -45,8 +45,14 @@ static server_t *make_server(const char *dir, int variant)
              "message_size_limit = 20000\n"
              "smtpd_recipient_limit = 5\n"
              "smtpd_forbid_bare_newline = %s\n"
-             "mynetworks = 10.0.0.0/8\n",
-             dir, dir, dir, (variant & 1) ? "reject" : "normalize");
+             "mynetworks = 10.0.0.0/8\n"
+             "%s",
+             dir, dir, dir, (variant & 1) ? "reject" : "normalize",
+             /* The socketpair peer is "unknown": only an allow-everything
+              * list lets the fuzzer past XCLIENT/XFORWARD's 550. */
+             (variant & 1) ? "smtpd_authorized_xclient_hosts = static:all\n"
+                             "smtpd_authorized_xforward_hosts = static:all\n"
+                           : "");
     /* The listener is closed right away: sessions are fed through a
      * socketpair.  Try a few loopback ports in case one is taken. */
     buf_t err = BUF_INIT;
