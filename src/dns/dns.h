@@ -170,4 +170,26 @@ size_t dns_memo_outstanding(const dns_memo_t *m);
  * memo stays small. */
 void dns_memo_clear(dns_memo_t *m);
 
+/* ------------------------------- other asynchronous lookups in the memo */
+
+/* The restriction engine's other waits (a policy service's answer, a
+ * state-store read, an address-verification probe) use the same memo and
+ * the same wake as DNS: a result is a string stored under a key the caller
+ * chooses ("policy:inet:127.0.0.1:10023:<request digest>").  Cleared with
+ * the DNS answers by dns_memo_clear. */
+typedef struct memo_op memo_op_t;
+/* Begin the work for key; call memo_op_done(op, value) later, on the loop,
+ * exactly once, unless cancel(handle) ran first.  Returns the handle
+ * cancel gets (may be NULL when start finished synchronously by calling
+ * memo_op_done inside start: allowed). */
+typedef void *(*memo_start_fn)(void *start_arg, const char *key, memo_op_t *op);
+typedef void (*memo_cancel_fn)(void *handle);
+
+/* The value stored under key; else starts the work (once per memo and
+ * key) and returns NULL: the caller answers "pending" and is woken when
+ * memo_op_done ran.  A NULL value given to memo_op_done is stored as "". */
+const char *dns_memo_ext(dns_memo_t *m, const char *key, memo_start_fn start, memo_cancel_fn cancel,
+                         void *start_arg);
+void memo_op_done(memo_op_t *op, const char *value);
+
 #endif
