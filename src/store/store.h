@@ -48,9 +48,13 @@ typedef void (*store_cb)(void *arg, const store_result_t *r);
 /* spec: "lmdb:/var/lib/moat/state" (a directory; created) or
  * "redis://127.0.0.1:6379/0" (db optional).  Opening never waits for a
  * Redis connection (a down server shows as ST_ERROR per call).  NULL +
- * err for a bad spec or an LMDB environment that cannot be opened. */
+ * err for a bad spec or an LMDB environment that cannot be opened.
+ * The same spec opened again in one process (a reload, `moat check`)
+ * returns the same store with one more reference: LMDB forbids opening
+ * one environment twice in a process.  Loop thread only. */
 store_t *store_open(struct event_base *base, pool_t *pool, const char *spec, buf_t *err);
-/* Requests in flight are cancelled (no callback). */
+/* Drop one reference; the last one cancels what is in flight (no
+ * callback runs) and closes. */
 void store_close(store_t **s);
 const char *store_spec(const store_t *s);
 
