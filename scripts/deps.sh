@@ -4,12 +4,18 @@
 # Usage: scripts/deps.sh [build|test]   (default: test, the superset)
 set -eu
 
-BUILD_PKGS="gcc make pkg-config libevent-dev liblmdb-dev libpcre2-dev libunbound-dev"
+BUILD_PKGS="gcc make pkg-config libevent-dev liblmdb-dev libpcre2-dev libunbound-dev libhiredis-dev"
 # postfix: smtp-sink/smtp-source and a reference Postfix for the queue
 # tests and benches; installed as "No configuration", never the system
 # MTA, never started (see below).  postfix-lmdb/-pcre: its table types.
+# redis-server/-tools: the state store's shared backend, which the tests
+# start on a loopback port of their own (the system service never starts).
+# postgrey: a real policy server for check_policy_service; the tests start
+# it on a loopback port with a private database (its service never starts).
 TEST_PKGS="clang libclang-rt-14-dev python3 python3-pytest python3-aiosmtpd swaks pflogsumm unbound
-postfix postfix-lmdb postfix-pcre"
+postfix postfix-lmdb postfix-pcre
+redis-server redis-tools
+postgrey"
 
 want="$BUILD_PKGS"
 [ "${1:-test}" = "build" ] || want="$want $TEST_PKGS"

@@ -168,3 +168,17 @@ def dns_world_private(tmp_path):
     w.start()
     yield w
     w.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A redis-server of this test's own on a free loopback port
+    (tests/proto/redislib.py): .url for state_store, .cli(...) to look
+    inside, pause()/resume()/stop()/start() to break it.  Stopped by PID."""
+    from redislib import RedisServer, redis_available
+    if not redis_available():
+        pytest.skip("redis-server/redis-cli not installed (scripts/deps.sh installs them)")
+    r = RedisServer(tmp_path / "redis")
+    r.start()
+    yield r
+    r.stop()
