@@ -1012,6 +1012,7 @@ static int run_script(const check_opts_t *o)
     free(line);
     if (in != stdin)
         fclose(in);
+    dns_memo_free(&sc.res.memo);   /* before the policy: it cancels policy requests */
     script_reset_policy(&sc);
     resolver_close(&sc.res);
     buf_free(&sc.errors);
@@ -1141,6 +1142,10 @@ int cmd_check(int argc, char **argv)
         } else {
             put(stderr, &err);
         }
+        /* The policy first: its policy service connections live on the
+         * resolver's loop, which must outlast them. */
+        dns_memo_free(&res.memo);
+        policy_free(&pol);
         resolver_close(&res);
     }
     router_free(&router);

@@ -163,7 +163,8 @@ const dns_answer_t *dns_memo_get(dns_memo_t *m, dns_type_t type, const char *nam
 /* Start the query now (if the memo does not have it yet) without asking
  * to be woken: prefetch for a check that will run later. */
 void dns_memo_prefetch(dns_memo_t *m, dns_type_t type, const char *name);
-/* Queries started through this memo that have not completed. */
+/* Queries and dns_memo_ext operations started through this memo that
+ * have not completed (`moat check` waits until this is 0). */
 size_t dns_memo_outstanding(const dns_memo_t *m);
 /* Forget the answers (keep the outstanding queries): called at the start
  * of each new SMTP command, so a long session sees fresh data and the
@@ -191,5 +192,9 @@ typedef void (*memo_cancel_fn)(void *handle);
 const char *dns_memo_ext(dns_memo_t *m, const char *key, memo_start_fn start, memo_cancel_fn cancel,
                          void *start_arg);
 void memo_op_done(memo_op_t *op, const char *value);
+/* The event loop of the memo that started op (the resolver's loop), for
+ * the work's own events.  Valid inside the memo_start_fn and while op is
+ * outstanding; NULL once the memo that started it is gone. */
+struct event_base *memo_op_base(const memo_op_t *op);
 
 #endif

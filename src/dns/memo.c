@@ -12,6 +12,15 @@
  * dns_query_t), its event and one dns_t reference.  Must never call wake
  * after dns_memo_free, and never wake for a query nobody waits for
  * (a prefetch that no dns_memo_get asked about).
+ *
+ * The generic results (dns_memo_ext: a policy service's answer, a store
+ * read, a probe) live beside the DNS entries and follow the same rules:
+ * started once per key, woken through the same event, dropped by
+ * dns_memo_clear once complete, counted by dns_memo_outstanding while
+ * running.  An op whose memo goes away is cancelled through its handle;
+ * one started without a handle is orphaned instead (its memo_op_done
+ * frees it and stores nothing), so a late completion never touches a
+ * freed memo.
  */
 #include "dns/dns-private.h"
 
@@ -33,6 +42,16 @@ typedef struct memo_ent {
     bool want_wake;          /* a dns_memo_get returned NULL for it */
 } memo_ent_t;
 
+struct memo_op {
+    dns_memo_t *m;           /* NULL: orphaned (its memo went away without a way to cancel it) */
+    char *key;
+    char *value;             /* NULL while outstanding */
+    void *handle;            /* what cancel gets */
+    memo_cancel_fn cancel;
+    bool done;
+    bool want_wake;          /* a dns_memo_ext returned NULL for it */
+};
+
 struct dns_memo {
     dns_t *d;
     void (*wake)(void *arg);
@@ -40,7 +59,9 @@ struct dns_memo {
     struct event *ev;
     memo_ent_t **ents;       /* pointers: callbacks hold an entry's address */
     size_t n, cap;
-    size_t outstanding;
+    size_t outstanding;      /* DNS queries and generic ops still running */
+    memo_op_t **ops;         /* dns_memo_ext results and work in progress */
+    size_t nops, capops;
 };
 
 static void memo_wake_event(evutil_socket_t fd, short what, void *arg)
@@ -72,6 +93,27 @@ static void ent_free(memo_ent_t *e)
     free(e);
 }
 
+static void op_free(memo_op_t *op)
+{
+    free(op->key);
+    free(op->value);
+    free(op);
+}
+
+/* The memo lets go of op: a finished op is freed; a running one is
+ * cancelled (then freed) or, without a handle to cancel, orphaned. */
+static void op_drop(memo_op_t *op)
+{
+    if (op->done) {
+        op_free(op);
+    } else if (op->handle && op->cancel) {
+        op->cancel(op->handle);
+        op_free(op);
+    } else {
+        op->m = NULL;
+    }
+}
+
 void dns_memo_free(dns_memo_t **mp)
 {
     dns_memo_t *m = mp ? *mp : NULL;
@@ -81,6 +123,9 @@ void dns_memo_free(dns_memo_t **mp)
     for (size_t i = 0; i < m->n; i++)
         ent_free(m->ents[i]);
     free(m->ents);
+    for (size_t i = 0; i < m->nops; i++)
+        op_drop(m->ops[i]);
+    free(m->ops);
     event_free(m->ev);
     dns_unref(&m->d);
     free(m);
@@ -182,6 +227,71 @@ void dns_memo_clear(dns_memo_t *m)
         }
     }
     m->n = k;
+    k = 0;
+    for (size_t i = 0; i < m->nops; i++) {
+        memo_op_t *op = m->ops[i];
+        if (op->done)
+            op_free(op);
+        else
+            m->ops[k++] = op;
+    }
+    m->nops = k;
+}
+
+/* ------------------------------------------------- generic results */
+
+const char *dns_memo_ext(dns_memo_t *m, const char *key, memo_start_fn start, memo_cancel_fn cancel,
+                         void *start_arg)
+{
+    for (size_t i = 0; i < m->nops; i++) {
+        memo_op_t *op = m->ops[i];
+        if (strcmp(op->key, key) != 0)
+            continue;
+        if (op->done)
+            return op->value;
+        op->want_wake = true;
+        return NULL;
+    }
+    if (m->nops == m->capops) {
+        m->capops = m->capops ? m->capops * 2 : 4;
+        m->ops = xrealloc(m->ops, m->capops * sizeof *m->ops);
+    }
+    memo_op_t *op = xcalloc(1, sizeof *op);
+    op->m = m;
+    op->key = xstrdup(key);
+    m->ops[m->nops++] = op;
+    m->outstanding++;
+    /* want_wake stays false during start: a result given inside start is
+     * returned below and must not wake the caller for it later. */
+    void *handle = start(start_arg, op->key, op);
+    if (op->done)
+        return op->value;
+    op->handle = handle;
+    op->cancel = cancel;
+    op->want_wake = true;
+    return NULL;
+}
+
+void memo_op_done(memo_op_t *op, const char *value)
+{
+    if (op->done)
+        log_panic("memo_op_done: the result for \"%.60s\" arrived twice", op->key);
+    dns_memo_t *m = op->m;
+    if (!m) {
+        op_free(op);   /* orphaned: nobody keeps the result */
+        return;
+    }
+    op->done = true;
+    op->value = xstrdup(value ? value : "");
+    op->handle = NULL;
+    m->outstanding--;
+    if (op->want_wake)
+        event_active(m->ev, EV_TIMEOUT, 0);
+}
+
+struct event_base *memo_op_base(const memo_op_t *op)
+{
+    return op->m ? dns_event_base(op->m->d) : NULL;
 }
 
 void dns_trace_answer(buf_t *out, const dns_answer_t *a, const dns_how_t *how)

@@ -16,6 +16,11 @@
  * too), relay_recipient_maps, permit_mx_backup_networks.  A policy is used
  * by one thread at a time.
  *
+ * check_policy_service asks a policy server (policysvc.h) through the
+ * session's memo, as DNS steps do: the request text is part of the memo
+ * key, the answer is an access(5) result.  The services are shared per
+ * endpoint and settings across policies (policysvc_open).
+ *
  * Never: permit on a failure (a table that fails, a result that does not
  * parse, too deep a recursion all answer 4xx), parse restriction names
  * per evaluation (except the first time a table returns a new list), or
@@ -32,6 +37,7 @@
 #include "policy/dnsbl.h"
 #include "policy/domlist.h"
 #include "policy/netlist.h"
+#include "policy/policysvc.h"
 #include "policy/restrict-private.h"
 
 #include <arpa/inet.h>
@@ -44,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define RECURSION_LIMIT 100      /* Postfix's bound on table-result nesting */
 #define REPLY_MAX 510            /* RFC 5321 reply line, as Postfix truncates */
@@ -71,13 +78,16 @@ typedef enum {
     R_UNKNOWN_RCPT_DOMAIN, R_UNKNOWN_ADDRESS,
     R_MX_BACKUP,    /* permit_mx_backup (added with relay delivery) */
     R_DNS_ACCESS,   /* check_<target>_{a,mx,ns}_access: arg = target * 3 + which */
+    /* Added with the policy client (not prefetched: its request needs the
+     * whole command's state): */
+    R_POLICY_SERVICE,
 } rkind_t;
 
 /* check_<target>_<which>_access */
 enum { DT_CLIENT, DT_REVERSE, DT_HELO, DT_SENDER, DT_RCPT };
 enum { DW_A, DW_MX, DW_NS };
 
-enum { A_NONE, A_TABLE, A_NUMBER, A_WORD };
+enum { A_NONE, A_TABLE, A_NUMBER, A_WORD, A_POLICY };
 
 typedef struct rdef {
     const char *name;
@@ -152,8 +162,9 @@ static const rdef_t rdefs[] = {
     {"permit_mx_backup", R_MX_BACKUP, A_NONE, NULL},
     /* Removed in Postfix 3.9; kept with its older semantics (see check_relay_domains()). */
     {"check_relay_domains", R_CHECK_RELAY_DOMAINS, A_NONE, NULL},
+    /* Added with the policy client. */
+    {"check_policy_service", R_POLICY_SERVICE, A_POLICY, NULL},
     /* Known to Postfix, brought by later moat issues: refused by name. */
-    {"check_policy_service", R_NONE, A_WORD, "state"},
     {"reject_unverified_sender", R_NONE, A_NONE, "state"},
     {"reject_unverified_recipient", R_NONE, A_NONE, "state"},
     {"permit_tls_clientcerts", R_NONE, A_NONE, "tls"},
@@ -180,6 +191,7 @@ typedef struct step {
     bool pattern;       /* regexp/pcre/cidr: only the full key is looked up */
     dnsbl_site_t *site; /* DNS list steps: the list and its reply filter */
     char *text;         /* "check_sender_access hash:/etc/moat/x": rules and traces */
+    policysvc_t *psvc;  /* check_policy_service: the service (one reference) */
 } step_t;
 
 typedef struct rlist {
@@ -258,6 +270,12 @@ struct policy {
     addrlist_t *mx_networks;  /* permit_mx_backup_networks; NULL when empty */
     char *myhostname;
     buf_t why;                /* domain list scratch */
+    /* Added with the policy client: */
+    policysvc_opts_t psvc_defaults;  /* the smtpd_policy_service_* parameters (strings owned below) */
+    char *psvc_default_action, *psvc_context;
+    char *queue_dir;          /* relative unix: policy endpoints */
+    char *compat_level, *mail_version;   /* request attributes */
+    bool smtputf8;            /* smtputf8_enable: a policy action must be UTF-8 */
 };
 
 static const char *const class_names[RC__COUNT] = {"client", "helo", "sender", "relay", "recipient",
@@ -320,6 +338,7 @@ static void list_free(rlist_t *l)
 {
     for (size_t i = 0; i < l->n; i++) {
         free(l->steps[i].text);
+        policysvc_close(&l->steps[i].psvc);
         if (l->steps[i].site) {
             dnsbl_site_free(l->steps[i].site);
             free(l->steps[i].site);
@@ -420,6 +439,38 @@ static map_t *open_table(cctx_t *cc, const char *spec)
     return m;
 }
 
+/* check_policy_service ENDPOINT, or { ENDPOINT, name=value, ... } (the
+ * braces are gone by now: split_list unwraps a whole group). */
+static int compile_policy_service(cctx_t *cc, const char *arg, step_t *st, buf_t *text)
+{
+    size_t n;
+    char **items = split_list(arg, &n);
+    buf_t why = BUF_INIT;
+    st->psvc = policysvc_open((const char *const *)items, n, &cc->pol->psvc_defaults, cc->pol->queue_dir, &why);
+    free(items);
+    if (!st->psvc) {
+        cmsg(cc, "check_policy_service %s: %s", arg, buf_cstr(&why));
+        buf_free(&why);
+        return -1;
+    }
+    buf_free(&why);
+    /* The default action is an access(5) result like any answer: one that
+     * could never apply is a start-up error, not a surprise at run time. */
+    const char *def = policysvc_settings(st->psvc)->default_action;
+    action_t a;
+    action_parse(def, &a);
+    if (a.kind == ACT_INVALID) {
+        cmsg(cc, "check_policy_service %s: default_action \"%s\": %s", arg, def, a.text);
+        policysvc_close(&st->psvc);
+        return -1;
+    }
+    if (n > 1)
+        buf_printf(text, "check_policy_service { %s }", arg);
+    else
+        buf_printf(text, "check_policy_service %s", arg);
+    return 0;
+}
+
 static void compile_items(cctx_t *cc, const char *const *items, size_t n, rlist_t *out)
 {
     for (size_t i = 0; i < n; i++) {
@@ -483,6 +534,16 @@ static void compile_items(cctx_t *cc, const char *const *items, size_t n, rlist_
                     continue;
                 }
                 st.arg = atoi(arg);
+            } else if (d->arg == A_POLICY) {
+                /* Not in a list a table returns: that compiles at run time,
+                 * and opening a service may look a host name up. */
+                if (!cc->tables_ok) {
+                    cmsg(cc, "%s %s: a policy service inside an access table result (name a restriction class "
+                             "instead)", d->name, arg);
+                    continue;
+                }
+                if (compile_policy_service(cc, arg, &st, &text) != 0)
+                    continue;
             } else if (d->arg == A_WORD) {
                 /* reject_rbl_client zone[=filter] and friends */
                 buf_t why = BUF_INIT;
@@ -516,9 +577,11 @@ static void compile_items(cctx_t *cc, const char *const *items, size_t n, rlist_
                 cmsg(cc, "reject_maps_rbl: maps_rbl_domains is empty");
                 continue;
             }
-            buf_puts(&text, d->name);
-            if (arg)
-                buf_printf(&text, " %s", arg);
+            if (!text.len) {
+                buf_puts(&text, d->name);
+                if (arg)
+                    buf_printf(&text, " %s", arg);
+            }
             st.text = buf_steal(&text);
             list_push(out, &st);
             continue;
@@ -830,6 +893,27 @@ static int compile_relay(policy_t *pol, const params_t *p, const char *config_di
     return errors;
 }
 
+/* What every check_policy_service starts from (the { } form overrides). */
+static void compile_policy_defaults(policy_t *pol, const params_t *p)
+{
+    policysvc_opts_t *o = &pol->psvc_defaults;
+    o->timeout = (unsigned)param_int(p, PARAM_smtpd_policy_service_timeout);
+    o->max_idle = (unsigned)param_int(p, PARAM_smtpd_policy_service_max_idle);
+    o->max_ttl = (unsigned)param_int(p, PARAM_smtpd_policy_service_max_ttl);
+    o->try_limit = (unsigned)param_int(p, PARAM_smtpd_policy_service_try_limit);
+    o->retry_delay = (unsigned)param_int(p, PARAM_smtpd_policy_service_retry_delay);
+    o->request_limit = (unsigned)param_int(p, PARAM_smtpd_policy_service_request_limit);
+    o->connection_limit = (unsigned)param_int(p, PARAM_smtpd_policy_service_connection_limit);
+    pol->psvc_default_action = xstrdup(param_str(p, PARAM_smtpd_policy_service_default_action));
+    pol->psvc_context = xstrdup(param_str(p, PARAM_smtpd_policy_service_policy_context));
+    o->default_action = pol->psvc_default_action;
+    o->policy_context = pol->psvc_context;
+    pol->queue_dir = xstrdup(param_str(p, PARAM_queue_directory));
+    pol->compat_level = xstrdup(param_str(p, PARAM_compatibility_level));
+    pol->mail_version = xstrdup(param_str(p, PARAM_mail_version));
+    pol->smtputf8 = param_bool(p, PARAM_smtputf8_enable);
+}
+
 policy_t *policy_new(const params_t *p, const char *config_dir, buf_t *err)
 {
     policy_t *pol = xcalloc(1, sizeof *pol);
@@ -875,6 +959,7 @@ policy_t *policy_new(const params_t *p, const char *config_dir, buf_t *err)
     errors += compile_mynetworks(pol, p, config_dir, err);
     errors += compile_dns(pol, p, config_dir, err);
     errors += compile_relay(pol, p, config_dir, err);
+    compile_policy_defaults(pol, p);
 
     n = param_list(p, PARAM_smtpd_log_access_permit_actions, &items);
     pol->permit_log = xcalloc(n ? n : 1, sizeof *pol->permit_log);
@@ -999,6 +1084,11 @@ void policy_free(policy_t **ppol)
     addrlist_free(&pol->mx_networks);
     free(pol->myhostname);
     buf_free(&pol->why);
+    free(pol->psvc_default_action);
+    free(pol->psvc_context);
+    free(pol->queue_dir);
+    free(pol->compat_level);
+    free(pol->mail_version);
     for (size_t i = 0; i < pol->npermit_log; i++)
         free(pol->permit_log[i]);
     free(pol->permit_log);
@@ -1148,6 +1238,7 @@ typedef struct ectx {
     bool pending;             /* a DNS answer this evaluation needs is not known yet */
     bool rcpt_checked;        /* the recipient went through check_rcpt_maps (unlisted()) */
     bool sender_checked;      /* ... the sender */
+    int policy_default;       /* a policy service's default_action is being applied (nesting) */
 } ectx_t;
 
 static void trace(ectx_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1367,20 +1458,17 @@ static void parse_result(const char *value, action_t *a, char *fixed, size_t siz
         *a = again;
 }
 
-static int table_result(ectx_t *c, const step_t *s, const char *value, const char *key, const char *rname,
+/* An access(5) result from table (a table's name, or a policy service's
+ * endpoint with key "policy query", as Postfix names them in warnings). */
+static int apply_result(ectx_t *c, const char *table, const char *value, const char *key, const char *rname,
                         const char *rclass, map_origin_t origin)
 {
     policy_t *pol = c->pol;
-    const char *table = map_name(s->map);
     action_t a;
     char fixed[REPLY_MAX + 1];
     parse_result(value, &a, fixed, sizeof fixed);
     map_origin_t saved = c->origin;
     c->origin = origin;
-    if (origin.file)
-        trace(c, "%s: %s found at %s:%d: %s", s->text, key, origin.file, origin.line, value);
-    else
-        trace(c, "%s: %s found: %s", s->text, key, value);
     int rc = S_DUNNO;
     char dsn[12];
     switch (a.kind) {
@@ -1502,6 +1590,16 @@ static int table_result(ectx_t *c, const step_t *s, const char *value, const cha
     }
     c->origin = saved;
     return rc;
+}
+
+static int table_result(ectx_t *c, const step_t *s, const char *value, const char *key, const char *rname,
+                        const char *rclass, map_origin_t origin)
+{
+    if (origin.file)
+        trace(c, "%s: %s found at %s:%d: %s", s->text, key, origin.file, origin.line, value);
+    else
+        trace(c, "%s: %s found: %s", s->text, key, value);
+    return apply_result(c, map_name(s->map), value, key, rname, rclass, origin);
 }
 
 typedef struct lookup {
@@ -2828,6 +2926,202 @@ static int dns_step(ectx_t *c, const step_t *s, const char *rname, const char *r
     }
 }
 
+/* ------------------------------------------------- check_policy_service */
+
+/* Postfix's default when a default action itself fails (nesting). */
+#define POLICY_BUILTIN_DEFAULT "451 4.3.5 Server configuration problem"
+
+static const char *stage_name(pcmd_t cmd, const pstate_t *st);
+
+static unsigned sockaddr_port(const struct sockaddr *sa)
+{
+    if (!sa)
+        return 0;
+    if (sa->sa_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)(const void *)sa)->sin_port);
+    if (sa->sa_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
+    return 0;
+}
+
+static void sockaddr_text(const struct sockaddr *sa, char *out, size_t size)
+{
+    out[0] = 0;
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, out, (socklen_t)size);
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, out, (socklen_t)size);
+}
+
+/* FNV-1a, for an instance made up when the caller gives none. */
+static uint64_t fnv(uint64_t h, const char *s)
+{
+    for (; s && *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return (h ^ 0xff) * 1099511628211ULL;
+}
+
+void policy_request_text(const policy_t *pol, pcmd_t cmd, const pstate_t *st, const char *context, buf_t *out)
+{
+    char num[32], addr[INET6_ADDRSTRLEN], instance[64];
+    buf_reset(out);
+    policysvc_attr(out, "request", "smtpd_access_policy");
+    policysvc_attr(out, "protocol_state", stage_name(cmd, st));
+    policysvc_attr(out, "protocol_name", st->protocol ? st->protocol : "SMTP");
+    policysvc_attr(out, "client_address", st->client_addr ? st->client_addr : "");
+    policysvc_attr(out, "client_name", st->client_name ? st->client_name : "unknown");
+    snprintf(num, sizeof num, "%u", sockaddr_port(st->peer));
+    policysvc_attr(out, "client_port", num);
+    policysvc_attr(out, "reverse_client_name", st->reverse_name ? st->reverse_name : "unknown");
+    sockaddr_text(st->local, addr, sizeof addr);
+    policysvc_attr(out, "server_address", addr);
+    snprintf(num, sizeof num, "%u", sockaddr_port(st->local));
+    policysvc_attr(out, "server_port", num);
+    policysvc_attr(out, "helo_name", st->helo ? st->helo : "");
+    policysvc_attr(out, "sender", st->sender ? st->sender : "");
+    /* RCPT's recipient; at DATA and end of data the only one, if one
+     * (restrict.h); ETRN's argument is the etrn_domain. */
+    bool rcpt_cmd = cmd == PCMD_RCPT || cmd == PCMD_DATA || cmd == PCMD_EOD;
+    policysvc_attr(out, "recipient", rcpt_cmd && st->recipient ? st->recipient : "");
+    snprintf(num, sizeof num, "%u", cmd == PCMD_DATA || cmd == PCMD_EOD ? st->nrcpt : 0);
+    policysvc_attr(out, "recipient_count", num);
+    policysvc_attr(out, "queue_id", st->queue_id ? st->queue_id : "");
+    if (st->instance && *st->instance) {
+        str_copy(instance, st->instance, sizeof instance);
+    } else {
+        /* Stable for a session's transaction, different for another
+         * session or sender: the key of the memo must not change between
+         * passes of one command. */
+        char ptr[32];
+        snprintf(ptr, sizeof ptr, "%p", (void *)st->dns);
+        uint64_t h = fnv(fnv(fnv(14695981039346656037ULL, ptr), st->client_addr), st->sender);
+        snprintf(instance, sizeof instance, "%x.%llx", (unsigned)getpid(), (unsigned long long)h);
+    }
+    policysvc_attr(out, "instance", instance);
+    snprintf(num, sizeof num, "%llu", st->size);
+    policysvc_attr(out, "size", num);
+    policysvc_attr(out, "etrn_domain", cmd == PCMD_ETRN && st->recipient ? st->recipient : "");
+    policysvc_attr(out, "stress", st->stress ? "yes" : "");
+    bool sasl = st->sasl_user && *st->sasl_user;
+    policysvc_attr(out, "sasl_method", sasl && st->sasl_method ? st->sasl_method : "");
+    policysvc_attr(out, "sasl_username", sasl ? st->sasl_user : "");
+    policysvc_attr(out, "sasl_sender", st->sasl_sender ? st->sasl_sender : "");
+    policysvc_attr(out, "ccert_subject", st->ccert_subject ? st->ccert_subject : "");
+    policysvc_attr(out, "ccert_issuer", st->ccert_issuer ? st->ccert_issuer : "");
+    policysvc_attr(out, "ccert_fingerprint", st->ccert_fingerprint ? st->ccert_fingerprint : "");
+    policysvc_attr(out, "ccert_pubkey_fingerprint", st->ccert_pubkey_fingerprint ? st->ccert_pubkey_fingerprint : "");
+    policysvc_attr(out, "encryption_protocol", st->tls_protocol ? st->tls_protocol : "");
+    policysvc_attr(out, "encryption_cipher", st->tls_cipher ? st->tls_cipher : "");
+    snprintf(num, sizeof num, "%u", st->tls_protocol ? st->tls_keysize : 0);
+    policysvc_attr(out, "encryption_keysize", num);
+    policysvc_attr(out, "policy_context", context ? context : "");
+    policysvc_attr(out, "compatibility_level", pol->compat_level);
+    policysvc_attr(out, "mail_version", pol->mail_version);
+    buf_putc(out, '\n');
+}
+
+typedef struct policy_start_arg {
+    policysvc_t *svc;
+    const char *request;
+} policy_start_arg_t;
+
+/* The memo's value for a policy answer: "A attempts ms action",
+ * "N attempts ms" (a reply without action), "E attempts ms error". */
+static void policy_answer(void *arg, const policysvc_result_t *r)
+{
+    buf_t v = BUF_INIT;
+    if (r->ok && r->action)
+        buf_printf(&v, "A %u %u %s", r->attempts, r->ms, r->action);
+    else if (r->ok)
+        buf_printf(&v, "N %u %u", r->attempts, r->ms);
+    else
+        buf_printf(&v, "E %u %u %s", r->attempts, r->ms, r->error ? r->error : "failed");
+    memo_op_done(arg, buf_cstr(&v));
+    buf_free(&v);
+}
+
+static void *policy_start(void *arg, const char *key, memo_op_t *op)
+{
+    (void)key;
+    policy_start_arg_t *a = arg;
+    return policysvc_request(a->svc, memo_op_base(op), a->request, policy_answer, op);
+}
+
+static void policy_cancel(void *handle)
+{
+    policysvc_cancel(handle);
+}
+
+static int policy_service(ectx_t *c, const step_t *s, const char *rname, const char *rclass)
+{
+    const char *server = policysvc_name(s->psvc);
+    if (!c->st->dns) {
+        warnf(c, "%s: no event loop in this context", s->text);
+        return server_error(c);
+    }
+    const policysvc_opts_t *o = policysvc_settings(s->psvc);
+    buf_t req = BUF_INIT, key = BUF_INIT;
+    policy_request_text(c->pol, c->cmd, c->st, o->policy_context, &req);
+    buf_printf(&key, "policy:%s\n", policysvc_key(s->psvc));
+    buf_append(&key, req.data, req.len);
+    policy_start_arg_t arg = {s->psvc, buf_cstr(&req)};
+    const char *val = dns_memo_ext(c->st->dns, buf_cstr(&key), policy_start, policy_cancel, &arg);
+    buf_free(&key);
+    if (!val) {
+        buf_free(&req);
+        c->pending = true;
+        return S_PENDING;
+    }
+    if (c->trace) {
+        trace(c, "%s: request:", s->text);
+        const char *p = buf_cstr(&req);
+        while (*p && *p != '\n') {
+            size_t n = strcspn(p, "\n");
+            trace(c, "    %.*s", (int)n, p);
+            p += n + (p[n] ? 1 : 0);
+        }
+    }
+    buf_free(&req);
+    char kind = val[0];
+    unsigned attempts = 0, ms = 0;
+    int used = 0;
+    if (sscanf(val, "%*c %u %u%n", &attempts, &ms, &used) < 2)
+        used = (int)strlen(val);
+    const char *text = val + used;
+    if (*text == ' ')
+        text++;
+    char tries[32] = "";
+    if (attempts > 1)
+        snprintf(tries, sizeof tries, ", %u attempts", attempts);
+    const char *why = NULL;
+    char reason[300];
+    if (kind == 'A') {
+        trace(c, "%s: answer: action=%s (%u ms%s)", s->text, text, ms, tries);
+        if (!c->pol->smtputf8 || policysvc_valid_utf8(text))
+            return apply_result(c, server, text, "policy query", rname, rclass, (map_origin_t){0});
+        warnf(c, "malformed UTF-8 in policy server %s response: \"%s\"", server, text);
+        why = "malformed UTF-8 in the action";
+    } else if (kind == 'N') {
+        trace(c, "%s: answer without an action attribute (%u ms%s)", s->text, ms, tries);
+        warnf(c, "policy server %s: reply without an action attribute", server);
+        why = "no action in the reply";
+    } else {
+        trace(c, "%s: no answer: %s (%u ms%s)", s->text, text, ms, tries);
+        warnf(c, "problem talking to server %s: %s", server, text);
+        snprintf(reason, sizeof reason, "%s", text);
+        why = reason;
+    }
+    /* Postfix: the default action is a table result like any answer; one
+     * that leads to another failing policy query falls back to the
+     * built-in default instead of looping. */
+    const char *def = c->policy_default ? POLICY_BUILTIN_DEFAULT : o->default_action;
+    trace(c, "%s: %s: default_action %s", s->text, why, def);
+    c->policy_default++;
+    int rc = apply_result(c, server, def, "policy query", rname, rclass, (map_origin_t){0});
+    c->policy_default--;
+    return rc;
+}
+
 static int run_step(ectx_t *c, const step_t *s, const char *rname, const char *rclass)
 {
     policy_t *pol = c->pol;
@@ -2986,6 +3280,8 @@ static int run_step(ectx_t *c, const step_t *s, const char *rname, const char *r
     case R_MX_BACKUP:
     case R_DNS_ACCESS:
         return dns_step(c, s, rname, rclass);
+    case R_POLICY_SERVICE:
+        return policy_service(c, s, rname, rclass);
     case R_NONE:
         break;
     }

@@ -14,9 +14,12 @@
  * and the whole evaluation answers V_PENDING with nothing recorded: the
  * caller waits for the memo's wake and calls policy_eval again, which
  * replays the same steps over the memo's answers (so every side effect,
- * trace line and log line happens once, in the final pass).  Steps that
- * need a remote store arrive with later issues; until then the compiler
- * refuses them with a clear error, never skips them.
+ * trace line and log line happens once, in the final pass).
+ * check_policy_service waits the same way, for its policy server's
+ * answer (policysvc.h), stored in the memo under the service and the
+ * request text.  Steps that need a remote store arrive with later
+ * issues; until then the compiler refuses them with a clear error, never
+ * skips them.
  *
  * One code path, two doors: the SMTP session and `moat check` both call
  * policy_eval() with a pstate_t; with a trace attached, every class,
@@ -87,6 +90,21 @@ typedef struct pstate {
                                       5 no name or not confirmed (Postfix's peer codes) */
     char reverse_code;             /* reverse_name: 0 found, 4 temporary failure, 5 no PTR */
     char forward_code;             /* forward confirmation of reverse_name: 0 confirmed, 4 temporary, 5 not */
+    /* Added with the policy client (check_policy_service request
+     * attributes; NULL/0 when unknown): */
+    const char *queue_id;          /* once the queue file exists */
+    const char *instance;          /* the same for every request of one transaction, new for the next
+                                      (Postfix's instance); NULL: the engine derives one from the memo,
+                                      the client address and the sender */
+    unsigned long long size;       /* MAIL FROM SIZE=, the actual size at end of data */
+    const char *sasl_method;       /* with sasl_user */
+    const char *sasl_sender;       /* MAIL FROM AUTH= */
+    bool stress;                   /* the server is under stress (Postfix's "stress=yes") */
+    const char *tls_protocol;      /* NULL: plaintext (then cipher and keysize are not sent) */
+    const char *tls_cipher;
+    unsigned tls_keysize;
+    const char *ccert_subject, *ccert_issuer;            /* xtext, as Postfix sends them */
+    const char *ccert_fingerprint, *ccert_pubkey_fingerprint;
 } pstate_t;
 
 typedef enum { V_PERMIT, V_REJECT, V_DEFER, V_PENDING } vstatus_t;
@@ -178,5 +196,12 @@ const char *policy_bare_domain(const policy_t *pol, const char *myorigin);
  * st->recipient is the recipient being decided. */
 vstatus_t policy_rcpt(policy_t *pol, const pstate_t *st, bool exempt, bool discarding, const char *postponed,
                       verdict_t *v, buf_t *trace);
+
+/* The policy delegation request check_policy_service sends for cmd and
+ * st (Postfix 3.7's attributes in its order, then Postfix 3.8's
+ * compatibility_level and mail_version, and the final empty line), with
+ * policy_context context.  Deterministic: the same command and state give
+ * the same text (the memo key of the answer). */
+void policy_request_text(const policy_t *pol, pcmd_t cmd, const pstate_t *st, const char *context, buf_t *out);
 
 #endif

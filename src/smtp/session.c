@@ -91,6 +91,7 @@ typedef struct session {
     data_dec_t dec;
     buf_t chunk;
     size_t msg_size;
+    unsigned long long size_decl;  /* MAIL FROM SIZE=, 0 when none */
     bool too_big, bdat_used, bdat_last, bdat_discard;
     unsigned long long bdat_left, bdat_size;
     const char *bdat_error;      /* reply for a discarded BDAT chunk */
@@ -250,6 +251,9 @@ static void fill_pstate(session_t *s, pstate_t *st)
     st->pipelined_early = s->pipelined_early;
     st->sasl_user = s->login;   /* XCLIENT LOGIN; AUTH comes with the TLS issue */
     st->local = s->local.ss_family ? (const struct sockaddr *)&s->local : NULL;
+    st->queue_id = s->qid[0] ? s->qid : NULL;
+    /* Postfix's size attribute: what MAIL FROM declared, then what came. */
+    st->size = s->msg_size ? s->msg_size : s->size_decl;
 }
 
 /* The engine's own lines: "warning: ..." at warning level (WARN actions
@@ -375,6 +379,7 @@ static void reset_transaction(session_t *s)
     s->smtputf8 = false;
     s->body_type[0] = 0;
     s->msg_size = 0;
+    s->size_decl = 0;
     s->too_big = s->bdat_used = s->bdat_last = s->bdat_discard = false;
     s->bdat_left = s->bdat_size = 0;
     s->bdat_error = NULL;
@@ -1064,6 +1069,7 @@ static int cmd_mail(session_t *s, char *arg)
     char body[12] = "";
     int rc = 0;
     long long limit = param_int(s->p, PARAM_message_size_limit);
+    s->size_decl = 0;
     while (rc == 0 && (key = next_param(&cursor, &val))) {
         if (str_ieq(key, "SIZE")) {
             char *end;
@@ -1075,6 +1081,8 @@ static int cmd_mail(session_t *s, char *arg)
             } else if (limit > 0 && n > (unsigned long long)limit) {
                 reply_error(s, "552 5.3.4 Message size exceeds fixed limit");
                 rc = -1;
+            } else {
+                s->size_decl = n;
             }
         } else if (str_ieq(key, "BODY")) {
             if (val && (str_ieq(val, "8BITMIME") || str_ieq(val, "7BIT"))) {

@@ -29,7 +29,10 @@ SEED_TABLES = ("allowed-spammers", "spammer-networks", "smtpd_helo_restrictions"
 # What the seed gateway still needs from later issues: parameters...
 LATER_PARAMETERS = {"address_verify_map", "header_checks", "mime_header_checks", "body_checks"}
 # ... and restrictions.
-LATER_RESTRICTIONS = {"reject_unverified_sender", "check_policy_service"}
+LATER_RESTRICTIONS = {"reject_unverified_sender"}
+# Works now, but the seed's policy service (127.0.0.1:10023, postgrey)
+# does not run in these tests: the seed copies leave it out too.
+NO_PEER_RESTRICTIONS = {"check_policy_service"}
 
 
 def run(*args, cwd=None):
@@ -90,9 +93,9 @@ def seed_without_later_issues(tmp_path, extra=""):
     d = seed_copy(tmp_path)
     text = (d / "main.cf").read_text()
     text = re.sub(r"(?m)^(%s) =.*\n" % "|".join(sorted(LATER_PARAMETERS)), "", text)
-    for r in sorted(LATER_RESTRICTIONS) + ["reject_unknown_recipient_domain"]:
+    for r in sorted(LATER_RESTRICTIONS | NO_PEER_RESTRICTIONS) + ["reject_unknown_recipient_domain"]:
         text = re.sub(r"(?m)^\s+%s[^,\n]*,\n" % r, "", text)
-    assert not any(r in text for r in LATER_RESTRICTIONS), text
+    assert not any(r in text for r in LATER_RESTRICTIONS | NO_PEER_RESTRICTIONS), text
     text += "dns_forwarders = %s\ndns_timeout = 5s\n" % moatlib.DEFAULT_DNS_FORWARDERS + extra
     (d / "main.cf").write_text(text)
     (d / "master.cf").write_text("127.0.0.1:2525 inet n - n - - smtpd\n")

@@ -869,7 +869,7 @@ TEST(restrict_compile_errors_name_file_and_line)
     CHECK(!rx_load(&x, "reject_tempfail_action = dunno\n"));
     ERR_HAS(&x, "reject_tempfail_action: \"dunno\": specify defer_if_permit or defer");
     static const char *const later[][2] = {
-        {"check_policy_service inet:127.0.0.1:10023", "state"}, {"permit_tls_clientcerts", "tls"},
+        {"permit_tls_clientcerts", "tls"},
         {"reject_unverified_recipient", "state"}, {"check_ccert_access hash:/x", "tls"},
         {"reject_unverified_sender", "state"}, {"reject_plaintext_session", "tls"}};
     for (size_t i = 0; i < ARRAY_LEN(later); i++) {
