@@ -494,6 +494,7 @@ static bool feedback_ok(const char *v)
 
 /* The values of user-defined per-transport names in settings s (seen
  * through p, so $name references are expanded): numbers or times. */
+static void transport_limits(transport_t *t);
 static void check_transport_values(const config_t *cfg, const setting_t *s, size_t n, const params_t *p, buf_t *err)
 {
     buf_t q = BUF_INIT;
@@ -687,6 +688,8 @@ static config_t *load_common(config_t *cfg, const char *main_text, const char *m
             check_transport_values(cfg, cfg->svc[k].ov, cfg->svc[k].nov, cfg->svc[k].pub.params, &err);
         for (size_t k = 0; k < cfg->nxp; k++)
             check_transport_values(cfg, cfg->xp[k].ov, cfg->xp[k].nov, cfg->xp[k].pub.params, &err);
+        for (size_t k = 0; k < cfg->nxp; k++)
+            transport_limits(&cfg->xp[k].pub);
     }
     if (cfg->nsvc == 0)
         cf_msg(&err, cfg->master_file, 0, "no smtpd inet service: moat would not listen anywhere");
@@ -905,6 +908,20 @@ const transport_t *config_transport(const config_t *cfg, const char *name)
         if (strcmp(cfg->xp[k].name, name) == 0)
             return &cfg->xp[k].pub;
     return NULL;
+}
+
+static int clamp_limit(long long v)
+{
+    return v < 1 ? 1 : v > 100000 ? 100000 : (int)v;
+}
+
+/* The two limits the queue manager reads for every message, once. */
+static void transport_limits(transport_t *t)
+{
+    t->concurrency_limit = clamp_limit(
+        transport_limit(t, "destination_concurrency_limit", PARAM_default_destination_concurrency_limit));
+    t->recipient_limit = clamp_limit(
+        transport_limit(t, "destination_recipient_limit", PARAM_default_destination_recipient_limit));
 }
 
 long long transport_limit(const transport_t *t, const char *suffix, param_id fallback)

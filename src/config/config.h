@@ -150,6 +150,10 @@ typedef struct transport {
                               * master.cf maxproc, default_process_limit for "-"
                               * and for the built-ins */
     const params_t *params;  /* main.cf + this transport's -o overrides */
+    /* transport_limit(t, "destination_concurrency_limit" / "destination_
+     * recipient_limit", ...), computed once at load (at least 1) */
+    int concurrency_limit;
+    int recipient_limit;
     const char *file;        /* where it was declared; NULL for a built-in */
     int line;
 } transport_t;

@@ -33,6 +33,22 @@ static inline int hex_value(int c)
         return c - 'a' + 10;
     return -1;
 }
+/* FNV-1a over a string, continuing from h (start with HASH_INIT, mixing
+ * in anything else first); the _lc form folds ASCII case.  For the hash
+ * tables of the resolver, its cache and the queue manager. */
+#define HASH_INIT 2166136261u
+static inline unsigned hash_str(unsigned h, const char *s)
+{
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+static inline unsigned hash_str_lc(unsigned h, const char *s)
+{
+    for (; *s; s++)
+        h = (h ^ (unsigned char)lc((unsigned char)*s)) * 16777619u;
+    return h;
+}
 void str_lower(char *s);
 bool str_ieq(const char *a, const char *b);
 bool str_nieq(const char *a, const char *b, size_t n);

@@ -38,17 +38,9 @@ struct dns_cache {
 
 #define INITIAL_BUCKETS 256
 
-/* FNV-1a over the name, then the type. */
 static uint32_t key_hash(dns_type_t type, const char *name)
 {
-    uint32_t h = 2166136261u;
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
-        h ^= *p;
-        h *= 16777619u;
-    }
-    h ^= (uint32_t)type;
-    h *= 16777619u;
-    return h;
+    return hash_str(HASH_INIT ^ (uint32_t)type, name);
 }
 
 dns_cache_t *dns_cache_new(size_t max)

@@ -320,12 +320,7 @@ struct event_base *dns_event_base(const dns_t *d)
 
 static uint32_t key_hash(dns_type_t type, const char *name)
 {
-    uint32_t h = 2166136261u ^ (uint32_t)type;
-    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
-        h ^= *p;
-        h *= 16777619u;
-    }
-    return h;
+    return hash_str(HASH_INIT ^ (uint32_t)type, name);
 }
 
 static flight_t **table_slot(dns_t *d, uint32_t h, dns_type_t type, const char *name)

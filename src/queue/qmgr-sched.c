@@ -132,18 +132,8 @@ void qsched_set_limits(qsched_t *s, qtrans_t *t, unsigned maxproc, unsigned dest
 
 static unsigned hash_dest(const qtrans_t *t, const char *nexthop, const char *rcpt)
 {
-    unsigned h = 5381;
-    for (const char *p = t->name; *p; p++)
-        h = h * 33 + (unsigned char)*p;
-    h = h * 33 + ':';
-    for (const char *p = nexthop; *p; p++)
-        h = h * 33 + (unsigned char)lc((unsigned char)*p);
-    if (rcpt) {
-        h = h * 33 + '/';
-        for (const char *p = rcpt; *p; p++)
-            h = h * 33 + (unsigned char)lc((unsigned char)*p);
-    }
-    return h;
+    unsigned h = hash_str_lc(hash_str(hash_str(HASH_INIT, t->name), ":"), nexthop);
+    return rcpt ? hash_str_lc(hash_str(h, "/"), rcpt) : h;
 }
 
 static bool same_str(const char *a, const char *b)

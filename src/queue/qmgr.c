@@ -151,14 +151,10 @@ static qtrans_t *trans_for(qmgr_t *q, const char *name, const transport_t *t)
     if (!t)
         return tr;
     long long maxproc = t->maxproc > 0 ? t->maxproc : 1;
-    long long dlimit = transport_limit(t, "destination_concurrency_limit",
-                                       PARAM_default_destination_concurrency_limit);
     if (t->kind == TK_LOCAL && maxproc > QMGR_LOCAL_JOBS)
         maxproc = QMGR_LOCAL_JOBS;
-    if (dlimit < 1)
-        dlimit = 1;
     qsched_set_limits(q->sched, tr, (unsigned)(maxproc > 100000 ? 100000 : maxproc),
-                      (unsigned)(dlimit > 100000 ? 100000 : dlimit));
+                      (unsigned)t->concurrency_limit);
     return tr;
 }
 
@@ -167,10 +163,7 @@ static qtrans_t *trans_for(qmgr_t *q, const char *name, const transport_t *t)
 
 static unsigned hash_id(const char *id)
 {
-    unsigned h = 5381;
-    for (; *id; id++)
-        h = h * 33 + (unsigned char)*id;
-    return h;
+    return hash_str(HASH_INIT, id);
 }
 
 static qmsg_t *find(qmgr_t *q, const char *id)
@@ -758,9 +751,7 @@ static void route_msg(qmgr_t *q, qmsg_t *m)
         group_t *gr = &groups[k];
         qtrans_t *tr = trans_for(q, gr->tname, gr->t);
         qdest_t *d = qsched_dest(q->sched, tr, gr->nexthop, gr->rcpt);
-        long long lim = transport_limit(gr->t, "destination_recipient_limit",
-                                        PARAM_default_destination_recipient_limit);
-        size_t per = lim < 1 ? 1 : (size_t)lim;
+        size_t per = (size_t)gr->t->recipient_limit;
         for (size_t u0 = 0; u0 < gr->nunit; u0 += per) {
             size_t n = gr->nunit - u0 < per ? gr->nunit - u0 : per;
             qreq_t *r = req_new(m, gr->tname, gr->nexthop, gr->t);

@@ -975,6 +975,11 @@ TEST(config_transport_limits)
     CHECK_INT(transport_limit(dovecot, rl, drl), 9);  /* $name expanded */
     CHECK_INT(transport_limit(dovecot, cc, dcc), 20);
     CHECK_INT(transport_limit(scan, "destination_rate_delay", dcc), 120);
+    /* The two the queue manager reads, computed once at load. */
+    CHECK_INT(relay->concurrency_limit, 2);
+    CHECK_INT(local->concurrency_limit, 2);
+    CHECK_INT(scan->recipient_limit, 5);
+    CHECK_INT(relay->recipient_limit, 40);
     /* accepted, and listed as not used by moat */
     CHECK_STR(config_ignored(l.cfg), "scan_destination_concurrency_negative_feedback, scan_destination_rate_delay, "
                                      "scan_initial_destination_concurrency");
