@@ -395,4 +395,6 @@ for n in send1 send10 send100 reject100 idle sink_send sink_reject; do
 done
 bench/dns.sh || failed=1   # DNSBL rejections, warm and cold cache: its own moat and DNS server
 bench/queue.sh || failed=1 # relay to smtp-sink, 100,000 deferred messages: its own moats
+bench/store.sh || failed=1 # the state store: LMDB and a private redis-server
+bench/policy.sh || failed=1 # policy requests/s: moat (check_greylist, LMDB/Redis) and postgrey
 exit $failed

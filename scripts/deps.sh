@@ -4,7 +4,7 @@
 # Usage: scripts/deps.sh [build|test]   (default: test, the superset)
 set -eu
 
-BUILD_PKGS="gcc make pkg-config libevent-dev liblmdb-dev libpcre2-dev libunbound-dev libhiredis-dev"
+BUILD_PKGS="gcc make pkg-config libevent-dev liblmdb-dev libpcre2-dev libunbound-dev libhiredis-dev libpsl-dev"
 # postfix: smtp-sink/smtp-source and a reference Postfix for the queue
 # tests and benches; installed as "No configuration", never the system
 # MTA, never started (see below).  postfix-lmdb/-pcre: its table types.

@@ -10,5 +10,30 @@ int cmd_map(int argc, char **argv);     /* cli/cmd_map.c: build | query */
 int cmd_check(int argc, char **argv);   /* cli/cmd_check.c: simulate a transaction through the restriction engine */
 int cmd_dns(int argc, char **argv);     /* cli/cmd_dns.c: resolve names with moat's resolver; --bench */
 int cmd_queue(int argc, char **argv);   /* cli/cmd_queue.c: list | show | flush | delete | hold | release | requeue */
+int cmd_greylist(int argc, char **argv);  /* cli/cmd_greylist.c: list | allow | remove | stats */
+int cmd_block(int argc, char **argv);     /* cli/cmd_block.c: list | remove | export */
+
+
+/* cli/cli_state.c: the state store for `moat greylist` and `moat block`
+ * (and the benches): the configuration of DIR (NULL: the embedded one),
+ * its state_store opened on a private loop and pool. */
+#include "config/config.h"
+#include "core/buf.h"
+#include "core/pool.h"
+#include "store/store.h"
+
+typedef struct cli_state {
+    struct event_base *base;
+    pool_t *pool;
+    config_t *cfg;
+    store_t *store;
+} cli_state_t;
+
+/* 0, or -1 with the reason in err ("file:line: message" for a bad
+ * configuration). */
+int cli_state_open(cli_state_t *cs, const char *dir, buf_t *err);
+/* Run the loop until *done is true (the store's callbacks set it). */
+void cli_state_wait(cli_state_t *cs, const bool *done);
+void cli_state_close(cli_state_t *cs);
 
 #endif

@@ -30,6 +30,7 @@
 #include "policy/peer.h"
 #include "policy/restrict.h"
 #include "queue/route.h"
+#include "queue/verify.h"
 #include "smtp/smtpd.h"
 
 #include <event2/event.h>
@@ -317,7 +318,7 @@ static const service_t *pick_service(const config_t *cfg, const char *name, buf_
     size_t n = config_nservices(cfg);
     for (size_t i = 0; i < n; i++) {
         const service_t *sv = config_service(cfg, i);
-        if (!name || strcmp(sv->name, name) == 0)
+        if (sv->kind == SK_SMTPD && (!name || strcmp(sv->name, name) == 0))
             return sv;
     }
     if (name)
@@ -449,7 +450,8 @@ static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, con
 
     buf_printf(&label, "CONNECT from %s[%s]", name, ca->text);
     buf_printf(&ok, "220 %s", param_str(p, PARAM_smtpd_banner));
-    if (!delay && eval(&s, PCMD_CONNECT) != V_PERMIT) {
+    /* As the session: with smtpd_delay_reject only the limits run here. */
+    if (eval(&s, PCMD_CONNECT) != V_PERMIT) {
         show(&s, buf_cstr(&label), NULL);
         /* RFC 5321 3.1: the session stays open, every command but QUIT gets 503. */
         buf_printf(&denied, "503 5.7.0 Error: access denied for %s[%s]", name, ca->text);
@@ -499,7 +501,7 @@ static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, con
             s.st.sender = sender;
             verdict_reset(&s.v);
             buf_reset(&s.trace);
-            if (!delay && eval(&s, PCMD_MAIL) != V_PERMIT) {
+            if (eval(&s, PCMD_MAIL) != V_PERMIT) {
                 show(&s, buf_cstr(&label), NULL);
                 s.st.sender = NULL;
             } else {
@@ -1136,16 +1138,44 @@ int cmd_check(int argc, char **argv)
             fputs("moat: check: the configuration did not load\n", stderr);
     } else {
         resolver_t res = {0};
+        pool_t *pool = NULL;
+        store_t *store = NULL;
+        verify_t *verifier = NULL;
+        buf_t why = BUF_INIT;
         if (resolver_open(&res, config_main(cfg), &err)) {
+            /* The state the daemon would use, read but never written
+             * (commit = false): a check leaves no greylist triplet or
+             * counter behind. */
+            if (policy_needs(pol) & PN_STORE) {
+                pool = pool_new(res.base, 1);
+                store = store_open(res.base, pool, param_str(sv->params, PARAM_state_store), &why);
+                policy_env_t env = {.store = store, .store_error = store ? NULL : buf_cstr(&why)};
+                /* a probe is a real SMTP conversation with the address's
+                 * server: moat check makes it (the cache stays as it is) */
+                if (policy_needs(pol) & PN_VERIFY) {
+                    buf_t verr = BUF_INIT;
+                    verifier = verify_new(res.base, pool, res.dns, cfg, NULL, NULL, &verr);
+                    if (!verifier)
+                        put(stderr, &verr);
+                    buf_free(&verr);
+                    env.verify = verifier;
+                }
+                policy_set_env(pol, &env);
+            }
             fflush(stderr);
             rc = simulate(pol, sv->params, &o, &ca, &res, router);
         } else {
             put(stderr, &err);
         }
         /* The policy first: its policy service connections live on the
-         * resolver's loop, which must outlast them. */
+         * resolver's loop, which must outlast them; the store before the
+         * pool its LMDB work runs on. */
         dns_memo_free(&res.memo);
         policy_free(&pol);
+        verify_free(&verifier);
+        store_close(&store);
+        pool_free(&pool);
+        buf_free(&why);
         resolver_close(&res);
     }
     router_free(&router);

@@ -27,6 +27,11 @@ static void usage(FILE *f)
             "  queue [-c DIR] list|show|flush|delete|hold|release|requeue ...\n"
             "                               inspect and manage the mail queue (like mailq,\n"
             "                               postqueue, postsuper, postcat)\n"
+            "  greylist [-c DIR] list|allow|remove|stats ...\n"
+            "                               inspect and edit greylisting state\n"
+            "  block [-c DIR] list|remove|export ...\n"
+            "                               clients blocked by the abuse limits (export:\n"
+            "                               --format nftables|plain for a firewall set)\n"
             "  version                      print the version\n"
             "  help                         this text\n"
             "\n"
@@ -54,6 +59,10 @@ int main(int argc, char **argv)
         return cmd_dns(argc - 1, argv + 1);
     if (strcmp(cmd, "queue") == 0)
         return cmd_queue(argc - 1, argv + 1);
+    if (strcmp(cmd, "greylist") == 0)
+        return cmd_greylist(argc - 1, argv + 1);
+    if (strcmp(cmd, "block") == 0)
+        return cmd_block(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("moat %s\n", MOAT_VERSION);
         return 0;

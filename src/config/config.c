@@ -1,8 +1,8 @@
 /*
  * config: loads main.cf and master.cf (from a directory, from text, or the
  * embedded default), applies the rules for names moat does not implement,
- * and builds the resolved parameter set of main.cf, of each smtpd
- * service and of each delivery transport (master.cf "unix" services that
+ * and builds the resolved parameter set of main.cf, of each smtpd (or
+ * policy) service and of each delivery transport (master.cf "unix" services that
  * run smtp, lmtp, local, discard, error or retry, and the built-ins that
  * Postfix's stock master.cf declares).
  *
@@ -388,7 +388,12 @@ static void parse_master(config_t *cfg, const char *text, buf_t *err, buf_t *war
                 cf_msg(err, cfg->master_file, line, "duplicate service %s", cf_quote(&q, key.data));
             } else {
                 buf_printf(&seen, "%s\n", key.data);
-                if (strcmp(f[1], "inet") == 0 && strcmp(f[7], "smtpd") == 0) {
+                bool policy = strcmp(f[7], "policy") == 0;
+                if (policy && strcmp(f[1], "inet") != 0) {
+                    /* Never a silent skip: Postfix would find no policy server there. */
+                    cf_msg(err, cfg->master_file, line, "%s: a policy service must be of type inet "
+                           "(host:port), not %s", cf_quote(&q, f[0]), f[1]);
+                } else if (strcmp(f[1], "inet") == 0 && (policy || strcmp(f[7], "smtpd") == 0)) {
                     cfg->svc = xrealloc(cfg->svc, (cfg->nsvc + 1) * sizeof *cfg->svc);
                     svc_t *sv = &cfg->svc[cfg->nsvc++];
                     memset(sv, 0, sizeof *sv);
@@ -396,6 +401,7 @@ static void parse_master(config_t *cfg, const char *text, buf_t *err, buf_t *war
                     sv->pub.file = cfg->master_file;
                     sv->pub.line = line;
                     sv->pub.maxproc = strcmp(f[6], "-") ? atoi(f[6]) : 0;
+                    sv->pub.kind = policy ? SK_POLICY : SK_SMTPD;
                     sv->mline = master_line(f, nf);
                     const char *why = parse_listen(f[0], &sv->pub.host, &sv->pub.port);
                     if (why)
@@ -890,6 +896,35 @@ size_t config_nservices(const config_t *cfg)
 const service_t *config_service(const config_t *cfg, size_t i)
 {
     return i < cfg->nsvc ? &cfg->svc[i].pub : NULL;
+}
+
+char **config_listen_addrs(const config_t *cfg, size_t *n)
+{
+    size_t total = config_nservices(cfg);
+    char **out = xcalloc(total ? total : 1, sizeof *out);
+    *n = 0;
+    for (size_t i = 0; i < total; i++) {
+        const service_t *s = config_service(cfg, i);
+        if (s->kind != SK_SMTPD)
+            continue;
+        buf_t b = BUF_INIT;
+        const char *port = s->port ? s->port : "25";
+        if (!s->host || !*s->host)
+            buf_printf(&b, "*:%s", port);
+        else if (strchr(s->host, ':'))
+            buf_printf(&b, "[%s]:%s", s->host, port);
+        else
+            buf_printf(&b, "%s:%s", s->host, port);
+        out[(*n)++] = buf_steal(&b);
+    }
+    return out;
+}
+
+void config_listen_free(char **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(list[i]);
+    free(list);
 }
 
 const char *config_ignored(const config_t *cfg)

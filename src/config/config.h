@@ -60,6 +60,9 @@ typedef struct service {
     params_t *params; /* main.cf with this service's -o overrides applied */
     char *file;       /* where it was declared, for messages */
     int line;
+    /* Added with the policy server: what the service runs (master.cf's
+     * command field of an inet service). */
+    enum { SK_SMTPD, SK_POLICY } kind;   /* smtpd(8) sessions, or Postfix policy requests (smtp/policyd.h) */
 } service_t;
 
 typedef struct config config_t;
@@ -78,6 +81,12 @@ void config_free(config_t **cfg);
 const params_t *config_main(const config_t *cfg);
 size_t config_nservices(const config_t *cfg);
 const service_t *config_service(const config_t *cfg, size_t i);
+/* "This is me" for the SMTP client's loop detection: the address of every
+ * smtpd service as "host:port", "[v6]:port" or "*:port" (any local
+ * address), malloc'd, in a malloc'd array of *n; free with
+ * config_listen_free. */
+char **config_listen_addrs(const config_t *cfg, size_t *n);
+void config_listen_free(char **list, size_t n);
 /* Postfix parameters that were set but do not apply to moat (PF_IGNORED),
  * as "name, name, ..."; "" when none. */
 const char *config_ignored(const config_t *cfg);

@@ -37,8 +37,13 @@
 #include "policy/dnsbl.h"
 #include "policy/domlist.h"
 #include "policy/netlist.h"
+#include "policy/anvil.h"
+#include "policy/greylist.h"
 #include "policy/policysvc.h"
 #include "policy/restrict-private.h"
+#include "policy/sstep.h"
+#include "policy/unverified.h"
+#include "store/store.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -81,6 +86,8 @@ typedef enum {
     /* Added with the policy client (not prefetched: its request needs the
      * whole command's state): */
     R_POLICY_SERVICE,
+    /* Added with the state issue (sstep.h; not in table results): */
+    R_GREYLIST, R_UNVERIFIED_SENDER, R_UNVERIFIED_RCPT, R_KNOWN_CORRESPONDENT,
 } rkind_t;
 
 /* check_<target>_<which>_access */
@@ -164,9 +171,12 @@ static const rdef_t rdefs[] = {
     {"check_relay_domains", R_CHECK_RELAY_DOMAINS, A_NONE, NULL},
     /* Added with the policy client. */
     {"check_policy_service", R_POLICY_SERVICE, A_POLICY, NULL},
+    /* Added with the state issue. */
+    {"check_greylist", R_GREYLIST, A_NONE, NULL},
+    {"reject_unverified_sender", R_UNVERIFIED_SENDER, A_NONE, NULL},
+    {"reject_unverified_recipient", R_UNVERIFIED_RCPT, A_NONE, NULL},
+    {"permit_known_correspondent", R_KNOWN_CORRESPONDENT, A_NONE, NULL},
     /* Known to Postfix, brought by later moat issues: refused by name. */
-    {"reject_unverified_sender", R_NONE, A_NONE, "state"},
-    {"reject_unverified_recipient", R_NONE, A_NONE, "state"},
     {"permit_tls_clientcerts", R_NONE, A_NONE, "tls"},
     {"permit_tls_all_clientcerts", R_NONE, A_NONE, "tls"},
     {"check_ccert_access", R_NONE, A_TABLE, "tls"},
@@ -276,14 +286,23 @@ struct policy {
     char *queue_dir;          /* relative unix: policy endpoints */
     char *compat_level, *mail_version;   /* request attributes */
     bool smtputf8;            /* smtputf8_enable: a policy action must be UTF-8 */
+    /* Added with the state issue: */
+    const params_t *params;   /* the service's parameters (the state steps read theirs at run time) */
+    greylist_t *grey;         /* check_greylist settings (always compiled: cheap when unused) */
+    anvil_t *anvil;           /* the rate and abuse limits */
+    unsigned needs;           /* PN_* of the compiled lists */
+    policy_env_t env;
+    ss_fx_t *fx;              /* the current evaluation's writes */
+    bool corr_record;         /* correspondent_allow_list */
+    unsigned corr_ttl;        /* correspondent_expire_time */
 };
 
 static const char *const class_names[RC__COUNT] = {"client", "helo", "sender", "relay", "recipient",
-                                                    "data", "end_of_data", "etrn"};
+                                                    "data", "end_of_data", "etrn", "policy"};
 static const param_id class_params[RC__COUNT] = {
     PARAM_smtpd_client_restrictions, PARAM_smtpd_helo_restrictions, PARAM_smtpd_sender_restrictions,
     PARAM_smtpd_relay_restrictions, PARAM_smtpd_recipient_restrictions, PARAM_smtpd_data_restrictions,
-    PARAM_smtpd_end_of_data_restrictions, PARAM_smtpd_etrn_restrictions};
+    PARAM_smtpd_end_of_data_restrictions, PARAM_smtpd_etrn_restrictions, PARAM_policy_restrictions};
 
 /* ------------------------------------------------------------------ lists */
 
@@ -509,6 +528,17 @@ static void compile_items(cctx_t *cc, const char *const *items, size_t n, rlist_
             if (d->issue) {
                 cmsg(cc, "%s: not supported by this version of moat (comes with the %s issue)", d->name, d->issue);
                 continue;
+            }
+            if (d->kind >= R_GREYLIST && d->kind <= R_KNOWN_CORRESPONDENT) {
+                /* the owner opens the store for what the lists name */
+                if (!cc->tables_ok) {
+                    cmsg(cc, "%s: a state restriction inside an access table result (name a restriction class "
+                             "instead)", d->name);
+                    continue;
+                }
+                cc->pol->needs |= PN_STORE;
+                if (d->kind == R_UNVERIFIED_SENDER || d->kind == R_UNVERIFIED_RCPT)
+                    cc->pol->needs |= PN_VERIFY;
             }
             st.kind = d->kind;
             if ((d->kind == R_PERMIT_INET_IF || d->kind == R_MX_BACKUP) && !cc->pol->uses_inet_if) {
@@ -960,6 +990,18 @@ policy_t *policy_new(const params_t *p, const char *config_dir, buf_t *err)
     errors += compile_dns(pol, p, config_dir, err);
     errors += compile_relay(pol, p, config_dir, err);
     compile_policy_defaults(pol, p);
+    pol->params = p;
+    pol->fx = ss_fx_new();
+    pol->corr_record = param_bool(p, PARAM_correspondent_allow_list);
+    pol->corr_ttl = (unsigned)param_int(p, PARAM_correspondent_expire_time);
+    if (pol->corr_record)
+        pol->needs |= PN_STORE;
+    if (!(pol->grey = greylist_new(p, config_dir, err)))
+        errors++;
+    if (!(pol->anvil = anvil_new(p, config_dir, err)))
+        errors++;
+    else if (anvil_uses_store(pol->anvil))
+        pol->needs |= PN_STORE;
 
     n = param_list(p, PARAM_smtpd_log_access_permit_actions, &items);
     pol->permit_log = xcalloc(n ? n : 1, sizeof *pol->permit_log);
@@ -1086,6 +1128,9 @@ void policy_free(policy_t **ppol)
     buf_free(&pol->why);
     free(pol->psvc_default_action);
     free(pol->psvc_context);
+    greylist_free(&pol->grey);
+    anvil_free(&pol->anvil);
+    ss_fx_free(&pol->fx);
     free(pol->queue_dir);
     free(pol->compat_level);
     free(pol->mail_version);
@@ -1125,7 +1170,8 @@ bool policy_tables_changed(const policy_t *pol)
         if (map_changed(pol->tables[i].map))
             return true;
     return addrlist_changed(pol->mynetworks) || domlist_changed(pol->relay) ||
-           (pol->mx_networks && addrlist_changed(pol->mx_networks));
+           (pol->mx_networks && addrlist_changed(pol->mx_networks)) || greylist_tables_changed(pol->grey) ||
+           anvil_tables_changed(pol->anvil);
 }
 
 bool policy_delay_reject(const policy_t *pol)
@@ -3122,6 +3168,109 @@ static int policy_service(ectx_t *c, const step_t *s, const char *rname, const c
     return rc;
 }
 
+/* ------------------------------------------------------- state steps */
+
+static void ss_begin(ectx_t *c, ss_ctx_t *sc, const char *step)
+{
+    *sc = (ss_ctx_t){.st = c->st, .cmd = c->cmd, .p = c->pol->params, .env = &c->pol->env, .memo = c->st->dns,
+                     .step = step, .top = c->top, .now = time(NULL), .trace = c->trace,
+                     .warnings = &c->v->warnings, .prepend = &c->v->prepend, .fx = c->pol->fx};
+}
+
+/* A module's answer (sstep.h) as the engine's. */
+static int ss_result(ectx_t *c, ss_ctx_t *sc, ss_status_t r, const char *rname, const char *rclass)
+{
+    switch (r) {
+    case SS_PENDING:
+        c->pending = true;
+        return S_PENDING;
+    case SS_PERMIT:
+        return acl_permit(c, sc->step, rclass, rname, NULL);
+    case SS_REJECT:
+        if (sc->whole_text || !*rclass)
+            return reject(c, false, sc->code, sc->dsn, "%s", sc->text);
+        return reject(c, false, sc->code, sc->dsn, "<%s>: %s rejected: %s", rname, rclass, sc->text);
+    case SS_DEFER_IF_PERMIT:
+        if (sc->whole_text || !*rclass)
+            return tempfail(c, false, sc->code, sc->dsn, "%s", sc->text);
+        return tempfail(c, false, sc->code, sc->dsn, "<%s>: %s rejected: %s", rname, rclass, sc->text);
+    case SS_DUNNO:
+        break;
+    }
+    return S_DUNNO;
+}
+
+static int correspondent_step(ss_ctx_t *sc)
+{
+    const char *sender = sc->st->sender;
+    if (!sender || !*sender) {
+        ss_trace(sc, "no sender (or the null sender) -> DUNNO");
+        return SS_DUNNO;
+    }
+    char key[KEY_MAX];
+    snprintf(key, sizeof key, "corr:%s", sender);
+    for (char *k = key + 5; *k; k++)
+        *k = (char)tolower((unsigned char)*k);
+    ss_value_t val;
+    switch (ss_store_get(sc, key, &val)) {
+    case SG_PENDING:
+        return SS_PENDING;
+    case SG_ERROR:
+        /* an allow list that cannot be read allows nothing */
+        ss_log(sc, "warning", "permit_known_correspondent: state store: %s", val.error);
+        ss_trace(sc, "state store failed (%s) -> DUNNO", val.error);
+        return SS_DUNNO;
+    case SG_MISSING:
+        ss_trace(sc, "%s: not a known correspondent -> DUNNO", sender);
+        return SS_DUNNO;
+    case SG_FOUND:
+        break;
+    }
+    ss_trace(sc, "%s: a known correspondent (a local user wrote to it; %s)", sender, val.data);
+    return SS_PERMIT;
+}
+
+static int state_step(ectx_t *c, const step_t *s, const char *rname, const char *rclass)
+{
+    if (c->prefetch)
+        return S_DUNNO;
+    ss_ctx_t sc;
+    ss_begin(c, &sc, s->text);
+    ss_status_t r = SS_DUNNO;
+    switch (s->kind) {
+    case R_GREYLIST:
+        r = greylist_step(c->pol->grey, &sc);
+        break;
+    case R_UNVERIFIED_SENDER:
+        r = unverified_step(&sc, true);
+        break;
+    case R_UNVERIFIED_RCPT:
+        r = unverified_step(&sc, false);
+        break;
+    case R_KNOWN_CORRESPONDENT:
+        r = correspondent_step(&sc);
+        break;
+    default:
+        return server_error(c);
+    }
+    return ss_result(c, &sc, r, rname, rclass);
+}
+
+/* The rate and abuse limits, before the classes (anvil.h). */
+static int limits_stage(ectx_t *c)
+{
+    static const step_t limits = {.kind = R_NONE, .text = (char *)"anvil"};
+    const char *saved = c->top;
+    c->top = "limits";
+    c->step = &limits;
+    ss_ctx_t sc;
+    ss_begin(c, &sc, "anvil");
+    int rc = ss_result(c, &sc, anvil_stage(c->pol->anvil, &sc), "", "");
+    c->step = NULL;
+    c->top = saved;
+    return rc;
+}
+
 static int run_step(ectx_t *c, const step_t *s, const char *rname, const char *rclass)
 {
     policy_t *pol = c->pol;
@@ -3282,6 +3431,11 @@ static int run_step(ectx_t *c, const step_t *s, const char *rname, const char *r
         return dns_step(c, s, rname, rclass);
     case R_POLICY_SERVICE:
         return policy_service(c, s, rname, rclass);
+    case R_GREYLIST:
+    case R_UNVERIFIED_SENDER:
+    case R_UNVERIFIED_RCPT:
+    case R_KNOWN_CORRESPONDENT:
+        return state_step(c, s, rname, rclass);
     case R_NONE:
         break;
     }
@@ -3317,6 +3471,20 @@ static int run_list(ectx_t *c, const rlist_t *l, const char *rname, const char *
     return status;
 }
 
+static rclass_t delegated_class(pcmd_t cmd)
+{
+    switch (cmd) {
+    case PCMD_CONNECT: return RC_CLIENT;
+    case PCMD_HELO: return RC_HELO;
+    case PCMD_MAIL: return RC_SENDER;
+    case PCMD_RCPT: return RC_RECIPIENT;
+    case PCMD_DATA: return RC_DATA;
+    case PCMD_EOD: return RC_EOD;
+    case PCMD_ETRN: return RC_ETRN;
+    }
+    return RC_RECIPIENT;
+}
+
 /* One class, as one of Postfix's smtpd_check_* stages.  reset: start a
  * new stage (defer_if_reject and warn_if_reject do not carry over). */
 static int stage(ectx_t *c, rclass_t rc, bool reset)
@@ -3330,7 +3498,8 @@ static int stage(ectx_t *c, rclass_t rc, bool reset)
     c->top = class_names[rc];
     c->step = NULL;
     const char *rname = "", *rclass = "";
-    switch (rc) {
+    /* a delegated request (policy_restrictions): the class of its state */
+    switch (rc == RC_POLICY ? delegated_class(c->cmd) : rc) {
     case RC_CLIENT:
         rname = c->namaddr, rclass = "Client host", c->implied = R_CHECK_CLIENT;
         break;
@@ -3396,9 +3565,11 @@ static const char *stage_name(pcmd_t cmd, const pstate_t *st)
     return "?";
 }
 
-vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *v, buf_t *trace_buf)
+static vstatus_t evaluate(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *v, buf_t *trace_buf,
+                          bool delegated)
 {
     verdict_reset(v);
+    ss_fx_reset(pol->fx);
     size_t trace_start = trace_buf ? trace_buf->len : 0;
     ectx_t c = {.pol = pol, .st = st, .v = v, .trace = trace_buf, .cmd = cmd, .top = "policy"};
     c.stage = stage_name(cmd, st);
@@ -3407,6 +3578,14 @@ vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *
     bool delay = pol->delay_reject;
     bool final_dip = true;
     int status = S_DUNNO;
+    if (delegated) {
+        status = stage(&c, RC_POLICY, true);
+        cmd = (pcmd_t)-1;   /* none of the per-command stages below */
+    } else if (pol->anvil) {
+        status = limits_stage(&c);
+        if (!GO(status))
+            cmd = (pcmd_t)-1;
+    }
     switch (cmd) {
     case PCMD_CONNECT:
         final_dip = false;
@@ -3455,6 +3634,8 @@ vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *
         if (GO(status))
             status = stage(&c, RC_ETRN, true);
         break;
+    default:
+        break;
     }
     if (status == S_PENDING) {
         /* Nothing of this pass counts: the caller asks again once the
@@ -3480,6 +3661,12 @@ vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *
     if (cmd == PCMD_RCPT && v->status == V_PERMIT && st->recipient && *st->recipient && pol->unlisted_rcpt &&
         !c.rcpt_checked && !v->discard)
         implicit_unlisted(&c, RC_RECIPIENT, st->recipient);
+    /* The final pass: the state steps' writes happen now, once. */
+    ss_fx_trace(pol->fx, trace_buf);
+    if (pol->env.commit && pol->env.store)
+        ss_fx_commit(pol->fx, pol->env.store);
+    else
+        ss_fx_reset(pol->fx);
     if (trace_buf) {
         c.top = "verdict";
         if (v->status == V_PERMIT)
@@ -3488,6 +3675,55 @@ vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *
             trace(&c, "%s (rule=%s)", buf_cstr(&v->reply), v->rule);
     }
     return v->status;
+}
+
+vstatus_t policy_eval(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *v, buf_t *trace)
+{
+    return evaluate(pol, cmd, st, v, trace, false);
+}
+
+vstatus_t policy_eval_delegated(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *v, buf_t *trace)
+{
+    return evaluate(pol, cmd, st, v, trace, true);
+}
+
+unsigned policy_needs(const policy_t *pol)
+{
+    return pol->needs;
+}
+
+void policy_set_env(policy_t *pol, const policy_env_t *env)
+{
+    pol->env = env ? *env : (policy_env_t){0};
+}
+
+void policy_note_event(policy_t *pol, const pstate_t *st, pevent_t ev)
+{
+    anvil_note(pol->anvil, &pol->env, st, ev);
+}
+
+void policy_record_correspondents(policy_t *pol, const pstate_t *st, const char *const *rcpts, size_t n)
+{
+    if (!pol->corr_record || !pol->env.store || !pol->env.commit || !n)
+        return;
+    bool trusted = st->sasl_user && *st->sasl_user;
+    if (!trusted && st->client_addr && pol->mynetworks)
+        trusted = addrlist_match(pol->mynetworks, st->client_addr, NULL) == AL_MATCH;
+    if (!trusted)
+        return;
+    ss_fx_reset(pol->fx);
+    ss_ctx_t sc = {.fx = pol->fx};
+    char key[KEY_MAX], stamp[32];
+    snprintf(stamp, sizeof stamp, "%lld", (long long)time(NULL));
+    for (size_t i = 0; i < n; i++) {
+        if (!rcpts[i] || !*rcpts[i])
+            continue;
+        snprintf(key, sizeof key, "corr:%s", rcpts[i]);
+        for (char *k = key + 5; *k; k++)
+            *k = (char)tolower((unsigned char)*k);
+        ss_fx_set(&sc, key, stamp, pol->corr_ttl);
+    }
+    ss_fx_commit(pol->fx, pol->env.store);
 }
 
 void policy_prefetch(policy_t *pol, const pstate_t *st)

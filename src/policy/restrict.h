@@ -45,6 +45,7 @@ typedef enum {
     RC_DATA,       /* smtpd_data_restrictions */
     RC_EOD,        /* smtpd_end_of_data_restrictions */
     RC_ETRN,       /* smtpd_etrn_restrictions */
+    RC_POLICY,     /* policy_restrictions (a master.cf policy service; added with the state issue) */
     RC__COUNT
 } rclass_t;
 
@@ -105,6 +106,8 @@ typedef struct pstate {
     unsigned tls_keysize;
     const char *ccert_subject, *ccert_issuer;            /* xtext, as Postfix sends them */
     const char *ccert_fingerprint, *ccert_pubkey_fingerprint;
+    /* Added with the state issue: */
+    const char *service;           /* the master.cf service name (per-service connection counts); NULL: "smtp" */
 } pstate_t;
 
 typedef enum { V_PERMIT, V_REJECT, V_DEFER, V_PENDING } vstatus_t;
@@ -203,5 +206,49 @@ vstatus_t policy_rcpt(policy_t *pol, const pstate_t *st, bool exempt, bool disca
  * policy_context context.  Deterministic: the same command and state give
  * the same text (the memo key of the answer). */
 void policy_request_text(const policy_t *pol, pcmd_t cmd, const pstate_t *st, const char *context, buf_t *out);
+
+/* --- Added with the state issue --- */
+
+struct store;
+struct verify;
+
+/* What the compiled restrictions may use at run time; the owner (the
+ * server's generation, `moat check`, the policy service) opens it and
+ * keeps it alive as long as the policy.  Without one (or with NULL
+ * members) the steps that need it answer as their *_fail_action says. */
+typedef struct policy_env {
+    struct store *store;      /* state_store; NULL: could not be opened (store_error says why) */
+    const char *store_error;
+    struct verify *verify;    /* address verification probes (src/queue/verify.h) */
+    bool commit;              /* write the evaluations' effects (greylist triplets, counters) to the store */
+} policy_env_t;
+
+/* What policy_needs() reports. */
+#define PN_STORE 1u    /* check_greylist, rate or abuse limits, correspondents, reject_unverified_* */
+#define PN_VERIFY 2u   /* reject_unverified_sender / reject_unverified_recipient */
+unsigned policy_needs(const policy_t *pol);
+/* Copied; the pointers must stay valid until the next call or policy_free. */
+void policy_set_env(policy_t *pol, const policy_env_t *env);
+
+/* Session events the abuse limits count (smtpd_client_reject_limit,
+ * smtpd_client_unknown_recipient_limit); the counting is asynchronous and
+ * needs no answer: a client that reaches a limit is blocked, which the
+ * next command's evaluation sees (421 4.7.0, and the session hangs up). */
+typedef enum { PE_REJECT_5XX, PE_UNKNOWN_RCPT } pevent_t;
+void policy_note_event(policy_t *pol, const pstate_t *st, pevent_t ev);
+
+/* A message from st's client was accepted for these recipients: when
+ * correspondent_allow_list = yes and the client is trusted (SASL
+ * authenticated, or in mynetworks), remember each recipient for
+ * permit_known_correspondent. */
+void policy_record_correspondents(policy_t *pol, const pstate_t *st, const char *const *rcpts, size_t n);
+
+/* A Postfix policy request (the policy service): evaluate
+ * policy_restrictions for cmd (from the request's protocol_state) with
+ * Postfix's reply class for that state (Client host / Helo command /
+ * Sender address / Recipient address / Data command / End-of-data / Etrn
+ * command).  The rate limits do not run (Postfix's own smtpd has them).
+ * An empty policy_restrictions permits. */
+vstatus_t policy_eval_delegated(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict_t *v, buf_t *trace);
 
 #endif

@@ -91,21 +91,8 @@ static qgen_t *gen_new(const config_t *cfg, dns_t *dns, buf_t *err)
     g->myorigin = str_param(p, PARAM_myorigin);
     g->double_bounce_sender = str_param(p, PARAM_double_bounce_sender);
     g->notice_rcpt = str_param(p, PARAM_2bounce_notice_recipient);
-    /* "This is me", for the client's loop detection: every address the
-     * smtpd services listen on. */
-    size_t n = config_nservices(cfg);
-    g->listen = xcalloc(n ? n : 1, sizeof *g->listen);
-    for (size_t i = 0; i < n; i++) {
-        const service_t *s = config_service(cfg, i);
-        buf_t b = BUF_INIT;
-        if (!s->host || !*s->host)
-            buf_printf(&b, "*:%s", s->port ? s->port : "25");
-        else if (strchr(s->host, ':'))
-            buf_printf(&b, "[%s]:%s", s->host, s->port ? s->port : "25");
-        else
-            buf_printf(&b, "%s:%s", s->host, s->port ? s->port : "25");
-        g->listen[g->nlisten++] = buf_steal(&b);
-    }
+    /* "This is me", for the client's loop detection. */
+    g->listen = config_listen_addrs(cfg, &g->nlisten);
     g->self.myhostname = g->myhostname;
     g->self.listen = (const char *const *)g->listen;
     g->self.nlisten = g->nlisten;
@@ -126,9 +113,7 @@ void qmgr_gen_unref(qgen_t **gp)
         return;
     router_free(&g->router);
     dns_unref(&g->dns);
-    for (size_t i = 0; i < g->nlisten; i++)
-        free(g->listen[i]);
-    free(g->listen);
+    config_listen_free(g->listen, g->nlisten);
     free(g->myhostname);
     free(g->myorigin);
     free(g->double_bounce_sender);

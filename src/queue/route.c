@@ -47,7 +47,9 @@ static bool is_pattern_table(const char *spec)
     return str_istarts(spec, "regexp:") || str_istarts(spec, "pcre:") || str_istarts(spec, "cidr:");
 }
 
-router_t *router_new(const config_t *cfg, buf_t *err)
+/* tmaps_param/relayhost_param: transport_maps and relayhost, or the
+ * address_verify_* overrides for verification probes. */
+static router_t *router_make(const config_t *cfg, param_id tmaps_param, param_id relayhost_param, buf_t *err)
 {
     const params_t *p = config_main(cfg);
     router_t *r = xcalloc(1, sizeof *r);
@@ -72,19 +74,19 @@ router_t *router_new(const config_t *cfg, buf_t *err)
     }
     r->tm_parent = domlist_parent_style(styles, nstyles, "transport_maps") == DL_PARENT;
 
-    n = param_list(p, PARAM_transport_maps, &items);
+    n = param_list(p, tmaps_param, &items);
     r->tmaps = xcalloc(n ? n : 1, sizeof *r->tmaps);
     for (size_t i = 0; i < n; i++) {
         buf_reset(&why);
         if (!strchr(items[i], ':')) {
-            param_where(p, PARAM_transport_maps, err);
-            buf_printf(err, "transport_maps: \"%s\": need type:table\n", items[i]);
+            param_where(p, tmaps_param, err);
+            buf_printf(err, "%s: \"%s\": need type:table\n", param_name(tmaps_param), items[i]);
             errors++;
             continue;
         }
         map_t *m = map_open(items[i], dir, &why);
         if (!m) {
-            param_where_lines(p, PARAM_transport_maps, why.len ? buf_cstr(&why) : "cannot open table", err);
+            param_where_lines(p, tmaps_param, why.len ? buf_cstr(&why) : "cannot open table", err);
             errors++;
             continue;
         }
@@ -100,13 +102,23 @@ router_t *router_new(const config_t *cfg, buf_t *err)
         }
         r->class_spec[c] = xstrdup(spec);
     }
-    r->relayhost = xstrdup(param_str(p, PARAM_relayhost));
+    r->relayhost = xstrdup(param_str(p, relayhost_param));
     r->myorigin = xstrdup(param_str(p, PARAM_myorigin));
     r->delim = xstrdup(param_str(p, PARAM_recipient_delimiter));
     buf_free(&why);
     if (errors)
         router_free(&r);
     return r;
+}
+
+router_t *router_new(const config_t *cfg, buf_t *err)
+{
+    return router_make(cfg, PARAM_transport_maps, PARAM_relayhost, err);
+}
+
+router_t *router_new_probe(const config_t *cfg, buf_t *err)
+{
+    return router_make(cfg, PARAM_address_verify_transport_maps, PARAM_address_verify_relayhost, err);
 }
 
 void router_free(router_t **pr)

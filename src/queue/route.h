@@ -46,6 +46,9 @@ typedef struct router router_t;
  * relay_domains, transport_maps, relayhost, *_transport).  NULL + err
  * ("file:line: message") when a table cannot be opened. */
 router_t *router_new(const config_t *cfg, buf_t *err);
+/* The same for address verification probes: address_verify_transport_maps
+ * and address_verify_relayhost in place of transport_maps and relayhost. */
+router_t *router_new_probe(const config_t *cfg, buf_t *err);
 void router_free(router_t **r);
 
 /* Resolve one envelope recipient (an address without <>; an address

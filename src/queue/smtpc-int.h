@@ -26,6 +26,7 @@ struct event;
 /* The reply a command waits for. */
 typedef enum {
     X_GREET, X_EHLO, X_HELO, X_LHLO, X_XFWD1, X_XFWD2, X_MAIL, X_RCPT, X_DATA, X_DOT, X_RSET,
+    X_PROBE_RSET,   /* the RSET that ends a probe transaction (req->probe) */
 } xkind_t;
 
 typedef struct expect {

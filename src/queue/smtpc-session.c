@@ -63,6 +63,7 @@ static const char *kind_reply_to(xkind_t k)
     case X_DATA: return "DATA command";
     case X_DOT: return "end of DATA command";
     case X_RSET: return "RSET probe";
+    case X_PROBE_RSET: return "RSET command";
     }
     return "command";
 }
@@ -81,6 +82,7 @@ static const char *kind_stage(xkind_t k)
     case X_DATA: return "sending DATA command";
     case X_DOT: return "sending end of data -- message may be sent more than once";
     case X_RSET: return "sending RSET probe";
+    case X_PROBE_RSET: return "sending RSET";
     }
     return "talking";
 }
@@ -167,7 +169,8 @@ static long long kind_timeout(const conn_t *conn, xkind_t k)
     case X_RCPT: return tparam(p, l, PARAM_smtp_rcpt_timeout, PARAM_lmtp_rcpt_timeout);
     case X_DATA: return tparam(p, l, PARAM_smtp_data_init_timeout, PARAM_lmtp_data_init_timeout);
     case X_DOT: return tparam(p, l, PARAM_smtp_data_done_timeout, PARAM_lmtp_data_done_timeout);
-    case X_RSET: return tparam(p, l, PARAM_smtp_rset_timeout, PARAM_lmtp_rset_timeout);
+    case X_RSET:
+    case X_PROBE_RSET: return tparam(p, l, PARAM_smtp_rset_timeout, PARAM_lmtp_rset_timeout);
     }
     return 300;
 }
@@ -666,7 +669,10 @@ static void txn_start(dlv_t *d)
         session_end(d);
         return;
     }
-    if (conn->f.size_limit > 0 && req->content_size > conn->f.size_limit) {
+    /* Address verification (req->probe): MAIL, the RCPTs, then RSET
+     * instead of DATA, so the server never sees content and the
+     * connection stays reusable; no SIZE, BODY or XFORWARD. */
+    if (!req->probe && conn->f.size_limit > 0 && req->content_size > conn->f.size_limit) {
         buf_t text = BUF_INIT;
         buf_printf(&text, "message size %ld exceeds size limit %lld of server %s", req->content_size,
                    conn->f.size_limit, conn->namaddr);
@@ -684,7 +690,7 @@ static void txn_start(dlv_t *d)
         return;
     }
     const char *bt = req->body_type ? req->body_type : "";
-    d->use_whole = !conn->f.eightbit && !param_bool(d->p, PARAM_disable_mime_output_conversion) &&
+    d->use_whole = !req->probe && !conn->f.eightbit && !param_bool(d->p, PARAM_disable_mime_output_conversion) &&
                    !str_ieq(bt, "7BIT");
     if (d->use_whole && !d->have_whole) {
         d->phase = PH_LOAD;
@@ -696,7 +702,7 @@ static void txn_start(dlv_t *d)
     conn->uses++;
     buf_t line = BUF_INIT;
     bool xfwd = param_bool(d->p, d->lmtp ? PARAM_lmtp_send_xforward_command : PARAM_smtp_send_xforward_command);
-    if (xfwd && conn->f.xforward) {
+    if (xfwd && conn->f.xforward && !req->probe) {
         unsigned offered = conn->f.xforward;
         smtpc_xfwd_in_t in = {0};
         const char *name = req->client_name, *addr = req->client_addr;
@@ -721,9 +727,9 @@ static void txn_start(dlv_t *d)
         buf_reset(&line);
     }
     buf_printf(&line, "MAIL FROM:<%s>", req->sender ? req->sender : "");
-    if (conn->f.size)
+    if (conn->f.size && !req->probe)
         buf_printf(&line, " SIZE=%ld", req->content_size);
-    if (str_ieq(bt, "8BITMIME") && conn->f.eightbit)
+    if (str_ieq(bt, "8BITMIME") && conn->f.eightbit && !req->probe)
         buf_puts(&line, " BODY=8BITMIME");
     if (req->smtputf8 && conn->f.smtputf8)
         buf_puts(&line, " SMTPUTF8");
@@ -735,7 +741,10 @@ static void txn_start(dlv_t *d)
         buf_printf(&line, "RCPT TO:<%s>", req->rcpts[i].addr);
         cmd_add(d, X_RCPT, i, buf_cstr(&line));
     }
-    cmd_add(d, X_DATA, 0, "DATA");
+    if (req->probe)
+        cmd_add(d, X_PROBE_RSET, 0, "RSET");
+    else
+        cmd_add(d, X_DATA, 0, "DATA");
     buf_free(&line);
     free(d->acc);
     d->acc = xcalloc(req->nrcpt + 1, sizeof *d->acc);
@@ -883,7 +892,7 @@ static void on_reply(conn_t *conn, expect_t e, const smtpc_reply_t *r)
                 wrong_class(conn, r, e.kind);
                 return;
             }
-            if (cls == 2)
+            if (cls == 2 && !d->req->probe)
                 d->acc[d->nacc++] = e.rcpt;
             else
                 rcpt_from_reply(d, e.rcpt, r, X_RCPT);
@@ -908,6 +917,11 @@ static void on_reply(conn_t *conn, expect_t e, const smtpc_reply_t *r)
         }
         for (size_t k = 0; k < d->nacc; k++)
             rcpt_from_reply(d, d->acc[k], r, X_DATA);
+        break;
+    case X_PROBE_RSET:
+        /* The server did not reset: never reuse what state it is in. */
+        if (cls != 2)
+            conn->broken = true;
         break;
     case X_DOT:
         if (cls == 3) {

@@ -32,6 +32,10 @@
  *  - Content is read from the queue file on the pool in chunks (never the
  *    whole message in memory, except for an 8-bit downgrade) and sent with
  *    CRLF line ends and dot-stuffing.
+ *  - Probe mode (req->probe, for address verification): MAIL FROM and
+ *    the RCPTs, then RSET, never DATA; a 2xx to RCPT is that recipient's
+ *    "sent".  No content, SIZE, BODY or XFORWARD; the RSET leaves the
+ *    connection in step for the cache (a refused RSET closes it).
  * Replies: 2xx per recipient -> sent; 4xx, a timeout, a lost connection, a
  * garbled reply -> deferred; 5xx -> bounce for that recipient (a 5xx to
  * MAIL or DATA bounces every recipient of the request).
@@ -106,6 +110,8 @@ struct smtpc_request {
     const char *nexthop;
     dns_t *dns;                   /* NULL: only literal addresses work */
     const smtpc_self_t *self;
+    bool probe;                   /* address verification: MAIL, RCPT..., RSET; no DATA (path and
+                                   * content fields unused) */
     /* --- results, set before done runs --- */
     char relay[300];      /* "mx.example.com[192.0.2.1]:25" of the server
                            * that gave the final answers; "none" when no

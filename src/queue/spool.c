@@ -167,6 +167,11 @@ void spool_close(spool_t **spp)
     *spp = NULL;
 }
 
+pool_t *spool_pool(const spool_t *sp)
+{
+    return sp->pool;
+}
+
 const char *spool_dir(const spool_t *sp)
 {
     return sp->dir;

@@ -44,6 +44,8 @@ typedef struct envelope {
 spool_t *spool_open(const char *queue_dir, pool_t *pool, buf_t *err);
 void spool_close(spool_t **sp);
 const char *spool_dir(const spool_t *sp);
+/* The pool its disk work runs on (the server's other file work shares it). */
+pool_t *spool_pool(const spool_t *sp);
 
 /* A new queue ID, unique in this queue: uppercase hex, like Postfix's short IDs. */
 void spool_new_queue_id(spool_t *sp, char out[QUEUE_ID_MAX]);

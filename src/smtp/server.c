@@ -15,7 +15,10 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "queue/verify.h"
+#include "smtp/policyd.h"
 #include "smtp/xattr.h"
+#include "store/store.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -59,6 +62,8 @@ static void svc_free(smtpd_svc_t *sv)
 {
     addrlist_free(&sv->bare_nl_exclusions);
     policy_free(&sv->policy);
+    verify_free(&sv->verify);
+    store_close(&sv->store);
     for (size_t i = 0; i < ARRAY_LEN(sv->ehlo_replies); i++)
         free(sv->ehlo_replies[i]);
     sv->ehlo_reply = NULL;   /* it was ehlo_replies[0] */
@@ -353,6 +358,8 @@ static gen_t *gen_new(config_t *cfg, struct event_base *base, const gen_t *prev,
             gen_release(g);
             return NULL;
         }
+        if (sv->svc->kind == SK_POLICY)
+            policyd_service_ready(sv);
     }
     if (gen_dns(g, base, prev, err) != 0) {
         g->cfg = NULL;
@@ -360,6 +367,43 @@ static gen_t *gen_new(config_t *cfg, struct event_base *base, const gen_t *prev,
         return NULL;
     }
     return g;
+}
+
+/* The run-time state the compiled policies need: the state store (one
+ * per spec per process, reference counted, so a reload keeps it) and the
+ * verification service.  Only for a server that runs (not config check). */
+static int gen_state(gen_t *g, server_t *srv, buf_t *err)
+{
+    for (size_t i = 0; i < g->nsvc; i++) {
+        smtpd_svc_t *sv = &g->svcs[i];
+        unsigned needs = policy_needs(sv->policy);
+        if (!needs)
+            continue;
+        buf_t why = BUF_INIT;
+        const char *spec = param_str(sv->p, PARAM_state_store);
+        sv->store = store_open(srv->base, spool_pool(srv->spool), spec, &why);
+        if (!sv->store) {
+            where(err, sv, PARAM_state_store, PARAM_state_store);
+            buf_printf(err, "state_store: %s\n", buf_cstr(&why));
+            buf_free(&why);
+            return -1;
+        }
+        buf_free(&why);
+        sv->env = (policy_env_t){.store = sv->store, .commit = true};
+        if (needs & PN_VERIFY) {
+            /* probes go through this process's own SMTP client; "this is
+             * me" comes from the services in cfg (the queue manager's rule) */
+            sv->verify = verify_new(srv->base, spool_pool(srv->spool), g->dns, g->cfg, sv->store, NULL, &why);
+            if (!sv->verify) {
+                buf_append(err, why.data, why.len);
+                buf_free(&why);
+                return -1;
+            }
+            sv->env.verify = sv->verify;
+        }
+        policy_set_env(sv->policy, &sv->env);
+    }
+    return 0;
 }
 
 /* ---------- accept ---------- */
@@ -387,20 +431,32 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
     else if (sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)(void *)sa)->sin6_addr, addr, sizeof addr);
 
-    if (srv->nsessions >= (unsigned)param_int(sv->p, PARAM_moat_max_sessions)) {
-        log_warn("smtpd", "too many connections (moat_max_sessions = %u): refusing %s",
-                 srv->nsessions, addr);
-        reject_connection(fd, sv->myhostname, "too many connections");
+    /* A policy client (Postfix) gets no SMTP line: it sees the close and
+     * applies its default action. */
+    bool policy = sv->svc->kind == SK_POLICY;
+    unsigned open = server_nsessions(srv);
+    if (open >= (unsigned)param_int(sv->p, PARAM_moat_max_sessions)) {
+        log_warn("smtpd", "too many connections (moat_max_sessions = %u): refusing %s", open, addr);
+        if (policy)
+            close(fd);
+        else
+            reject_connection(fd, sv->myhostname, "too many connections");
         return;
     }
     if (sv->svc->maxproc > 0 && sv->nsessions >= (unsigned)sv->svc->maxproc) {
         log_warn("smtpd", "service %s: process limit %d reached: refusing %s", sv->svc->name,
                  sv->svc->maxproc, addr);
-        reject_connection(fd, sv->myhostname, "too many connections");
+        if (policy)
+            close(fd);
+        else
+            reject_connection(fd, sv->myhostname, "too many connections");
         return;
     }
     evutil_make_socket_nonblocking(fd);
-    session_start(srv, sv, fd, sa);
+    if (policy)
+        policyd_start(srv, sv, fd, sa);
+    else
+        session_start(srv, sv, fd, sa);
 }
 
 static void reenable_listener(evutil_socket_t fd, short what, void *arg)
@@ -544,6 +600,11 @@ int server_configure(server_t *srv, config_t *cfg, buf_t *err)
     gen_t *g = gen_new(cfg, srv->base, srv->gen, err);
     if (!g)
         return -1;
+    if (gen_state(g, srv, err) != 0) {
+        g->cfg = NULL;   /* the caller still owns cfg on failure */
+        gen_release(g);
+        return -1;
+    }
     listener_t *fresh = NULL;
     for (listener_t *l = srv->listeners; l; l = l->next)
         l->keep = false;
@@ -653,7 +714,7 @@ void server_stop_listening(server_t *srv)
 
 unsigned server_nsessions(const server_t *srv)
 {
-    return srv->nsessions;
+    return srv->nsessions + policyd_nsessions();
 }
 
 void server_session_added(server_t *srv, struct session *s)
@@ -681,6 +742,7 @@ void server_close_sessions(server_t *srv, bool now)
     /* session_shutdown never frees synchronously, so the array is stable. */
     for (unsigned i = 0; i < srv->nsessions; i++)
         session_shutdown(srv->sessions[i], now);
+    policyd_close_all(now);
 }
 
 void server_free(server_t **psrv)

@@ -30,6 +30,7 @@
 #include "smtp/proxy.h"
 #include "smtp/xattr.h"
 #include "policy/peer.h"
+#include "policy/anvil.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -83,6 +84,7 @@ typedef struct session {
     addr_t sender;
     char **rcpts;
     size_t nrcpt;
+    bool counted;           /* in anvil's connection count (anvil_conn_open) */
     char qid[QUEUE_ID_MAX];
     long long arrival;
     bool smtputf8;
@@ -142,6 +144,7 @@ static void reply_raw(session_t *s, const char *text, size_t len)
 }
 
 static void reply(session_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note_error_reply(session_t *s, const char *text);
 /* One reply line: fmt + CRLF. */
 static void format_reply(buf_t *b, const char *fmt, va_list ap)
 {
@@ -182,6 +185,7 @@ static void reply_error(session_t *s, const char *fmt, ...)
     format_reply(&b, fmt, ap);
     va_end(ap);
     s->errors++;
+    note_error_reply(s, buf_cstr(&b));
     long long sleep_s = param_int(s->p, PARAM_smtpd_error_sleep_time);
     if (s->errors >= (unsigned)param_int(s->p, PARAM_smtpd_soft_error_limit) && sleep_s > 0
         && !s->closing) {
@@ -254,6 +258,17 @@ static void fill_pstate(session_t *s, pstate_t *st)
     st->queue_id = s->qid[0] ? s->qid : NULL;
     /* Postfix's size attribute: what MAIL FROM declared, then what came. */
     st->size = s->msg_size ? s->msg_size : s->size_decl;
+    st->service = s->sv->svc->name;
+}
+
+/* Every error reply: the abuse limits count 5xx replies (anvil.h). */
+static void note_error_reply(session_t *s, const char *text)
+{
+    if (text[0] != '5' || !s->sv->policy)
+        return;
+    pstate_t st;
+    fill_pstate(s, &st);
+    policy_note_event(s->sv->policy, &st, PE_REJECT_5XX);
 }
 
 /* The engine's own lines: "warning: ..." at warning level (WARN actions
@@ -309,8 +324,10 @@ static void send_text(session_t *s, const char *text, bool error, unsigned sleep
     if (sleep_s > 0 && !s->closing && !s->delayed_reply) {
         buf_t b = BUF_INIT;
         buf_printf(&b, "%s\r\n", text);
-        if (error)
+        if (error) {
             s->errors++;
+            note_error_reply(s, text);
+        }
         s->delayed_reply = buf_steal(&b);
         s->busy = true;
         struct timeval tv = {(time_t)sleep_s, 0};
@@ -332,6 +349,18 @@ static void policy_refuse(session_t *s, const pstate_t *st, const char *stage, c
 {
     log_event(s, "reject", stage, buf_cstr(&s->v.reply), from, to, helo, &s->v);
     policy_reply_text(s->sv->policy, &s->v, st, &s->vtext);
+    /* A recipient refused as unknown (x.1.1) counts towards the
+     * dictionary-attack limit. */
+    const char *r = buf_cstr(&s->v.reply);
+    if (to && strlen(r) > 9 && strncmp(r + 5, ".1.1", 4) == 0)
+        policy_note_event(s->sv->policy, st, PE_UNKNOWN_RCPT);
+    if (s->v.code == 421) {
+        /* as Postfix: a 421 reply ends the session */
+        s->errors++;
+        reply(s, "%s", buf_cstr(&s->vtext));
+        session_close(s);
+        return;
+    }
     send_text(s, buf_cstr(&s->vtext), true, s->v.sleep);
 }
 
@@ -430,6 +459,8 @@ static void reap(evutil_socket_t fd, short what, void *arg)
     session_t *s = arg;
     if (s->state != ST_PROXY)
         log_disconnect(s);
+    if (s->counted)
+        anvil_conn_close(s->sv->svc->name, s->addr);
     reset_transaction(s);
     if (s->bev)
         bufferevent_free(s->bev);
@@ -575,9 +606,10 @@ static void greet_policy(session_t *s)
         return;
     }
     unsigned sleep_s = 0;
-    if (!delay_reject(s)) {
+    {
         /* As Postfix: a refused client gets the refusal instead of the
-         * greeting, and 503 for every command but QUIT. */
+         * greeting, and 503 for every command but QUIT.  With
+         * smtpd_delay_reject only the limits run now (a 421 hangs up). */
         pstate_t st;
         fill_pstate(s, &st);
         vstatus_t vs = session_policy(s, PCMD_CONNECT, &st);
@@ -587,7 +619,8 @@ static void greet_policy(session_t *s)
         }
         if (vs != V_PERMIT) {
             policy_refuse(s, &st, "CONNECT", NULL, NULL, NULL);
-            s->access_denied = xstrdup(buf_cstr(&s->vtext));
+            if (!s->closing)
+                s->access_denied = xstrdup(buf_cstr(&s->vtext));
             return;
         }
         if (s->v.postponed.len)
@@ -640,6 +673,8 @@ static void begin(session_t *s)
     bufferevent_set_timeouts(s->bev, &tv, &tv);
     if (!s->memo)
         s->memo = dns_memo_new(s->sv->gen->dns, dns_wake, s);
+    anvil_conn_open(s->sv->svc->name, s->addr);
+    s->counted = true;
     prefetch(s);   /* the lists about the address */
     client_names(s);
 }
@@ -919,8 +954,14 @@ static int cmd_xclient(session_t *s, char *arg)
         sockaddr_port(&s->peer, port, sizeof port);
         if (GIVEN(XA_PORT))
             str_copy(port, XAVAIL(a, XA_PORT) ? a->value[XA_PORT] : "0", sizeof port);
-        if (GIVEN(XA_ADDR))
+        if (GIVEN(XA_ADDR)) {
+            /* the connection now counts for the client XCLIENT names */
+            if (s->counted)
+                anvil_conn_close(s->sv->svc->name, s->addr);
             str_copy(s->addr, XAVAIL(a, XA_ADDR) ? a->value[XA_ADDR] : "unknown", sizeof s->addr);
+            if (s->counted)
+                anvil_conn_open(s->sv->svc->name, s->addr);
+        }
         text_sockaddr(s->addr, port, &s->peer);
     }
     if (GIVEN(XA_DESTADDR) || GIVEN(XA_DESTPORT)) {
@@ -1109,7 +1150,8 @@ static int cmd_mail(session_t *s, char *arg)
         return rc;
     }
     unsigned sleep_s = 0;
-    if (!delay_reject(s)) {
+    {
+        /* with smtpd_delay_reject only the limits run now (message rate) */
         pstate_t st;
         fill_pstate(s, &st);
         st.sender = a.full;
@@ -1374,6 +1416,9 @@ static void commit_done(void *arg, bool ok, const char *errtext)
         /* A held message waits in hold/ until someone releases it. */
         if (!s->hold)
             qmgr_enqueue(server_qmgr(s->srv), s->qid);
+        pstate_t st;
+        fill_pstate(s, &st);
+        policy_record_correspondents(s->sv->policy, &st, (const char *const *)s->rcpts, s->nrcpt);
         reply(s, "250 2.0.0 Ok: queued as %s", s->qid);
         s->ok[s->bdat_used ? C_BDAT : C_DATA]++;
     } else {

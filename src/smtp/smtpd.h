@@ -47,6 +47,10 @@ typedef struct smtpd_svc {
     addrlist_t *xforward_hosts;     /* smtpd_authorized_xforward_hosts */
     char *content_filter;           /* content_filter ("transport:destination"), NULL when empty */
     unsigned receive_override;      /* receive_override_options, RO_* bits */
+    /* Added with the state issue: */
+    struct store *store;            /* state_store, when the policy needs it (one reference) */
+    struct verify *verify;          /* address verification probes, when the policy needs them */
+    policy_env_t env;               /* what the policy was given (policy_set_env) */
 } smtpd_svc_t;
 
 #define EHLO_XCLIENT 1

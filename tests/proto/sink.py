@@ -533,6 +533,9 @@ class Server:
             acceptor.result()                 # an accept error: show it
         acceptor.cancel()
         stopper.cancel()
+        # the cancelled accept must let go of the socket before it closes
+        # (else the loop may still poll a closed descriptor: EBADF)
+        await asyncio.gather(acceptor, stopper, return_exceptions=True)
         lsock.close()
         for t in list(tasks):
             t.cancel()

@@ -509,10 +509,10 @@ def test_unknown_restriction_is_a_config_error(tmp_path):
 
 
 def test_not_yet_supported_restriction_is_a_config_error(tmp_path):
-    d = confdir(tmp_path, {"smtpd_client_restrictions": "reject_unverified_sender"})
+    d = confdir(tmp_path, {"smtpd_client_restrictions": "reject_plaintext_session"})
     r = check(d, "--client", "192.0.2.1", "--rcpt", "u@example.test")
     assert r.returncode == 2
-    assert re.search(r"^%s/main\.cf:\d+: reject_unverified_sender: not supported by this version of moat"
+    assert re.search(r"^%s/main\.cf:\d+: reject_plaintext_session: not supported by this version of moat"
                      % re.escape(d), r.stderr, re.M), r.stderr
 
 
@@ -607,7 +607,7 @@ def test_script_mode_unsupported_restriction_only_breaks_its_class(tmp_path):
     script = tmp_path / "t.in"
     script.write_text(
         "smtpd_delay_reject 0\n"
-        "client_restrictions reject_unverified_sender\n"
+        "client_restrictions reject_plaintext_session\n"
         "client foo 192.0.2.1\n"
         "helo_restrictions reject_non_fqdn_helo_hostname\n"
         "helo foo\n")

@@ -459,7 +459,7 @@ TEST(config_unknown_names)
                                 "filtering; moat will not ignore it)\n");
     static const char *const filtering[] = {"x_restrictions", "my_checks", "sender_access", "my_rbl_sites",
                                             "x_reject_code", "alias_db_maps", "my_milter", "pre_filter",
-                                            "greylist_delay", "use_spf", "dkim_keys"};
+                                            "greylist_delays", "use_spf", "dkim_keys"};
     for (size_t i = 0; i < ARRAY_LEN(filtering); i++) {
         char m[128];
         snprintf(m, sizeof m, "%s = 1\n", filtering[i]);

@@ -870,8 +870,7 @@ TEST(restrict_compile_errors_name_file_and_line)
     ERR_HAS(&x, "reject_tempfail_action: \"dunno\": specify defer_if_permit or defer");
     static const char *const later[][2] = {
         {"permit_tls_clientcerts", "tls"},
-        {"reject_unverified_recipient", "state"}, {"check_ccert_access hash:/x", "tls"},
-        {"reject_unverified_sender", "state"}, {"reject_plaintext_session", "tls"}};
+        {"check_ccert_access hash:/x", "tls"}, {"reject_plaintext_session", "tls"}};
     for (size_t i = 0; i < ARRAY_LEN(later); i++) {
         char cf[200], want[200];
         snprintf(cf, sizeof cf, "smtpd_recipient_restrictions = %s, reject_unauth_destination\n", later[i][0]);
