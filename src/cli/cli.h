@@ -13,6 +13,9 @@ int cmd_queue(int argc, char **argv);   /* cli/cmd_queue.c: list | show | flush 
 int cmd_greylist(int argc, char **argv);  /* cli/cmd_greylist.c: list | allow | remove | stats */
 int cmd_block(int argc, char **argv);     /* cli/cmd_block.c: list | remove | export */
 
+/* cli/cli_util.c: "moat CMD: message" on stderr; returns 1 (the tools' error status). */
+int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 
 /* cli/cli_state.c: the state store for `moat greylist` and `moat block`
  * (and the benches): the configuration of DIR (NULL: the embedded one),

@@ -44,18 +44,6 @@ static const char usage_text[] =
     "          configuration\n"
     "  Exit status: 0 done, 1 an error (\"moat greylist: ...\" on stderr), 2 usage.\n";
 
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("moat greylist: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
-
 static int usage(const char *why)
 {
     if (why)
@@ -135,7 +123,7 @@ static int scan_all(cli_state_t *cs, const char *prefix, scan_t *s)
     store_scan(cs->store, prefix, scan_each, scan_done, s);
     cli_state_wait(cs, &s->done);
     if (s->status == ST_ERROR) {
-        fail("%s: %s", store_spec(cs->store), buf_cstr(&s->error));
+        cli_fail("greylist", "%s: %s", store_spec(cs->store), buf_cstr(&s->error));
         return -1;
     }
     if (s->n)
@@ -226,13 +214,13 @@ static int do_allow(cli_state_t *cs, const char *client)
     const params_t *p = config_main(cs->cfg);
     long long count = param_int(p, PARAM_greylist_auto_allow_count);
     if (count <= 0)
-        return fail("greylist_auto_allow_count = 0: auto-allowing is off; list %s in greylist_client_allow_maps "
+        return cli_fail("greylist", "greylist_auto_allow_count = 0: auto-allowing is off; list %s in greylist_client_allow_maps "
                     "instead",
                     client);
     buf_t id = BUF_INIT, err = BUF_INIT, key = BUF_INIT, val = BUF_INIT;
     int rc = 0;
     if (!greylist_client_identity(p, client, &id, &err)) {
-        rc = fail("%s", buf_cstr(&err));
+        rc = cli_fail("greylist", "%s", buf_cstr(&err));
         goto done;
     }
     buf_printf(&key, "greyok:%s", buf_cstr(&id));
@@ -242,7 +230,7 @@ static int do_allow(cli_state_t *cs, const char *client)
     store_set(cs->store, buf_cstr(&key), val.data, val.len, (unsigned)ttl, one_done, &o);
     cli_state_wait(cs, &o.done);
     if (o.status == ST_ERROR)
-        rc = fail("%s: %s", store_spec(cs->store), buf_cstr(&o.error));
+        rc = cli_fail("greylist", "%s: %s", store_spec(cs->store), buf_cstr(&o.error));
     else
         printf("%s: auto-allowed (greylist_auto_allow_count = %lld) for greylist_max_age (%llds) after its last "
                "mail\n",
@@ -263,9 +251,9 @@ static int do_remove(cli_state_t *cs, const char *what)
     if (strncmp(what, "grey:", 5) == 0 || strncmp(what, "greyok:", 7) == 0) {
         store_status_t st = del_key(cs, what, &why);
         if (st == ST_ERROR)
-            rc = fail("%s: %s", store_spec(cs->store), buf_cstr(&why));
+            rc = cli_fail("greylist", "%s: %s", store_spec(cs->store), buf_cstr(&why));
         else if (st == ST_NOTFOUND)
-            rc = fail("%s: no such entry", what);
+            rc = cli_fail("greylist", "%s: no such entry", what);
         else
             printf("removed %s\n", what);
         buf_free(&why);
@@ -273,7 +261,7 @@ static int do_remove(cli_state_t *cs, const char *what)
     }
     buf_t id = BUF_INIT, prefix = BUF_INIT, okkey = BUF_INIT;
     if (!greylist_client_identity(config_main(cs->cfg), what, &id, &why)) {
-        rc = fail("%s", buf_cstr(&why));
+        rc = cli_fail("greylist", "%s", buf_cstr(&why));
         goto done;
     }
     buf_printf(&prefix, "grey:%s/", buf_cstr(&id));
@@ -289,13 +277,13 @@ static int do_remove(cli_state_t *cs, const char *what)
         buf_reset(&why);
         store_status_t st = del_key(cs, key, &why);
         if (st == ST_ERROR)
-            rc = fail("%s: %s", store_spec(cs->store), buf_cstr(&why));
+            rc = cli_fail("greylist", "%s: %s", store_spec(cs->store), buf_cstr(&why));
         else if (st == ST_OK)
             removed++;
     }
     scan_free(&s);
     if (!rc && !removed)
-        rc = fail("%s: no greylisting entry for identity %s", what, buf_cstr(&id));
+        rc = cli_fail("greylist", "%s: no greylisting entry for identity %s", what, buf_cstr(&id));
     else if (!rc)
         printf("removed %zu entr%s of identity %s\n", removed, removed == 1 ? "y" : "ies", buf_cstr(&id));
 done:

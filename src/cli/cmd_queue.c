@@ -74,18 +74,6 @@ typedef struct qcmd {
     bool want_env, want_header, want_body;
 } qcmd_t;
 
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...)
-{
-    va_list ap;
-    fputs("moat queue: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return 1;
-}
-
 /* s for a terminal: control bytes and DEL as \xHH (reasons quote remote
  * servers, and a reply must not drive the postmaster's terminal).  The
  * result lives until eight more calls. */
@@ -270,7 +258,7 @@ static qitem_t *load_all(qcmd_t *c, size_t *count)
     for (size_t i = 0; i < n; i++) {
         if (item_load(c, ents[i].id, (int)ents[i].queue, &items[have], &err) != 0) {
             if (errno != ENOENT)
-                fail("%s: cannot read the queue file: %s", ents[i].id, buf_cstr(&err));
+                cli_fail("queue", "%s: cannot read the queue file: %s", ents[i].id, buf_cstr(&err));
             continue;
         }
         if (!(shown & QBIT(items[have].queue))) {
@@ -491,14 +479,14 @@ static int do_show(qcmd_t *c, const char *id)
         int found = spool_find(c->sp, id);
         int rc;
         if (e == ENOENT && found < 0)
-            rc = fail("%s: no such message", id);
+            rc = cli_fail("queue", "%s: no such message", id);
         else if (found == QUEUE_INCOMING)
-            rc = fail("%s: still being received (incoming queue)", id);
+            rc = cli_fail("queue", "%s: still being received (incoming queue)", id);
         else if (e == EBADMSG)
-            rc = fail("%s: malformed queue file in %s/: %s", id, found >= 0 ? spool_queue_name((queue_t)found) : "?",
+            rc = cli_fail("queue", "%s: malformed queue file in %s/: %s", id, found >= 0 ? spool_queue_name((queue_t)found) : "?",
                       buf_cstr(&err));
         else
-            rc = fail("%s: %s", id, buf_cstr(&err));
+            rc = cli_fail("queue", "%s: %s", id, buf_cstr(&err));
         buf_free(&err);
         return rc;
     }
@@ -541,7 +529,7 @@ static int do_show(qcmd_t *c, const char *id)
             printf("*** MESSAGE CONTENTS %s/%s ***\n", qn, id);
         fflush(stdout);
         if (print_content(&it, f, all || c->want_header, all || c->want_body) != 0)
-            rc = fail("%s: cannot read the message content: %s", id, strerror(errno ? errno : EIO));
+            rc = cli_fail("queue", "%s: cannot read the message content: %s", id, strerror(errno ? errno : EIO));
     }
     if (all)
         printf("*** END OF MESSAGE %s/%s ***\n", qn, id);
@@ -555,7 +543,7 @@ static int do_show(qcmd_t *c, const char *id)
 
 static int no_daemon(qcmd_t *c)
 {
-    return fail("the daemon is not running (queue_directory %s); messages are delivered at its next start",
+    return cli_fail("queue", "the daemon is not running (queue_directory %s); messages are delivered at its next start",
                 c->queue_dir);
 }
 
@@ -590,9 +578,9 @@ static int do_flush(qcmd_t *c, const char *id)
     if (id) {
         int q = spool_find(c->sp, id);
         if (q < 0)
-            return fail("%s: no such message", id);
+            return cli_fail("queue", "%s: no such message", id);
         if (q != QUEUE_DEFERRED)
-            return fail("%s: not in the deferred queue (it is in %s/)", id, spool_queue_name((queue_t)q));
+            return cli_fail("queue", "%s: not in the deferred queue (it is in %s/)", id, spool_queue_name((queue_t)q));
     }
     buf_t reply = BUF_INIT, err = BUF_INIT;
     int rc;
@@ -601,13 +589,13 @@ static int do_flush(qcmd_t *c, const char *id)
             make_due(c, id);
             rc = no_daemon(c);
         } else {
-            rc = fail("flush: %s", buf_cstr(&err));
+            rc = cli_fail("queue", "flush: %s", buf_cstr(&err));
         }
     } else if (strncmp(buf_cstr(&reply), "ok", 2) == 0) {
         printf("%s\n", vis(buf_cstr(&reply)));
         rc = 0;
     } else {
-        rc = fail("the daemon says: %s", vis(buf_cstr(&reply)));
+        rc = cli_fail("queue", "the daemon says: %s", vis(buf_cstr(&reply)));
     }
     buf_free(&reply);
     buf_free(&err);
@@ -622,9 +610,9 @@ static void nudge(qcmd_t *c)
         if (daemon_gone(errno))
             printf("moat queue: the daemon is not running; messages are delivered at its next start\n");
         else
-            fail("rescan: %s (the daemon delivers the messages at its next rescan)", buf_cstr(&err));
+            cli_fail("queue", "rescan: %s (the daemon delivers the messages at its next rescan)", buf_cstr(&err));
     } else if (strncmp(buf_cstr(&reply), "ok", 2) != 0) {
-        fail("rescan: the daemon says: %s", buf_cstr(&reply));
+        cli_fail("queue", "rescan: the daemon says: %s", buf_cstr(&reply));
     }
     buf_free(&reply);
     buf_free(&err);
@@ -703,7 +691,7 @@ static op_result_t op_one(qcmd_t *c, op_kind_t k, unsigned from, const char *id,
             if (explicit && note)
                 printf("moat queue: %s: %s\n", id, why);
             else if (explicit)
-                fail("%s: %s", id, why);
+                cli_fail("queue", "%s: %s", id, why);
             res = explicit && !note ? R_ERROR : R_SKIP;
             goto out;
         }
@@ -716,7 +704,7 @@ static op_result_t op_one(qcmd_t *c, op_kind_t k, unsigned from, const char *id,
             goto out;
         }
         if (errno != ENOENT) {
-            fail("%s", buf_cstr(&err));
+            cli_fail("queue", "%s", buf_cstr(&err));
             res = R_ERROR;
             goto out;
         }
@@ -724,10 +712,10 @@ static op_result_t op_one(qcmd_t *c, op_kind_t k, unsigned from, const char *id,
     }
     if (res == R_GONE) {
         if (explicit)
-            fail("%s: no such message", id);
+            cli_fail("queue", "%s: no such message", id);
         res = explicit ? R_ERROR : R_SKIP;
     } else {
-        fail("%s: it keeps moving (the daemon is busy with it); try again", id);
+        cli_fail("queue", "%s: it keeps moving (the daemon is busy with it); try again", id);
     }
 out:
     buf_free(&err);
@@ -846,13 +834,13 @@ int cmd_queue(int argc, char **argv)
     /* Arguments that are not queue IDs never reach the disk. */
     for (int i = 0; i < nargs; i++)
         if (strcmp(args[i], "ALL") != 0 && !spool_valid_id(args[i]))
-            return fail("%s: not a queue ID (1 to %d characters 0-9 A-F)", args[i], QUEUE_ID_MAX - 1);
+            return cli_fail("queue", "%s: not a queue ID (1 to %d characters 0-9 A-F)", args[i], QUEUE_ID_MAX - 1);
     if ((strcmp(cmd, "show") == 0 || strcmp(cmd, "flush") == 0) && nargs == 1 && strcmp(args[0], "ALL") == 0)
         return usage("ALL is for delete, hold, release and requeue");
 
     if (dir) {
         if (!realpath(dir, confbuf))
-            return fail("%s: %s", dir, strerror(errno));
+            return cli_fail("queue", "%s: %s", dir, strerror(errno));
         dir = confbuf;
     }
     buf_t err = BUF_INIT;
@@ -867,17 +855,17 @@ int cmd_queue(int argc, char **argv)
     int rc = 1;
     struct stat st;
     if (stat(c.queue_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        rc = fail("queue_directory %s: %s", c.queue_dir, errno ? strerror(errno) : "not a directory");
+        rc = cli_fail("queue", "queue_directory %s: %s", c.queue_dir, errno ? strerror(errno) : "not a directory");
         goto out;
     }
     c.sp = spool_open(c.queue_dir, NULL, &err);
     if (!c.sp) {
-        rc = fail("%s", buf_cstr(&err));
+        rc = cli_fail("queue", "%s", buf_cstr(&err));
         goto out;
     }
     if (op >= 0 && log_open(param_str(c.params, PARAM_syslog_name), param_str(c.params, PARAM_syslog_facility),
                             param_str(c.params, PARAM_maillog_file)) != 0)
-        fail("cannot open maillog_file %s: %s", param_str(c.params, PARAM_maillog_file), strerror(errno));
+        cli_fail("queue", "cannot open maillog_file %s: %s", param_str(c.params, PARAM_maillog_file), strerror(errno));
 
     if (strcmp(cmd, "list") == 0)
         rc = do_list(&c);
@@ -888,7 +876,7 @@ int cmd_queue(int argc, char **argv)
     else
         rc = do_op(&c, (op_kind_t)op, args, nargs);
     if (fflush(stdout) != 0 && rc == 0)
-        rc = fail("write: %s", strerror(errno));
+        rc = cli_fail("queue", "write: %s", strerror(errno));
 out:
     spool_close(&c.sp);
     config_free(&cfg);

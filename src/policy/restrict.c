@@ -3200,6 +3200,13 @@ static int ss_result(ectx_t *c, ss_ctx_t *sc, ss_status_t r, const char *rname, 
     return S_DUNNO;
 }
 
+/* "corr:<address>", the address in lower case. */
+static void correspondent_key(char *key, size_t size, const char *addr)
+{
+    snprintf(key, size, "corr:%s", addr);
+    str_lower(key);
+}
+
 static int correspondent_step(ss_ctx_t *sc)
 {
     const char *sender = sc->st->sender;
@@ -3208,9 +3215,7 @@ static int correspondent_step(ss_ctx_t *sc)
         return SS_DUNNO;
     }
     char key[KEY_MAX];
-    snprintf(key, sizeof key, "corr:%s", sender);
-    for (char *k = key + 5; *k; k++)
-        *k = (char)tolower((unsigned char)*k);
+    correspondent_key(key, sizeof key, sender);
     ss_value_t val;
     switch (ss_store_get(sc, key, &val)) {
     case SG_PENDING:
@@ -3578,15 +3583,13 @@ static vstatus_t evaluate(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict
     bool delay = pol->delay_reject;
     bool final_dip = true;
     int status = S_DUNNO;
-    if (delegated) {
+    /* A delegated request runs policy_restrictions only; a refusal by the
+     * limits ends the command before its classes. */
+    if (delegated)
         status = stage(&c, RC_POLICY, true);
-        cmd = (pcmd_t)-1;   /* none of the per-command stages below */
-    } else if (pol->anvil) {
+    else if (pol->anvil)
         status = limits_stage(&c);
-        if (!GO(status))
-            cmd = (pcmd_t)-1;
-    }
-    switch (cmd) {
+    switch (delegated || !GO(status) ? (pcmd_t)-1 : cmd) {
     case PCMD_CONNECT:
         final_dip = false;
         if (!delay)
@@ -3658,8 +3661,8 @@ static vstatus_t evaluate(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict
     }
     /* Postfix's smtpd_check_rcpt ends with the recipient table check when
      * the restrictions neither rejected nor ran it. */
-    if (cmd == PCMD_RCPT && v->status == V_PERMIT && st->recipient && *st->recipient && pol->unlisted_rcpt &&
-        !c.rcpt_checked && !v->discard)
+    if (!delegated && cmd == PCMD_RCPT && v->status == V_PERMIT && st->recipient && *st->recipient &&
+        pol->unlisted_rcpt && !c.rcpt_checked && !v->discard)
         implicit_unlisted(&c, RC_RECIPIENT, st->recipient);
     /* The final pass: the state steps' writes happen now, once. */
     ss_fx_trace(pol->fx, trace_buf);
@@ -3718,9 +3721,7 @@ void policy_record_correspondents(policy_t *pol, const pstate_t *st, const char 
     for (size_t i = 0; i < n; i++) {
         if (!rcpts[i] || !*rcpts[i])
             continue;
-        snprintf(key, sizeof key, "corr:%s", rcpts[i]);
-        for (char *k = key + 5; *k; k++)
-            *k = (char)tolower((unsigned char)*k);
+        correspondent_key(key, sizeof key, rcpts[i]);
         ss_fx_set(&sc, key, stamp, pol->corr_ttl);
     }
     ss_fx_commit(pol->fx, pol->env.store);

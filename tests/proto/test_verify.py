@@ -19,6 +19,7 @@ from pathlib import Path
 
 import moatlib
 from moatlib import Client, free_port, wait_for
+from queuelib import relay_moat
 
 SEED = Path(os.environ.get("MOAT_SEED_GATEWAY",
                            str(Path(__file__).resolve().parents[3] / "shared" / "examples" / "seed-gateway")))
@@ -37,24 +38,17 @@ def receivers(sink_factory, slow=False):
 def verify_moat(moat_factory, ok, slow=None, main=None, start=True, **kw):
     """A moat whose restrictions verify senders and recipients, with
     ok.test (and slow.test) relayed to the sinks."""
-    table = "ok.test relay:[%s]:%d\n" % (ok.host, ok.port)
-    domains = ["ok.test"]
+    routes = {"ok.test": ok}
     if slow:
-        table += "slow.test relay:[%s]:%d\n" % (slow.host, slow.port)
-        domains.append("slow.test")
+        routes["slow.test"] = slow
     conf = {
-        "relay_domains": ", ".join(domains),
         "smtpd_sender_restrictions": "reject_unverified_sender",
         "smtpd_recipient_restrictions": "reject_unverified_recipient, permit_mynetworks, reject_unauth_destination",
         "smtp_rcpt_timeout": "2s",
         "address_verify_poll_delay": "1s",
     }
     conf.update(main or {})
-    m = moat_factory(main=conf, start=False, files={"transport": table}, **kw)
-    m.main["transport_maps"] = "texthash:" + m.path("transport")
-    if start:
-        m.start()
-    return m
+    return relay_moat(moat_factory, routes, main=conf, start=start, **kw)
 
 
 def rcpt_reply(m, sender, rcpt, source=None):

@@ -5,7 +5,7 @@
  * moved through ss_ctx_t.now instead of sleeping.
  */
 #include "harness.h"
-#include "store_testlib.h"
+#include "sstep_testlib.h"
 
 #include "config/config.h"
 #include "dns/dns.h"
@@ -211,19 +211,9 @@ TEST(greylist_header_line)
     buf_free(&h);
 }
 
-static config_t *gl_cfg(const char *text)
-{
-    buf_t err = BUF_INIT;
-    config_t *c = config_load_text(text, NULL, &err, NULL);
-    if (!c)
-        harness_fail(__FILE__, __LINE__, "config: %s", buf_cstr(&err));
-    buf_free(&err);
-    return c;
-}
-
 TEST(greylist_cli_client_identity)
 {
-    config_t *cfg = gl_cfg("greylist_client_netmask = 24\n");
+    config_t *cfg = ssx_cfg("greylist_client_netmask = 24\n");
     REQUIRE(cfg);
     const params_t *p = config_main(cfg);
     buf_t o = BUF_INIT, e = BUF_INIT;
@@ -239,7 +229,7 @@ TEST(greylist_cli_client_identity)
     CHECK(!greylist_client_identity(p, "mx.example.test", &o, &e));
     CHECK(strstr(buf_cstr(&e), "greylist_identity = ip") != NULL);
     config_free(&cfg);
-    cfg = gl_cfg("greylist_identity = fcrdns\n");
+    cfg = ssx_cfg("greylist_identity = fcrdns\n");
     REQUIRE(cfg);
     CHECK(greylist_client_identity(config_main(cfg), "out-3.mail.Example.co.uk", &o, &e));
     CHECK_STR(buf_cstr(&o), "example.co.uk");
@@ -269,7 +259,7 @@ TEST(greylist_new_refuses_bad_settings)
         {"greylist_client_allow_maps = 192.0.2.0/33\n", "<text>/main.cf:1: "},
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
-        config_t *cfg = gl_cfg(cases[i].main_cf);
+        config_t *cfg = ssx_cfg(cases[i].main_cf);
         REQUIRE(cfg);
         buf_t err = BUF_INIT;
         greylist_t *g = greylist_new(config_main(cfg), NULL, &err);
@@ -282,7 +272,7 @@ TEST(greylist_new_refuses_bad_settings)
         buf_free(&err);
         config_free(&cfg);
     }
-    config_t *cfg = gl_cfg("greylist_client_allow_maps = 192.0.2.0/24, [2001:db8::]/32, mail.example.test, "
+    config_t *cfg = ssx_cfg("greylist_client_allow_maps = 192.0.2.0/24, [2001:db8::]/32, mail.example.test, "
                            "inline:{ 198.51.100.7=OK }\n"
                            "greylist_recipient_allow_maps = inline:{ postmaster@=OK }\n"
                            "greylist_dnswl_sites = list.dnswl.test=127.0.[0..255].[1..3]\n");
@@ -300,18 +290,8 @@ TEST(greylist_new_refuses_bad_settings)
 /* ------------------------------------------------ the step, with a store */
 
 typedef struct gl_fixture {
-    st_loop_t l;
-    char *dir;
-    store_t *store;
-    dns_t *dns;
-    dns_memo_t *memo;
-    int wakes;
-    config_t *cfg;
+    ssx_t x;            /* the loop, store, memo, configuration, buffers, client state */
     greylist_t *g;
-    policy_env_t env;
-    ss_fx_t *fx;
-    buf_t trace, warnings, prepend;
-    pstate_t st;
     long long now;
     /* the last answer */
     int code;
@@ -320,57 +300,25 @@ typedef struct gl_fixture {
     bool whole_text;
 } gl_fixture_t;
 
-static void gl_wake(void *arg)
-{
-    ((gl_fixture_t *)arg)->wakes++;
-}
-
 static void gl_open(gl_fixture_t *f, const char *main_cf)
 {
     memset(f, 0, sizeof *f);
-    st_loop_init(&f->l);
-    char t[] = "/tmp/moat-greylist-XXXXXX";
-    f->dir = xstrdup(mkdtemp(t));
-    buf_t spec = BUF_INIT, err = BUF_INIT;
-    buf_printf(&spec, "lmdb:%s/state", f->dir);
-    f->store = store_open(f->l.base, f->l.pool, buf_cstr(&spec), &err);
-    if (!f->store)
-        harness_fail(__FILE__, __LINE__, "store_open: %s", buf_cstr(&err));
     /* nothing answers there: DNS allow lists time out (fast) */
-    dns_opts_t o = {.forwarders = "127.0.0.1@9", .timeout_ms = 300, .cache_max = 100};
-    f->dns = dns_new(f->l.base, &o, &err);
-    f->memo = dns_memo_new(f->dns, gl_wake, f);
-    f->cfg = gl_cfg(main_cf);
-    f->g = greylist_new(config_main(f->cfg), NULL, &err);
+    ssx_open(&f->x, main_cf, 300);
+    buf_t err = BUF_INIT;
+    f->g = greylist_new(config_main(f->x.cfg), NULL, &err);
     if (!f->g)
         harness_fail(__FILE__, __LINE__, "greylist_new: %s", buf_cstr(&err));
-    f->env = (policy_env_t){.store = f->store, .commit = true};
-    f->fx = ss_fx_new();
-    f->st = (pstate_t){.client_addr = "192.0.2.77", .client_name = "unknown", .name_code = 5,
-                       .sender = "bounce-17@sender.test", .recipient = "user@example.test", .dns = f->memo};
+    f->x.st = (pstate_t){.client_addr = "192.0.2.77", .client_name = "unknown", .name_code = 5,
+                         .sender = "bounce-17@sender.test", .recipient = "user@example.test", .dns = f->x.memo};
     f->now = 1700000000;
-    buf_free(&spec);
     buf_free(&err);
 }
 
 static void gl_close(gl_fixture_t *f)
 {
-    st_run_for(&f->l, 0.3);   /* let the last effects land (their keys are freed by their callbacks) */
     greylist_free(&f->g);
-    dns_memo_free(&f->memo);
-    dns_unref(&f->dns);
-    store_close(&f->store);
-    ss_fx_free(&f->fx);
-    config_free(&f->cfg);
-    buf_free(&f->trace);
-    buf_free(&f->warnings);
-    buf_free(&f->prepend);
-    st_loop_free(&f->l);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", f->dir);
-    free(f->dir);
+    ssx_close(&f->x);
 }
 
 /* Wait until key holds want (NULL: is missing): the effects are written
@@ -381,10 +329,10 @@ static bool gl_wait_value(gl_fixture_t *f, const char *key, const char *want)
     bool ok = false;
     double end = now_mono() + 10;
     while (!ok && now_mono() < end) {
-        store_status_t s = st_get(&f->l, f->store, key, &x);
+        store_status_t s = st_get(&f->x.l, f->x.store, key, &x);
         ok = want ? s == ST_OK && strcmp(buf_cstr(&x.val), want) == 0 : s == ST_NOTFOUND;
         if (!ok)
-            st_run_for(&f->l, 0.02);
+            st_run_for(&f->x.l, 0.02);
     }
     st_res_free(&x);
     return ok;
@@ -394,19 +342,19 @@ static bool gl_wait_value(gl_fixture_t *f, const char *key, const char *want)
  * it is not pending, then the effects committed. */
 static ss_status_t gl_rcpt(gl_fixture_t *f, pcmd_t cmd)
 {
-    buf_reset(&f->trace);
-    buf_reset(&f->warnings);
-    buf_reset(&f->prepend);
-    dns_memo_clear(f->memo);
+    buf_reset(&f->x.trace);
+    buf_reset(&f->x.warnings);
+    buf_reset(&f->x.prepend);
+    dns_memo_clear(f->x.memo);
     ss_status_t r;
     for (int pass = 0;; pass++) {
-        ss_fx_reset(f->fx);
-        buf_reset(&f->trace);
-        buf_reset(&f->warnings);
-        buf_reset(&f->prepend);
-        ss_ctx_t c = {.st = &f->st, .cmd = cmd, .p = config_main(f->cfg), .env = &f->env, .memo = f->memo,
-                      .step = "check_greylist", .top = "recipient", .now = (time_t)f->now, .trace = &f->trace,
-                      .warnings = &f->warnings, .prepend = &f->prepend, .fx = f->fx};
+        ss_fx_reset(f->x.fx);
+        buf_reset(&f->x.trace);
+        buf_reset(&f->x.warnings);
+        buf_reset(&f->x.prepend);
+        ss_ctx_t c = {.st = &f->x.st, .cmd = cmd, .p = config_main(f->x.cfg), .env = &f->x.env, .memo = f->x.memo,
+                      .step = "check_greylist", .top = "recipient", .now = (time_t)f->now, .trace = &f->x.trace,
+                      .warnings = &f->x.warnings, .prepend = &f->x.prepend, .fx = f->x.fx};
         r = greylist_step(f->g, &c);
         f->code = c.code;
         memcpy(f->dsn, c.dsn, sizeof f->dsn);
@@ -414,17 +362,17 @@ static ss_status_t gl_rcpt(gl_fixture_t *f, pcmd_t cmd)
         f->whole_text = c.whole_text;
         if (r != SS_PENDING || pass > 5)
             break;
-        int before = f->wakes;
+        int before = f->x.wakes;
         double end = now_mono() + 10;
-        while (f->wakes == before && now_mono() < end)
-            event_base_loop(f->l.base, EVLOOP_ONCE);
+        while (f->x.wakes == before && now_mono() < end)
+            event_base_loop(f->x.l.base, EVLOOP_ONCE);
     }
-    if (f->env.commit && f->store) {
+    if (f->x.env.commit && f->x.store) {
         /* wait for the sets to land (the pool may run the next read
          * before a write otherwise): "  state: set KEY = "VALUE" (ttl Ns)" */
         buf_t t = BUF_INIT;
-        ss_fx_trace(f->fx, &t);
-        ss_fx_commit(f->fx, f->store);
+        ss_fx_trace(f->x.fx, &t);
+        ss_fx_commit(f->x.fx, f->x.store);
         for (char *line = t.data; line && *line;) {
             char *nl = strchr(line, '\n');
             if (nl)
@@ -457,7 +405,7 @@ TEST(greylist_step_decisions_with_lmdb)
     CHECK_STR(f.dsn, "4.7.1");
     CHECK_STR(f.text, "Greylisted, please try again in 300 seconds");
     CHECK(!f.whole_text);
-    CHECK(strstr(buf_cstr(&f.trace), "new triplet") != NULL);
+    CHECK(strstr(buf_cstr(&f.x.trace), "new triplet") != NULL);
     CHECK(gl_wait_value(&f, TRIPLET, "1700000000 1700000000 0"));
     /* too soon: the rest of the delay; first_seen stays */
     f.now += 100;
@@ -465,15 +413,15 @@ TEST(greylist_step_decisions_with_lmdb)
     CHECK_STR(f.text, "Greylisted, please try again in 200 seconds");
     CHECK(gl_wait_value(&f, TRIPLET, "1700000000 1700000100 0"));
     /* another client network, same sender and recipient: its own triplet */
-    f.st.client_addr = "198.51.100.1";
+    f.x.st.client_addr = "198.51.100.1";
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_REJECT);
     CHECK_STR(f.text, "Greylisted, please try again in 300 seconds");
     /* same /24, another sender number (VERP): the same triplet */
-    f.st.client_addr = "192.0.2.200";
-    f.st.sender = "Bounce-99@Sender.TEST";
+    f.x.st.client_addr = "192.0.2.200";
+    f.x.st.sender = "Bounce-99@Sender.TEST";
     f.now += 250;
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_DUNNO);
-    CHECK(strstr(buf_cstr(&f.prepend), "X-Greylist: delayed 350 seconds") != NULL);
+    CHECK(strstr(buf_cstr(&f.x.prepend), "X-Greylist: delayed 350 seconds") != NULL);
     CHECK(gl_wait_value(&f, TRIPLET, "1700000000 1700000350 1"));
     gl_close(&f);
 }
@@ -486,8 +434,8 @@ TEST(greylist_step_pass_header_log_and_auto_allow)
     CHECK(gl_wait_value(&f, TRIPLET, "1700000000 1700000000 0"));
     f.now += 312;
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_DUNNO);
-    CHECK(strncmp(buf_cstr(&f.prepend), "X-Greylist: delayed 312 seconds by moat at mx.test; ", 52) == 0);
-    CHECK(strstr(buf_cstr(&f.warnings),
+    CHECK(strncmp(buf_cstr(&f.x.prepend), "X-Greylist: delayed 312 seconds by moat at mx.test; ", 52) == 0);
+    CHECK(strstr(buf_cstr(&f.x.warnings),
                  "info: greylist: pass: delayed 312 s: triplet 192.0.2.0/bounce-#@sender.test/user@example.test") !=
           NULL);
     CHECK(gl_wait_value(&f, TRIPLET, "1700000000 1700000312 1"));
@@ -495,24 +443,24 @@ TEST(greylist_step_pass_header_log_and_auto_allow)
     /* passed before: passes, no header, no second count */
     f.now += 5000;
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_DUNNO);
-    CHECK_STR(buf_cstr(&f.prepend), "");
-    CHECK_STR(buf_cstr(&f.warnings), "");
-    CHECK(strstr(buf_cstr(&f.trace), "passed before") != NULL);
+    CHECK_STR(buf_cstr(&f.x.prepend), "");
+    CHECK_STR(buf_cstr(&f.x.warnings), "");
+    CHECK(strstr(buf_cstr(&f.x.trace), "passed before") != NULL);
     CHECK(gl_wait_value(&f, TRIPLET, "1700000000 1700005312 1"));
     CHECK(gl_wait_value(&f, "greyok:192.0.2.0", "1"));
     /* a second triplet passes: the identity reaches the count */
-    f.st.recipient = "other@example.test";
+    f.x.st.recipient = "other@example.test";
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_REJECT);
     f.now += 400;
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_DUNNO);
-    CHECK(strstr(buf_cstr(&f.prepend), "delayed 400 seconds") != NULL);
+    CHECK(strstr(buf_cstr(&f.x.prepend), "delayed 400 seconds") != NULL);
     CHECK(gl_wait_value(&f, "greyok:192.0.2.0", "2"));
     /* from now on anything from 192.0.2.0/24 passes at once */
-    f.st.recipient = "third@example.test";
-    f.st.client_addr = "192.0.2.1";
+    f.x.st.recipient = "third@example.test";
+    f.x.st.client_addr = "192.0.2.1";
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_DUNNO);
-    CHECK(strstr(buf_cstr(&f.trace), "auto-allowed") != NULL);
-    CHECK_STR(buf_cstr(&f.prepend), "");
+    CHECK(strstr(buf_cstr(&f.x.trace), "auto-allowed") != NULL);
+    CHECK_STR(buf_cstr(&f.x.prepend), "");
     CHECK(gl_wait_value(&f, "grey:192.0.2.0/bounce-#@sender.test/third@example.test", NULL));
     gl_close(&f);
 }
@@ -528,11 +476,11 @@ TEST(greylist_step_retry_window_and_no_header)
     f.now += 3601;
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_REJECT);
     CHECK_STR(f.text, "Greylisted, please try again in 60 seconds");
-    CHECK(strstr(buf_cstr(&f.trace), "starting again") != NULL);
+    CHECK(strstr(buf_cstr(&f.x.trace), "starting again") != NULL);
     CHECK(gl_wait_value(&f, TRIPLET, "1700003601 1700003601 0"));
     f.now += 60;
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_DUNNO);
-    CHECK_STR(buf_cstr(&f.prepend), "");   /* greylist_header = no */
+    CHECK_STR(buf_cstr(&f.x.prepend), "");   /* greylist_header = no */
     CHECK(gl_wait_value(&f, TRIPLET, "1700003601 1700003661 1"));
     CHECK(gl_wait_value(&f, "greyok:192.0.2.0", NULL));   /* auto-allow off: nothing counted */
     gl_close(&f);
@@ -543,13 +491,13 @@ TEST(greylist_step_other_commands_and_moat_check)
     gl_fixture_t f;
     gl_open(&f, "myhostname = mx.test\n");
     CHECK_INT(gl_rcpt(&f, PCMD_MAIL), SS_DUNNO);
-    CHECK(strstr(buf_cstr(&f.trace), "applies at RCPT") != NULL);
+    CHECK(strstr(buf_cstr(&f.x.trace), "applies at RCPT") != NULL);
     CHECK_INT(gl_rcpt(&f, PCMD_DATA), SS_DUNNO);
     /* moat check: decides, writes nothing */
-    f.env.commit = false;
+    f.x.env.commit = false;
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_REJECT);
-    CHECK_INT(ss_fx_count(f.fx), 1);
-    st_run_for(&f.l, 0.1);
+    CHECK_INT(ss_fx_count(f.x.fx), 1);
+    st_run_for(&f.x.l, 0.1);
     CHECK(gl_wait_value(&f, TRIPLET, NULL));
     gl_close(&f);
 }
@@ -581,13 +529,13 @@ TEST(greylist_step_allow_lists)
         {"203.0.113.9", "unknown", "x@mx.open.test", SS_DUNNO, "open.test found"},
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
-        f.st.client_addr = cases[i].addr;
-        f.st.client_name = cases[i].name;
-        f.st.recipient = cases[i].rcpt;
+        f.x.st.client_addr = cases[i].addr;
+        f.x.st.client_name = cases[i].name;
+        f.x.st.recipient = cases[i].rcpt;
         ss_status_t r = gl_rcpt(&f, PCMD_RCPT);
-        if (r != cases[i].want || !strstr(buf_cstr(&f.trace), cases[i].trace))
+        if (r != cases[i].want || !strstr(buf_cstr(&f.x.trace), cases[i].trace))
             harness_fail(__FILE__, __LINE__, "case %zu (%s %s %s): %d, trace:\n%s", i, cases[i].addr, cases[i].name,
-                         cases[i].rcpt, (int)r, buf_cstr(&f.trace));
+                         cases[i].rcpt, (int)r, buf_cstr(&f.x.trace));
     }
     gl_close(&f);
 }
@@ -599,7 +547,7 @@ TEST(greylist_step_dnswl_failure_does_not_allow)
     /* the resolver answers nothing: the DNS allow list allows nothing */
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_REJECT);
     CHECK_STR(f.text, "Greylisted, please try again in 300 seconds");
-    CHECK(strstr(buf_cstr(&f.warnings), "greylist_dnswl_sites: DNS lookup of 77.2.0.192.list.dnswl.test failed") !=
+    CHECK(strstr(buf_cstr(&f.x.warnings), "greylist_dnswl_sites: DNS lookup of 77.2.0.192.list.dnswl.test failed") !=
           NULL);
     gl_close(&f);
 }
@@ -608,23 +556,23 @@ TEST(greylist_step_fcrdns_identity)
 {
     gl_fixture_t f;
     gl_open(&f, "myhostname = mx.test\ngreylist_identity = fcrdns\ngreylist_delay = 10s\n");
-    f.st.client_addr = "192.0.2.10";
-    f.st.client_name = "out-1.mail.bigsender.test";
-    f.st.name_code = 0;
+    f.x.st.client_addr = "192.0.2.10";
+    f.x.st.client_name = "out-1.mail.bigsender.test";
+    f.x.st.name_code = 0;
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_REJECT);
-    CHECK(strstr(buf_cstr(&f.trace), "organisational domain of the forward-confirmed name") != NULL);
+    CHECK(strstr(buf_cstr(&f.x.trace), "organisational domain of the forward-confirmed name") != NULL);
     CHECK(gl_wait_value(&f, "grey:bigsender.test/bounce-#@sender.test/user@example.test", "1700000000 1700000000 0"));
     /* the retry comes from another pool address, another network */
-    f.st.client_addr = "198.51.100.20";
-    f.st.client_name = "out-2.bigsender.test";
+    f.x.st.client_addr = "198.51.100.20";
+    f.x.st.client_name = "out-2.bigsender.test";
     f.now += 10;
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_DUNNO);
-    CHECK(strstr(buf_cstr(&f.prepend), "delayed 10 seconds") != NULL);
+    CHECK(strstr(buf_cstr(&f.x.prepend), "delayed 10 seconds") != NULL);
     /* a name that is not forward-confirmed counts for nothing: ip */
-    f.st.name_code = 5;
-    f.st.client_addr = "198.51.100.21";
+    f.x.st.name_code = 5;
+    f.x.st.client_addr = "198.51.100.21";
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_REJECT);
-    CHECK(strstr(buf_cstr(&f.trace), "identity 198.51.100.0: client network 198.51.100.0/24") != NULL);
+    CHECK(strstr(buf_cstr(&f.x.trace), "identity 198.51.100.0: client network 198.51.100.0/24") != NULL);
     gl_close(&f);
 }
 
@@ -632,15 +580,15 @@ TEST(greylist_step_store_failure)
 {
     gl_fixture_t f;
     gl_open(&f, "myhostname = mx.test\n");
-    f.env = (policy_env_t){.store = NULL, .store_error = "redis 127.0.0.1:1: Connection refused"};
+    f.x.env = (policy_env_t){.store = NULL, .store_error = "redis 127.0.0.1:1: Connection refused"};
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_REJECT);
     CHECK_INT(f.code, 451);
     CHECK_STR(f.dsn, "4.3.0");
-    CHECK(strstr(buf_cstr(&f.warnings), "Connection refused") != NULL);
-    config_free(&f.cfg);
-    f.cfg = gl_cfg("state_store_fail_action = skip\n");
+    CHECK(strstr(buf_cstr(&f.x.warnings), "Connection refused") != NULL);
+    config_free(&f.x.cfg);
+    f.x.cfg = ssx_cfg("state_store_fail_action = skip\n");
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_DUNNO);
-    CHECK(strstr(buf_cstr(&f.trace), "state_store_fail_action = skip") != NULL);
+    CHECK(strstr(buf_cstr(&f.x.trace), "state_store_fail_action = skip") != NULL);
     /* an allow-listed client never needs the store */
     gl_close(&f);
 }
@@ -650,9 +598,9 @@ TEST(greylist_step_unreadable_value_starts_again)
     gl_fixture_t f;
     gl_open(&f, "myhostname = mx.test\n");
     st_res_t x = {0};
-    CHECK_INT(st_set(&f.l, f.store, TRIPLET, "garbage", 0, &x), ST_OK);
+    CHECK_INT(st_set(&f.x.l, f.x.store, TRIPLET, "garbage", 0, &x), ST_OK);
     CHECK_INT(gl_rcpt(&f, PCMD_RCPT), SS_REJECT);
-    CHECK(strstr(buf_cstr(&f.warnings), "unreadable value \"garbage\"") != NULL);
+    CHECK(strstr(buf_cstr(&f.x.warnings), "unreadable value \"garbage\"") != NULL);
     CHECK(gl_wait_value(&f, TRIPLET, "1700000000 1700000000 0"));
     st_res_free(&x);
     gl_close(&f);
