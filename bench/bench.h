@@ -1,5 +1,6 @@
 /*
- * moat-bench: a loopback-only SMTP load generator (send, reject, idle).
+ * moat-bench: a loopback-only SMTP load generator (send, reject, idle,
+ * handshake), in plaintext, over STARTTLS or over implicit TLS.
  *
  * This header is shared by the files of bench/ only; the bench links
  * nothing from src/ so that it measures moat from the outside, as a
@@ -13,7 +14,11 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
-enum bench_mode { MODE_SEND, MODE_REJECT, MODE_IDLE };
+enum bench_mode { MODE_SEND, MODE_REJECT, MODE_IDLE, MODE_HANDSHAKE };
+
+/* How a session gets to TLS: never, STARTTLS after the first EHLO, or a
+ * handshake first thing after connect (smtps, port 465). */
+enum bench_tls { TLS_OFF, TLS_STARTTLS, TLS_IMPLICIT };
 
 /* Where in a session a reply or a failure happened. */
 enum stage {
@@ -26,6 +31,8 @@ enum stage {
     ST_DOT,
     ST_RSET,
     ST_QUIT,
+    ST_STARTTLS, /* the reply to STARTTLS */
+    ST_TLS,      /* the TLS handshake itself (failures only, no reply) */
     ST_MAX
 };
 
@@ -36,6 +43,7 @@ enum fail_kind {
     F_CLOSED,    /* the server closed or reset the connection */
     F_PROTOCOL,  /* a reply line we could not parse, or one nobody asked for */
     F_DEADLINE,  /* still running when --max-seconds ran out */
+    F_TLS,       /* the TLS handshake failed, or TLS said the stream is broken */
     F_MAX
 };
 
@@ -71,6 +79,8 @@ struct bench_opts {
     double max_seconds;            /* the whole run, whatever happens */
     double timeout;                /* per reply */
     double hold;                   /* idle: how long to keep connections open */
+    enum bench_tls tls;            /* --starttls, --tls */
+    bool resume;                   /* --resume: offer each slot's previous TLS session */
     bool kv;                       /* also print one machine-readable RESULT line */
     bool quiet;                    /* no human report */
 };
@@ -90,6 +100,8 @@ struct bench_stats {
     unsigned long codes[ST_MAX][BENCH_REPLY_CODES];
     unsigned long fails[ST_MAX][F_MAX];
     unsigned long no_pipelining;   /* --pipelining asked, server did not offer it */
+    unsigned long tls_full;        /* handshakes that made a new TLS session */
+    unsigned long tls_resumed;     /* ... and that resumed one */
     /* idle */
     unsigned long open_at_hold;    /* connections open when the hold began */
     unsigned long open_at_quit;    /* ... and still open when it ended */
@@ -98,7 +110,8 @@ struct bench_stats {
     samples_t txn;                 /* MAIL sent .. final reply of the transaction */
     samples_t dot;                 /* final dot written .. its reply (send) */
     samples_t session;             /* connect() .. session end */
-    samples_t setup;               /* connect() .. EHLO reply */
+    samples_t setup;               /* connect() .. EHLO reply (the one after STARTTLS) */
+    samples_t handshake;           /* TLS handshake: first ClientHello write .. done */
     double t_begin, t_end;         /* first launch, last session that finished its work */
     size_t msg_size;               /* the message size actually sent */
     double cpu_seconds;            /* this process's user + system time for the run */

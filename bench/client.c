@@ -16,6 +16,12 @@
  * socket after each batch of replies, and a write event only when the
  * kernel would not take everything at once.
  *
+ * TLS (--starttls, --tls) keeps the same shape: the socket stays
+ * non-blocking and one OpenSSL object per session drives it directly
+ * (SSL_set_fd), so a handshake step or an SSL_read runs from the same
+ * read and write events.  With --resume every --concurrency slot keeps
+ * the session its last connection ended with and offers it on the next.
+ *
  * Must never: run unbounded (every run ends by --count and by
  * --max-seconds), talk to a non-loopback address (main.c checks), or
  * decide whether a figure is good.
@@ -35,6 +41,9 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/util.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "bench.h"
 
@@ -61,6 +70,9 @@ struct sess {
     size_t inlen;
     char in[INBUF_SIZE];
     struct sess *prev, *next;     /* c->live (doubly) or c->dead (next only) */
+    SSL *ssl;                     /* once TLS starts */
+    int slot;                     /* --resume: index into c->slot_sess, -1 for none */
+    double t_tls;                 /* the handshake began */
     unsigned long seq;
     enum stage q[QMAX];           /* commands sent and not yet answered, oldest first */
     unsigned qhead, qlen;
@@ -71,6 +83,8 @@ struct sess {
     bool pipelined;               /* this session sends command groups */
     bool connected;
     bool holding;                 /* idle: EHLO answered, waiting for the hold to end */
+    bool handshaking;             /* the TLS handshake is under way */
+    bool tls_done;                /* ... and finished: the stream is TLS now */
     bool quit_sent;
     bool txn_failed;
     bool dot_pending;             /* the dot is queued; t_dot is set when it leaves */
@@ -93,6 +107,10 @@ struct client {
     double t_hold;
     const struct timeval *tv_timeout;   /* a libevent common timeout */
     msgtmpl_t msg;
+    SSL_CTX *ssl_ctx;             /* one client context for the run */
+    SSL_SESSION **slot_sess;      /* --resume: the last session of each slot */
+    int *free_slots;              /* stack of unused slot numbers */
+    unsigned nfree;
 };
 
 static void note_error(struct client *c, const char *what, int err)
@@ -100,6 +118,23 @@ static void note_error(struct client *c, const char *what, int err)
     if (c->st->first_error[0] == '\0')
         snprintf(c->st->first_error, sizeof(c->st->first_error), "%s: %s", what,
                  strerror(err));
+}
+
+/* The first TLS failure, for the report: OpenSSL's reason, or the
+ * system's when OpenSSL has none. */
+static void note_tls_error(struct client *c, const char *what)
+{
+    unsigned long e = ERR_peek_error();
+    if (c->st->first_error[0] == '\0') {
+        if (e) {
+            char text[128];
+            ERR_error_string_n(e, text, sizeof(text));
+            snprintf(c->st->first_error, sizeof(c->st->first_error), "%s: %s", what, text);
+        } else if (errno) {
+            note_error(c, what, errno);
+        }
+    }
+    ERR_clear_error();
 }
 
 static void wake_reaper(struct client *c)
@@ -131,6 +166,8 @@ static enum stage cur_stage(const struct sess *s)
 {
     if (!s->connected)
         return ST_CONNECT;
+    if (s->handshaking)
+        return ST_TLS;
     if (s->qlen > 0)
         return s->q[s->qhead];
     return s->quit_sent ? ST_QUIT : ST_EHLO;
@@ -173,6 +210,26 @@ static void sess_close(struct sess *s, bool normal)
         event_del(s->rev);
     if (s->wev != NULL)
         event_del(s->wev);
+    if (s->ssl != NULL) {
+        if (normal && s->tls_done) {
+            /* A session that ended with QUIT is a good one: mark it shut
+             * down, or OpenSSL would never offer it again. */
+            SSL_set_shutdown(s->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+            SSL_SESSION *ss = s->slot >= 0 ? SSL_get1_session(s->ssl) : NULL;
+            if (ss != NULL && SSL_SESSION_is_resumable(ss)) {
+                SSL_SESSION_free(c->slot_sess[s->slot]);
+                c->slot_sess[s->slot] = ss;
+            } else {
+                SSL_SESSION_free(ss);
+            }
+        }
+        SSL_free(s->ssl);
+        s->ssl = NULL;
+    }
+    if (s->slot >= 0) {
+        c->free_slots[c->nfree++] = s->slot;
+        s->slot = -1;
+    }
     if (s->fd >= 0) {
         close(s->fd);
         s->fd = -1;
@@ -304,6 +361,8 @@ static void begin_hold(struct sess *s)
     wake_reaper(c);
 }
 
+static void tls_start(struct sess *s);
+
 static void on_reply(struct sess *s, enum stage st, int code)
 {
     struct client *c = s->c;
@@ -317,11 +376,19 @@ static void on_reply(struct sess *s, enum stage st, int code)
             sess_close(s, false);
             return;
         }
+        if (o->mode == MODE_HANDSHAKE && s->tls_done) {
+            send_quit(s);   /* implicit TLS: the handshake is behind us */
+            return;
+        }
         send_cmd(s, ST_EHLO, "EHLO %s\r\n", o->helo);
         return;
     case ST_EHLO:
         if (code != 250) {
             sess_close(s, false);
+            return;
+        }
+        if (o->tls == TLS_STARTTLS && !s->tls_done) {
+            send_cmd(s, ST_STARTTLS, "STARTTLS\r\n");
             return;
         }
         samples_add(&c->st->setup, now - s->t_start);
@@ -381,6 +448,13 @@ static void on_reply(struct sess *s, enum stage st, int code)
     case ST_QUIT:
         sess_close(s, true);
         return;
+    case ST_STARTTLS:
+        if (code != 220) {
+            sess_close(s, false);
+            return;
+        }
+        tls_start(s);
+        return;
     default:
         sess_fail(s, st, F_PROTOCOL);
         return;
@@ -419,32 +493,65 @@ static void on_line(struct sess *s, const char *line, size_t len)
     on_reply(s, pop(s), code);
 }
 
-/* Hand queued output to the kernel; what it will not take yet waits for
- * the write event. */
+/* Hand queued output to TLS; false when the session failed. */
+static bool flush_tls(struct sess *s)
+{
+    while (evbuffer_get_length(s->out) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(s->out, -1, NULL, &v, 1) < 1)
+            break;
+        /* A retried write may see a longer first chunk (more was queued
+         * behind it): SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER and partial
+         * writes make that legal. */
+        size_t len = v.iov_len > 65536 ? 65536 : v.iov_len;
+        ERR_clear_error();
+        errno = 0;
+        int n = SSL_write(s->ssl, v.iov_base, (int)len);
+        if (n > 0) {
+            evbuffer_drain(s->out, (size_t)n);
+            continue;
+        }
+        int e = SSL_get_error(s->ssl, n);
+        if (e == SSL_ERROR_WANT_WRITE) {
+            event_add(s->wev, NULL);
+            return true;
+        }
+        if (e == SSL_ERROR_WANT_READ)
+            return true;
+        enum stage st = cur_stage(s);
+        note_tls_error(s->c, stage_name(st));
+        sess_fail(s, st, e == SSL_ERROR_SSL ? F_TLS : F_CLOSED);
+        return false;
+    }
+    return true;
+}
+
+/* Hand queued output to the kernel (or to TLS); what it will not take yet
+ * waits for the write event. */
 static void flush(struct sess *s)
 {
-    if (s->dead || evbuffer_get_length(s->out) == 0)
+    if (s->dead || s->handshaking || evbuffer_get_length(s->out) == 0)
         return;
-    int n = evbuffer_write(s->out, s->fd);
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        note_error(s->c, stage_name(cur_stage(s)), errno);
-        sess_fail(s, cur_stage(s), s->connected ? F_CLOSED : F_CONNECT);
-        return;
-    }
-    if (evbuffer_get_length(s->out) > 0) {
-        event_add(s->wev, NULL);
-        return;
+    if (s->ssl != NULL) {
+        if (!flush_tls(s) || evbuffer_get_length(s->out) > 0)
+            return;
+    } else {
+        int n = evbuffer_write(s->out, s->fd);
+        if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+            note_error(s->c, stage_name(cur_stage(s)), errno);
+            sess_fail(s, cur_stage(s), s->connected ? F_CLOSED : F_CONNECT);
+            return;
+        }
+        if (evbuffer_get_length(s->out) > 0) {
+            event_add(s->wev, NULL);
+            return;
+        }
     }
     /* The whole message, dot included, has left for the kernel. */
     if (s->dot_pending) {
         s->dot_pending = false;
         s->t_dot = mono_now();
     }
-}
-
-static void write_cb(evutil_socket_t fd, short what, void *arg)
-{
-    flush(arg);
 }
 
 /* The peer closed, reset or never accepted the connection. */
@@ -457,7 +564,7 @@ static void on_close(struct sess *s, int err)
         sess_fail(s, ST_CONNECT, F_CONNECT);
         return;
     }
-    if (s->qlen == 0) {
+    if (s->qlen == 0 && !s->handshaking) {
         /* Closed while nothing was asked: only an idle connection can be here. */
         if (s->holding)
             c->st->closed_in_hold++;
@@ -467,6 +574,178 @@ static void on_close(struct sess *s, int err)
     if (err)
         note_error(c, stage_name(st), err);
     sess_fail(s, st, F_CLOSED);
+}
+
+/* Read what the socket (or TLS) has: > 0 bytes, 0 the peer closed, -1
+ * with errno EAGAIN for nothing more yet, or another errno (EPROTO: TLS
+ * says the stream is broken). */
+static ssize_t sess_read(struct sess *s, char *buf, size_t cap)
+{
+    if (s->ssl == NULL)
+        return read(s->fd, buf, cap);
+    ERR_clear_error();
+    errno = 0;
+    int n = SSL_read(s->ssl, buf, (int)cap);
+    if (n > 0)
+        return n;
+    switch (SSL_get_error(s->ssl, n)) {
+    case SSL_ERROR_WANT_READ:
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_WANT_WRITE:
+        event_add(s->wev, NULL);
+        errno = EAGAIN;
+        return -1;
+    case SSL_ERROR_ZERO_RETURN:
+        return 0;
+    case SSL_ERROR_SYSCALL:
+        if (errno == 0)
+            return 0;
+        return -1;
+    default:
+        note_tls_error(s->c, stage_name(cur_stage(s)));
+        errno = EPROTO;
+        return -1;
+    }
+}
+
+/* Everything there is to read now, reply by reply; then what the replies
+ * asked for goes out in one write. */
+static void read_input(struct sess *s)
+{
+    for (;;) {
+        ssize_t n = sess_read(s, s->in + s->inlen, sizeof(s->in) - s->inlen);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                break;
+            if (errno == EPROTO) {
+                sess_fail(s, cur_stage(s), F_TLS);
+                return;
+            }
+            on_close(s, errno);
+            return;
+        }
+        if (n == 0) {
+            on_close(s, 0);
+            return;
+        }
+        s->connected = true;
+        s->inlen += (size_t)n;
+
+        size_t pos = 0;
+        while (!s->dead && !s->handshaking) {
+            char *nl = memchr(s->in + pos, '\n', s->inlen - pos);
+            if (nl == NULL)
+                break;
+            size_t end = (size_t)(nl - s->in);
+            size_t len = end - pos;
+            if (len > 0 && s->in[end - 1] == '\r')
+                len--;
+            if (len > REPLY_LINE_MAX) {
+                sess_fail(s, cur_stage(s), F_PROTOCOL);
+                return;
+            }
+            s->in[pos + len] = '\0';
+            on_line(s, s->in + pos, len);
+            pos = end + 1;
+        }
+        if (s->dead)
+            return;
+        if (s->handshaking) {
+            /* Plaintext after "220 Ready to start TLS" is not ours to
+             * read (the server could not have meant it). */
+            s->inlen = 0;
+            return;
+        }
+        if (pos > 0) {
+            memmove(s->in, s->in + pos, s->inlen - pos);
+            s->inlen -= pos;
+        }
+        if (s->inlen > REPLY_LINE_MAX) {
+            /* A partial line already longer than any reply line may be. */
+            sess_fail(s, cur_stage(s), F_PROTOCOL);
+            return;
+        }
+        /* Plaintext: one read per readiness (the event is level-triggered).
+         * TLS: OpenSSL may hold decrypted bytes the socket no longer
+         * announces, so read until it says there is nothing more. */
+        if (s->ssl == NULL)
+            break;
+    }
+    flush(s);
+}
+
+/* The handshake is done: on to what the mode wants next. */
+static void tls_established(struct sess *s)
+{
+    struct client *c = s->c;
+    const struct bench_opts *o = c->o;
+    s->handshaking = false;
+    s->tls_done = true;
+    samples_add(&c->st->handshake, mono_now() - s->t_tls);
+    if (SSL_session_reused(s->ssl) == 1)
+        c->st->tls_resumed++;
+    else
+        c->st->tls_full++;
+    if (o->mode == MODE_HANDSHAKE) {
+        outcome(s, true);
+        if (o->tls == TLS_STARTTLS)
+            send_quit(s);
+        /* implicit: QUIT once the greeting is read */
+    } else if (o->tls == TLS_STARTTLS) {
+        /* RFC 3207: forget what the first EHLO said, ask again */
+        s->offers_pipelining = false;
+        send_cmd(s, ST_EHLO, "EHLO %s\r\n", o->helo);
+    }
+    read_input(s);
+}
+
+/* One step of the client handshake, from the read or write event. */
+static void tls_step(struct sess *s)
+{
+    ERR_clear_error();
+    errno = 0;
+    int r = SSL_do_handshake(s->ssl);
+    if (r == 1) {
+        tls_established(s);
+        return;
+    }
+    int e = SSL_get_error(s->ssl, r);
+    if (e == SSL_ERROR_WANT_READ)
+        return;
+    if (e == SSL_ERROR_WANT_WRITE) {
+        event_add(s->wev, NULL);
+        return;
+    }
+    bool closed = e != SSL_ERROR_SSL && ERR_peek_error() == 0;
+    note_tls_error(s->c, "TLS handshake");
+    sess_fail(s, ST_TLS, closed ? F_CLOSED : F_TLS);
+}
+
+static void tls_start(struct sess *s)
+{
+    struct client *c = s->c;
+    s->ssl = SSL_new(c->ssl_ctx);
+    if (s->ssl == NULL || SSL_set_fd(s->ssl, s->fd) != 1) {
+        note_tls_error(c, "TLS setup");
+        sess_fail(s, ST_TLS, F_TLS);
+        return;
+    }
+    SSL_set_connect_state(s->ssl);
+    if (s->slot >= 0 && c->slot_sess[s->slot] != NULL)
+        SSL_set_session(s->ssl, c->slot_sess[s->slot]);
+    s->handshaking = true;
+    s->t_tls = mono_now();
+    tls_step(s);
+}
+
+static void write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct sess *s = arg;
+    if (s->handshaking)
+        tls_step(s);
+    else
+        flush(s);
 }
 
 static void read_cb(evutil_socket_t fd, short what, void *arg)
@@ -482,50 +761,12 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
         sess_fail(s, cur_stage(s), F_TIMEOUT);
         return;
     }
-    ssize_t n = read(s->fd, s->in + s->inlen, sizeof(s->in) - s->inlen);
-    if (n < 0) {
-        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-            return;
-        on_close(s, errno);
+    if (s->handshaking) {
+        s->connected = true;
+        tls_step(s);
         return;
     }
-    if (n == 0) {
-        on_close(s, 0);
-        return;
-    }
-    s->connected = true;
-    s->inlen += (size_t)n;
-
-    size_t pos = 0;
-    while (!s->dead) {
-        char *nl = memchr(s->in + pos, '\n', s->inlen - pos);
-        if (nl == NULL)
-            break;
-        size_t end = (size_t)(nl - s->in);
-        size_t len = end - pos;
-        if (len > 0 && s->in[end - 1] == '\r')
-            len--;
-        if (len > REPLY_LINE_MAX) {
-            sess_fail(s, cur_stage(s), F_PROTOCOL);
-            return;
-        }
-        s->in[pos + len] = '\0';
-        on_line(s, s->in + pos, len);
-        pos = end + 1;
-    }
-    if (s->dead)
-        return;
-    if (pos > 0) {
-        memmove(s->in, s->in + pos, s->inlen - pos);
-        s->inlen -= pos;
-    }
-    if (s->inlen > REPLY_LINE_MAX) {
-        /* A partial line already longer than any reply line may be. */
-        sess_fail(s, cur_stage(s), F_PROTOCOL);
-        return;
-    }
-    /* Everything the replies asked for goes out in one write. */
-    flush(s);
+    read_input(s);
 }
 
 static void launch(struct client *c)
@@ -538,6 +779,7 @@ static void launch(struct client *c)
     }
     s->c = c;
     s->fd = -1;
+    s->slot = c->nfree > 0 ? c->free_slots[--c->nfree] : -1;
     s->seq = ++c->launched;
     s->t_start = mono_now();
     s->counts_active = true;
@@ -599,6 +841,9 @@ static void launch(struct client *c)
      * the socket readable, and the reply timeout covers both. */
     push(s, ST_GREETING);
     event_add(s->rev, c->tv_timeout);
+    /* Implicit TLS: the ClientHello waits in the kernel for the connect. */
+    if (o->tls == TLS_IMPLICIT)
+        tls_start(s);
 }
 
 static void fill(struct client *c)
@@ -708,6 +953,32 @@ int bench_run(const struct bench_opts *o, struct bench_stats *st)
     msg_init(&c.msg, o);
     st->msg_size = c.msg.hdr_len + c.msg.body_len;
 
+    if (o->tls != TLS_OFF) {
+        c.ssl_ctx = SSL_CTX_new(TLS_client_method());
+        if (c.ssl_ctx == NULL) {
+            fprintf(stderr, "moat-bench: cannot create a TLS context\n");
+            msg_free(&c.msg);
+            return -1;
+        }
+        /* The bench measures the server, it does not judge its certificate. */
+        SSL_CTX_set_verify(c.ssl_ctx, SSL_VERIFY_NONE, NULL);
+        SSL_CTX_set_mode(c.ssl_ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+        /* A server that closes after 221 without close_notify is normal for SMTP. */
+        SSL_CTX_set_options(c.ssl_ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+        /* Sessions are kept per slot by hand, never in OpenSSL's cache. */
+        SSL_CTX_set_session_cache_mode(c.ssl_ctx, SSL_SESS_CACHE_OFF);
+        if (o->resume) {
+            c.slot_sess = calloc(o->concurrency, sizeof(*c.slot_sess));
+            c.free_slots = calloc(o->concurrency, sizeof(*c.free_slots));
+            if (c.slot_sess == NULL || c.free_slots == NULL) {
+                fprintf(stderr, "moat-bench: out of memory\n");
+                exit(2);
+            }
+            for (unsigned i = 0; i < o->concurrency; i++)
+                c.free_slots[c.nfree++] = (int)(o->concurrency - 1 - i);
+        }
+    }
+
     c.base = event_base_new();
     if (c.base == NULL) {
         fprintf(stderr, "moat-bench: cannot create an event base\n");
@@ -747,5 +1018,11 @@ int bench_run(const struct bench_opts *o, struct bench_stats *st)
     event_free(c.hold_timer);
     event_base_free(c.base);
     msg_free(&c.msg);
+    if (c.slot_sess != NULL)
+        for (unsigned i = 0; i < o->concurrency; i++)
+            SSL_SESSION_free(c.slot_sess[i]);
+    free(c.slot_sess);
+    free(c.free_slots);
+    SSL_CTX_free(c.ssl_ctx);
     return 0;
 }

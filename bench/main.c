@@ -34,7 +34,7 @@ double mono_now(void)
 static void usage(FILE *f)
 {
     fputs(
-        "usage: moat-bench send|reject|idle [options]\n"
+        "usage: moat-bench send|reject|idle|handshake [options]\n"
         "\n"
         "  send     --count sessions, --concurrency at a time; each: greeting, EHLO,\n"
         "           MAIL FROM, RCPT TO (one or more), DATA, a --size byte message, '.',\n"
@@ -44,6 +44,9 @@ static void usage(FILE *f)
         "  idle     open --count connections (--concurrency handshakes at a time), read\n"
         "           the greeting, EHLO, hold them all --hold seconds, then QUIT all.\n"
         "           Prints how many are open when the hold begins and ends.\n"
+        "  handshake  --count sessions: connect, the TLS handshake (after greeting,\n"
+        "           EHLO and STARTTLS with --starttls; first thing with --tls), QUIT.\n"
+        "           Reports TLS handshakes/s and their latency; needs --starttls or --tls.\n"
         "\n"
         "Only numeric loopback addresses (127.0.0.0/8, ::1) are accepted.\n"
         "\n"
@@ -66,6 +69,11 @@ static void usage(FILE *f)
         "                          --rcpt list [one per --rcpt]\n"
         "  -e, --helo NAME         EHLO name [moat-bench.example.test]\n"
         "  -P, --pipelining        send command groups when the server offers PIPELINING\n"
+        "      --starttls          EHLO, STARTTLS, the handshake, EHLO again, then the\n"
+        "                          session as usual (the certificate is not checked)\n"
+        "      --tls               implicit TLS (smtps): the handshake right after connect\n"
+        "      --resume            offer each concurrency slot's previous TLS session\n"
+        "                          (the first --concurrency handshakes are full ones)\n"
         "  -t, --timeout SECS      longest wait for any one reply [30]\n"
         "  -T, --max-seconds SECS  hard limit on the whole run [60]\n"
         "      --hold SECS         idle: how long to hold the connections [10]\n"
@@ -257,7 +265,7 @@ static void raise_nofile(unsigned long need)
     }
 }
 
-enum { OPT_HOLD = 256, OPT_KV, OPT_BIND_RANGE };
+enum { OPT_HOLD = 256, OPT_KV, OPT_BIND_RANGE, OPT_STARTTLS, OPT_TLS, OPT_RESUME };
 
 int main(int argc, char **argv)
 {
@@ -280,6 +288,8 @@ int main(int argc, char **argv)
         o.mode = MODE_REJECT;
     else if (strcmp(argv[1], "idle") == 0)
         o.mode = MODE_IDLE;
+    else if (strcmp(argv[1], "handshake") == 0)
+        o.mode = MODE_HANDSHAKE;
     else
         die_usage("unknown mode %s", argv[1]);
 
@@ -305,6 +315,9 @@ int main(int argc, char **argv)
         {"rcpts", required_argument, NULL, 'R'},
         {"helo", required_argument, NULL, 'e'},
         {"pipelining", no_argument, NULL, 'P'},
+        {"starttls", no_argument, NULL, OPT_STARTTLS},
+        {"tls", no_argument, NULL, OPT_TLS},
+        {"resume", no_argument, NULL, OPT_RESUME},
         {"timeout", required_argument, NULL, 't'},
         {"max-seconds", required_argument, NULL, 'T'},
         {"hold", required_argument, NULL, OPT_HOLD},
@@ -369,6 +382,15 @@ int main(int argc, char **argv)
         case OPT_KV:
             o.kv = true;
             break;
+        case OPT_STARTTLS:
+        case OPT_TLS:
+            if (o.tls != TLS_OFF)
+                die_usage("--starttls and --tls exclude each other");
+            o.tls = ch == OPT_STARTTLS ? TLS_STARTTLS : TLS_IMPLICIT;
+            break;
+        case OPT_RESUME:
+            o.resume = true;
+            break;
         case 'q':
             o.quiet = true;
             break;
@@ -382,6 +404,12 @@ int main(int argc, char **argv)
     }
     if (optind != argc)
         die_usage("unexpected argument %s", argv[optind]);
+    if (o.mode == MODE_HANDSHAKE && o.tls == TLS_OFF)
+        die_usage("handshake needs --starttls or --tls");
+    if (o.resume && o.tls == TLS_OFF)
+        die_usage("--resume needs --starttls or --tls");
+    if (o.resume && o.mode == MODE_IDLE)
+        die_usage("--resume does not go with idle (its connections outlive their slots)");
     if (o.mode == MODE_IDLE) {
         if (!count_set)
             o.count = 100;

@@ -23,10 +23,11 @@
 # moat-bench-engine options (e.g. "--sizes 10,10000"), MOAT_SEED_GATEWAY
 # the seed configuration [../shared/examples/seed-gateway], BENCH_DNS=0
 # skips the resolver part, BENCH_DNS_COUNT names [20000] and
-# BENCH_DNS_CONCURRENCY [100] for it.  bench/dns.sh (DNSBL rows) and
+# BENCH_DNS_CONCURRENCY [100] for it.  bench/dns.sh (DNSBL rows),
 # bench/queue.sh (relay delivery, 100,000 deferred messages; BENCH_QUEUE=0
-# skips it) run last, each with its own moat; their knobs are in their
-# headers.
+# skips it), bench/store.sh, bench/policy.sh and bench/tls.sh (TLS
+# handshakes and messages over STARTTLS) run last, each with its own
+# moat; their knobs are in their headers.
 #
 # ulimit -n is not POSIX, but dash and bash both have it; $common (below)
 # is split into words on purpose.
@@ -397,4 +398,5 @@ bench/dns.sh || failed=1   # DNSBL rejections, warm and cold cache: its own moat
 bench/queue.sh || failed=1 # relay to smtp-sink, 100,000 deferred messages: its own moats
 bench/store.sh || failed=1 # the state store: LMDB and a private redis-server
 bench/policy.sh || failed=1 # policy requests/s: moat (check_greylist, LMDB/Redis) and postgrey
+bench/tls.sh || failed=1 # TLS: handshakes/s (full, resumed; STARTTLS, implicit), messages/s over STARTTLS
 exit $failed

@@ -62,6 +62,7 @@ const char *stage_name(enum stage st)
         [ST_CONNECT] = "connect", [ST_GREETING] = "greeting", [ST_EHLO] = "EHLO",
         [ST_MAIL] = "MAIL",       [ST_RCPT] = "RCPT",         [ST_DATA] = "DATA",
         [ST_DOT] = "end-of-data", [ST_RSET] = "RSET",         [ST_QUIT] = "QUIT",
+        [ST_STARTTLS] = "STARTTLS", [ST_TLS] = "TLS handshake",
     };
     return (unsigned)st < ST_MAX ? names[st] : "?";
 }
@@ -71,7 +72,7 @@ static const char *fail_name(enum fail_kind k)
     static const char *const names[F_MAX] = {
         [F_CONNECT] = "connect failed", [F_TIMEOUT] = "timeout",
         [F_CLOSED] = "connection closed", [F_PROTOCOL] = "bad reply",
-        [F_DEADLINE] = "cut off",
+        [F_DEADLINE] = "cut off",       [F_TLS] = "TLS failure",
     };
     return (unsigned)k < F_MAX ? names[k] : "?";
 }
@@ -93,6 +94,8 @@ bool reply_expected(const struct bench_opts *o, enum stage st, int code)
         return code == 250 || code == 251;
     case ST_DATA:
         return code == 354;
+    case ST_STARTTLS:
+        return code == 220;
     case ST_QUIT:
         return code == 221;
     default:
@@ -149,7 +152,12 @@ static double rate(const struct bench_stats *st)
 
 static const char *mode_name(enum bench_mode m)
 {
-    return m == MODE_SEND ? "send" : m == MODE_REJECT ? "reject" : "idle";
+    return m == MODE_SEND ? "send" : m == MODE_REJECT ? "reject" : m == MODE_IDLE ? "idle" : "handshake";
+}
+
+static const char *tls_name(enum bench_tls t)
+{
+    return t == TLS_STARTTLS ? "starttls" : t == TLS_IMPLICIT ? "tls" : "off";
 }
 
 static void print_latency(const char *label, samples_t *s)
@@ -196,10 +204,13 @@ void report_print(const struct bench_opts *o, struct bench_stats *st)
         printf(" from %s, the next address for each session", o->src_text);
     printf(", %lu %s at concurrency %u", o->count,
            o->mode == MODE_IDLE ? "connections" : "sessions", o->concurrency);
-    if (o->mode != MODE_IDLE)
+    if (o->mode == MODE_SEND || o->mode == MODE_REJECT)
         printf(", %zu RCPT, pipelining %s", o->nrcpt, o->pipelining ? "on" : "off");
     if (o->mode == MODE_SEND)
         printf(", %zu-byte messages", st->msg_size);
+    if (o->tls != TLS_OFF)
+        printf(", %s%s", o->tls == TLS_STARTTLS ? "STARTTLS" : "implicit TLS",
+               o->resume ? ", sessions resumed per slot" : "");
     printf("\n");
 
     if (o->have_range && o->count > o->range_size)
@@ -213,6 +224,8 @@ void report_print(const struct bench_opts *o, struct bench_stats *st)
         printf("  open at QUIT        %lu\n", st->open_at_quit);
         printf("  %-26s %9s %9s %9s %9s\n", "latency (ms)", "p50", "p90", "p99", "max");
         print_latency("connect..EHLO reply", &st->setup);
+        if (o->tls != TLS_OFF)
+            print_latency("TLS handshake", &st->handshake);
         print_errors(o, st);
         return;
     }
@@ -222,8 +235,12 @@ void report_print(const struct bench_opts *o, struct bench_stats *st)
            st->failed);
     if (o->mode == MODE_SEND)
         printf("  rate                %.1f messages/s accepted\n", rate(st));
-    else
+    else if (o->mode == MODE_REJECT)
         printf("  rate                %.1f rejected transactions/s\n", rate(st));
+    else
+        printf("  rate                %.1f TLS handshakes/s\n", rate(st));
+    if (o->tls != TLS_OFF)
+        printf("  TLS handshakes      %lu full, %lu resumed\n", st->tls_full, st->tls_resumed);
     if (elapsed(st) > 0)
         printf("  client CPU          %.2f s (%.0f%% of one core)\n", st->cpu_seconds,
                100.0 * st->cpu_seconds / elapsed(st));
@@ -234,9 +251,11 @@ void report_print(const struct bench_opts *o, struct bench_stats *st)
     if (o->mode == MODE_SEND) {
         print_latency("transaction (MAIL..250)", &st->txn);
         print_latency("after the dot (.. 250)", &st->dot);
-    } else {
+    } else if (o->mode == MODE_REJECT) {
         print_latency("transaction (MAIL..5xx)", &st->txn);
     }
+    if (o->tls != TLS_OFF)
+        print_latency("TLS handshake", &st->handshake);
     print_latency("session (connect..close)", &st->session);
     if (o->mode == MODE_REJECT) {
         printf("RCPT replies:");
@@ -266,10 +285,16 @@ void report_kv(const struct bench_opts *o, struct bench_stats *st)
     } else {
         printf(" started=%lu ok=%lu failed=%lu elapsed_s=%.3f rate=%.1f size=%zu", st->started,
                st->ok, st->failed, elapsed(st), rate(st), st->msg_size);
-        kv_latency("txn", &st->txn);
+        if (o->mode != MODE_HANDSHAKE)
+            kv_latency("txn", &st->txn);
         if (o->mode == MODE_SEND)
             kv_latency("dot", &st->dot);
         kv_latency("session", &st->session);
+    }
+    if (o->tls != TLS_OFF) {
+        printf(" tls=%s tls_full=%lu tls_resumed=%lu", tls_name(o->tls), st->tls_full,
+               st->tls_resumed);
+        kv_latency("hs", &st->handshake);
     }
     printf(" client_cpu_s=%.3f", st->cpu_seconds);
     printf(" reply_errors=%lu other_errors=%lu cut_off=%lu not_started=%lu\n",

@@ -4,7 +4,7 @@
 # Usage: scripts/deps.sh [build|test]   (default: test, the superset)
 set -eu
 
-BUILD_PKGS="gcc make pkg-config libevent-dev liblmdb-dev libpcre2-dev libunbound-dev libhiredis-dev libpsl-dev"
+BUILD_PKGS="gcc make pkg-config libevent-dev libssl-dev libcrypt-dev liblmdb-dev libpcre2-dev libunbound-dev libhiredis-dev libpsl-dev openssl"
 # postfix: smtp-sink/smtp-source and a reference Postfix for the queue
 # tests and benches; installed as "No configuration", never the system
 # MTA, never started (see below).  postfix-lmdb/-pcre: its table types.
@@ -12,10 +12,16 @@ BUILD_PKGS="gcc make pkg-config libevent-dev liblmdb-dev libpcre2-dev libunbound
 # start on a loopback port of their own (the system service never starts).
 # postgrey: a real policy server for check_policy_service; the tests start
 # it on a loopback port with a private database (its service never starts).
+# dovecot-core: a real SASL server for AUTH (smtpd_sasl_type = dovecot);
+# the tests start a private instance with a passwd-file userdb (the
+# system service never starts).  libnet-ssleay-perl/libio-socket-ssl-perl:
+# swaks --tls.
 TEST_PKGS="clang libclang-rt-14-dev python3 python3-pytest python3-aiosmtpd swaks pflogsumm unbound
 postfix postfix-lmdb postfix-pcre
 redis-server redis-tools
-postgrey"
+postgrey
+dovecot-core
+libnet-ssleay-perl libio-socket-ssl-perl"
 
 want="$BUILD_PKGS"
 [ "${1:-test}" = "build" ] || want="$want $TEST_PKGS"

@@ -21,6 +21,10 @@
  * cases.  With --trace, an accepted recipient also shows where the queue
  * manager would deliver it (route_recipient, or route_spec for a FILTER
  * action or content_filter), from the same router the daemon builds.
+ * The client's TLS session and SASL login are described by options
+ * (--tls, --ccert-*, --sasl-*): they fill the pstate_t as the session
+ * does, and the STARTTLS and AUTH commands go through the engine's limits
+ * (policy_eval with PCMD_STARTTLS / PCMD_AUTH) as in the server.
  */
 #include "cli/cli.h"
 
@@ -48,7 +52,11 @@
 static const char usage_text[] =
     "usage: moat check [-c DIR] --client IP [--client-name NAME] [--helo NAME]\n"
     "                  [--from ADDR] --rcpt ADDR [--rcpt ADDR...] [--esmtp|--smtp]\n"
-    "                  [--sasl-user USER] [--service NAME] [--trace]\n"
+    "                  [--tls [--tls-protocol P] [--tls-cipher C]]\n"
+    "                  [--ccert-fingerprint FP [--ccert-pubkey-fingerprint FP]\n"
+    "                   [--ccert-verified] [--ccert-subject CN] [--ccert-issuer CN]]\n"
+    "                  [--sasl-user USER [--sasl-method M] [--sasl-sender ADDR]]\n"
+    "                  [--service NAME] [--trace]\n"
     "       moat check [-c DIR] --script FILE|-\n"
     "  Simulate one SMTP transaction through the restriction engine, exactly as\n"
     "  `moat serve -c DIR` would decide it, and print one line per command:\n"
@@ -59,7 +67,17 @@ static const char usage_text[] =
     "  --from ADDR         send MAIL FROM:<ADDR> (\"<>\" or \"\": the null sender)\n"
     "  --rcpt ADDR         send RCPT TO:<ADDR> (repeat for more recipients)\n"
     "  --esmtp | --smtp    EHLO and protocol ESMTP (default), or HELO and SMTP\n"
+    "  --tls               the client used STARTTLS (or implicit TLS) first\n"
+    "  --tls-protocol P    its TLS version (default TLSv1.3; implies --tls)\n"
+    "  --tls-cipher C      its cipher (default TLS_AES_256_GCM_SHA384; implies --tls)\n"
+    "  --ccert-fingerprint FP  it presented a client certificate with this\n"
+    "                      fingerprint (smtpd_tls_fingerprint_digest; implies --tls)\n"
+    "  --ccert-pubkey-fingerprint FP  ... whose public key has this fingerprint\n"
+    "  --ccert-verified    ... and the certificate chains to smtpd_tls_CAfile\n"
+    "  --ccert-subject CN, --ccert-issuer CN  its subject and issuer names\n"
     "  --sasl-user USER    as if the client had authenticated as USER\n"
+    "  --sasl-method M     with mechanism M (default PLAIN)\n"
+    "  --sasl-sender ADDR  and sent MAIL FROM:<...> AUTH=<ADDR>\n"
     "  --service NAME      the master.cf service (default: the first smtpd one)\n"
     "  --trace             also print every class, step, key and table line\n"
     "  --script FILE       read Postfix's smtpd_check driver language instead\n"
@@ -73,6 +91,10 @@ static const char usage_text[] =
 #define OK_DATA "354 End data with <CR><LF>.<CR><LF>"
 #define OK_EOD "250 2.0.0 Ok: queued"
 #define NO_RCPT "503 5.5.1 Error: need RCPT command"
+#define OK_STARTTLS "220 2.0.0 Ready to start TLS"
+#define OK_AUTH "235 2.7.0 Authentication successful"
+/* After a 421 (or a refused implicit-TLS handshake): every later command. */
+#define CLOSED "(not sent: the server closed the connection)"
 
 typedef struct check_opts {
     const char *dir;          /* NULL: the embedded default */
@@ -80,7 +102,43 @@ typedef struct check_opts {
     const char **rcpts;
     size_t nrcpt;
     bool smtp, trace;
+    /* the TLS session and the login (the TLS issue) */
+    bool tls, ccert_verified;
+    const char *tls_protocol, *tls_cipher;
+    const char *ccert_fp, *ccert_pk, *ccert_subject, *ccert_issuer;
+    const char *sasl_method, *sasl_sender;
 } check_opts_t;
+
+#define DEFAULT_TLS_PROTOCOL "TLSv1.3"
+#define DEFAULT_TLS_CIPHER "TLS_AES_256_GCM_SHA384"
+
+/* The secret key bits of a cipher, from its name as OpenSSL spells it
+ * ("TLS_AES_128_GCM_SHA256", "ECDHE-RSA-AES256-GCM-SHA384",
+ * "TLS_CHACHA20_POLY1305_SHA256"): what the session reports as the key
+ * size; 256 when the name does not say. */
+static unsigned cipher_bits(const char *cipher)
+{
+    if (strstr(cipher, "128"))
+        return 128;
+    if (strstr(cipher, "3DES") || strstr(cipher, "DES-CBC3"))
+        return 168;
+    return 256;
+}
+
+/* The TLS part of the state, as the session fills it after a handshake. */
+static void fill_tls(pstate_t *st, const check_opts_t *o)
+{
+    st->tls_protocol = o->tls_protocol ? o->tls_protocol : DEFAULT_TLS_PROTOCOL;
+    st->tls_cipher = o->tls_cipher ? o->tls_cipher : DEFAULT_TLS_CIPHER;
+    st->tls_keysize = cipher_bits(st->tls_cipher);
+    if (o->ccert_fp) {
+        st->ccert_fingerprint = o->ccert_fp;
+        st->ccert_pubkey_fingerprint = o->ccert_pk;
+        st->ccert_subject = o->ccert_subject;
+        st->ccert_issuer = o->ccert_issuer;
+        st->ccert_verified = o->ccert_verified;
+    }
+}
 
 static void put(FILE *fp, const buf_t *b)
 {
@@ -328,6 +386,30 @@ static const service_t *pick_service(const config_t *cfg, const char *name, buf_
     return NULL;
 }
 
+/* What the options describe but the service would not let happen: said
+ * on stderr, and simulated anyway (the postmaster may be testing a
+ * change, and the restrictions' answers are still worth seeing). */
+static void session_notes(const service_t *sv, const check_opts_t *o)
+{
+    const params_t *p = sv->params;
+    bool wrapper = param_bool(p, PARAM_smtpd_tls_wrappermode);
+    const char *level = param_str(p, PARAM_smtpd_tls_security_level);
+    bool starttls = *level ? !str_ieq(level, "none")
+                           : param_bool(p, PARAM_smtpd_use_tls) || param_bool(p, PARAM_smtpd_enforce_tls);
+    if (o->tls && !wrapper && !starttls)
+        fprintf(stderr, "moat: check: note: service %s offers no STARTTLS (smtpd_tls_security_level); "
+                        "--tls is simulated anyway\n", sv->name);
+    if (!o->sasl_user)
+        return;
+    if (!param_bool(p, PARAM_smtpd_sasl_auth_enable))
+        fprintf(stderr, "moat: check: note: service %s has smtpd_sasl_auth_enable = no: its clients cannot "
+                        "authenticate, and the SASL restrictions other than permit_sasl_authenticated are "
+                        "ignored; --sasl-user is simulated anyway\n", sv->name);
+    else if (param_bool(p, PARAM_smtpd_tls_auth_only) && !o->tls && !wrapper)
+        fprintf(stderr, "moat: check: note: service %s has smtpd_tls_auth_only = yes: AUTH needs TLS (--tls); "
+                        "--sasl-user is simulated anyway\n", sv->name);
+}
+
 /* ---------- one simulated transaction ---------- */
 
 /*
@@ -411,9 +493,10 @@ static void trace_route(sim_t *s, const char *rcpt, const char *filter)
                    r.origin);
 }
 
-static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, const client_addr_t *ca,
+static int simulate(policy_t *pol, const service_t *sv, const check_opts_t *o, const client_addr_t *ca,
                     resolver_t *res, router_t *router)
 {
+    const params_t *p = sv->params;
     sim_t s = {.pol = pol, .p = p, .want_trace = o->trace, .res = res, .router = router};
     buf_t filter = BUF_INIT;   /* the message's FILTER action so far */
     buf_t names = BUF_INIT;   /* the trace of the name lookup, shown under CONNECT */
@@ -438,8 +521,8 @@ static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, con
         .client_name = pn.name,
         .reverse_name = pn.reverse,
         .protocol = o->smtp ? "SMTP" : "ESMTP",
-        .sasl_user = o->sasl_user,
         .dns = res->memo,
+        .service = sv->name,   /* the limits' log lines name it, as the server's */
         .name_code = pn.name_code,
         .reverse_code = pn.reverse_code,
         .forward_code = pn.forward_code,
@@ -448,10 +531,27 @@ static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, con
     buf_t label = BUF_INIT, ok = BUF_INIT, denied = BUF_INIT;
     char *from_copy = NULL;
 
+    /* Implicit TLS: the new-TLS-session limit before the handshake, which
+     * comes before the greeting; a refusal closes the connection without
+     * a word (a plaintext reply means nothing to a TLS client). */
+    bool wrapper = param_bool(p, PARAM_smtpd_tls_wrappermode);
+    if (wrapper) {
+        if (eval(&s, PCMD_STARTTLS) != V_PERMIT) {
+            show(&s, "TLS handshake (smtpd_tls_wrappermode)", NULL);
+            fputs("  log: wrapper mode: the server closes the connection without a reply\n", stdout);
+            buf_puts(&denied, CLOSED);
+        } else {
+            show(&s, "TLS handshake (smtpd_tls_wrappermode)", "ok");
+            fill_tls(&s.st, o);
+        }
+    }
+
     buf_printf(&label, "CONNECT from %s[%s]", name, ca->text);
     buf_printf(&ok, "220 %s", param_str(p, PARAM_smtpd_banner));
+    if (denied.len) {
+        show_plain(&s, buf_cstr(&label), buf_cstr(&denied));
     /* As the session: with smtpd_delay_reject only the limits run here. */
-    if (eval(&s, PCMD_CONNECT) != V_PERMIT) {
+    } else if (eval(&s, PCMD_CONNECT) != V_PERMIT) {
         show(&s, buf_cstr(&label), NULL);
         /* RFC 5321 3.1: the session stays open, every command but QUIT gets 503. */
         buf_printf(&denied, "503 5.7.0 Error: access denied for %s[%s]", name, ca->text);
@@ -464,6 +564,24 @@ static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, con
     }
     print_lines(stdout, "", &names);
     buf_free(&names);
+
+    /* STARTTLS right after the greeting (the EHLO below stands for the one
+     * a client sends after the handshake): the new-TLS-session limit, then
+     * the rest of the session sees the TLS state the options describe. */
+    if (o->tls && !wrapper) {
+        if (denied.len) {
+            show_plain(&s, "STARTTLS", buf_cstr(&denied));
+        } else if (eval(&s, PCMD_STARTTLS) != V_PERMIT) {
+            show(&s, "STARTTLS", NULL);
+            if (s.v.code == 421) {
+                fputs("  log: the server closes the connection\n", stdout);
+                buf_puts(&denied, CLOSED);
+            }
+        } else {
+            show(&s, "STARTTLS", OK_STARTTLS);
+            fill_tls(&s.st, o);
+        }
+    }
 
     const char *helo_verb = o->smtp ? "HELO" : "EHLO";
     if (o->helo) {
@@ -485,6 +603,25 @@ static int simulate(policy_t *pol, const params_t *p, const check_opts_t *o, con
                     keep_postponed(&s);
                 show(&s, buf_cstr(&label), buf_cstr(&ok));
             }
+        }
+    }
+
+    /* AUTH after EHLO: the AUTH command rate limit; a refused AUTH leaves
+     * the client unauthenticated.  The backend's answer is assumed
+     * (--sasl-user says the password was right). */
+    if (o->sasl_user) {
+        const char *method = o->sasl_method ? o->sasl_method : "PLAIN";
+        buf_reset(&label);
+        buf_printf(&label, "AUTH %s", method);
+        if (denied.len) {
+            show_plain(&s, buf_cstr(&label), buf_cstr(&denied));
+        } else if (eval(&s, PCMD_AUTH) != V_PERMIT) {
+            show(&s, buf_cstr(&label), NULL);
+        } else {
+            show(&s, buf_cstr(&label), OK_AUTH);
+            s.st.sasl_user = o->sasl_user;
+            s.st.sasl_method = method;
+            s.st.sasl_sender = o->sasl_sender;
         }
     }
 
@@ -628,6 +765,7 @@ typedef struct script {
     client_addr_t ca;
     bool have_client;
     char *client_name, *helo, *sender, *rcpt;
+    char *fingerprint;      /* "fingerprint FP": a TLS session with a (not verified) client certificate */
     char name_code;         /* "client NAME ADDR [CODE]": 0 ok, 4 temporary, 5 permanent */
     resolver_t res;
 } script_t;
@@ -842,6 +980,11 @@ static void script_query(script_t *sc, pcmd_t cmd)
         .reverse_code = sc->name_code,
         .forward_code = sc->name_code,
     };
+    if (sc->fingerprint) {
+        /* Postfix's driver: the certificate and its key share the print */
+        check_opts_t o = {.ccert_fp = sc->fingerprint, .ccert_pk = sc->fingerprint};
+        fill_tls(&st, &o);
+    }
     verdict_t v;
     verdict_init(&v);
     buf_t trace = BUF_INIT;
@@ -963,7 +1106,7 @@ static void script_line(script_t *sc, char *line)
         return;
     }
     if (nw == 2 && strcmp(cmd, "fingerprint") == 0) {
-        puts("moat: error: fingerprint: TLS client certificates are not supported by this version of moat");
+        replace(&sc->fingerprint, w[1]);
         puts("OK");
         return;
     }
@@ -1029,12 +1172,15 @@ static int run_script(const check_opts_t *o)
     free(sc.helo);
     free(sc.sender);
     free(sc.rcpt);
+    free(sc.fingerprint);
     return 0;
 }
 
 /* ---------- entry ---------- */
 
-enum { O_CLIENT = 256, O_CLIENT_NAME, O_HELO, O_FROM, O_RCPT, O_ESMTP, O_SMTP, O_SASL, O_SERVICE, O_TRACE, O_SCRIPT };
+enum { O_CLIENT = 256, O_CLIENT_NAME, O_HELO, O_FROM, O_RCPT, O_ESMTP, O_SMTP, O_SASL, O_SERVICE, O_TRACE, O_SCRIPT,
+       O_TLS, O_TLS_PROTOCOL, O_TLS_CIPHER, O_CCERT_FP, O_CCERT_PK, O_CCERT_VERIFIED, O_CCERT_SUBJECT,
+       O_CCERT_ISSUER, O_SASL_METHOD, O_SASL_SENDER };
 
 static const struct option long_opts[] = {
     {"client", required_argument, NULL, O_CLIENT},
@@ -1045,6 +1191,16 @@ static const struct option long_opts[] = {
     {"esmtp", no_argument, NULL, O_ESMTP},
     {"smtp", no_argument, NULL, O_SMTP},
     {"sasl-user", required_argument, NULL, O_SASL},
+    {"sasl-method", required_argument, NULL, O_SASL_METHOD},
+    {"sasl-sender", required_argument, NULL, O_SASL_SENDER},
+    {"tls", no_argument, NULL, O_TLS},
+    {"tls-protocol", required_argument, NULL, O_TLS_PROTOCOL},
+    {"tls-cipher", required_argument, NULL, O_TLS_CIPHER},
+    {"ccert-fingerprint", required_argument, NULL, O_CCERT_FP},
+    {"ccert-pubkey-fingerprint", required_argument, NULL, O_CCERT_PK},
+    {"ccert-verified", no_argument, NULL, O_CCERT_VERIFIED},
+    {"ccert-subject", required_argument, NULL, O_CCERT_SUBJECT},
+    {"ccert-issuer", required_argument, NULL, O_CCERT_ISSUER},
     {"service", required_argument, NULL, O_SERVICE},
     {"trace", no_argument, NULL, O_TRACE},
     {"script", required_argument, NULL, O_SCRIPT},
@@ -1085,6 +1241,16 @@ int cmd_check(int argc, char **argv)
         case O_ESMTP: o.smtp = false; break;
         case O_SMTP: o.smtp = true; break;
         case O_SASL: o.sasl_user = optarg; break;
+        case O_SASL_METHOD: o.sasl_method = optarg; break;
+        case O_SASL_SENDER: o.sasl_sender = optarg; break;
+        case O_TLS: o.tls = true; break;
+        case O_TLS_PROTOCOL: o.tls_protocol = optarg; o.tls = true; break;
+        case O_TLS_CIPHER: o.tls_cipher = optarg; o.tls = true; break;
+        case O_CCERT_FP: o.ccert_fp = optarg; o.tls = true; break;
+        case O_CCERT_PK: o.ccert_pk = optarg; o.tls = true; break;
+        case O_CCERT_VERIFIED: o.ccert_verified = true; o.tls = true; break;
+        case O_CCERT_SUBJECT: o.ccert_subject = optarg; o.tls = true; break;
+        case O_CCERT_ISSUER: o.ccert_issuer = optarg; o.tls = true; break;
         case O_SERVICE: o.service = optarg; break;
         case O_TRACE: o.trace = true; break;
         case O_SCRIPT: o.script = optarg; break;
@@ -1100,8 +1266,8 @@ int cmd_check(int argc, char **argv)
         goto out;
     }
     if (o.script) {
-        if (o.client || o.nrcpt || o.from || o.helo) {
-            rc = usage_error("--script excludes --client/--helo/--from/--rcpt");
+        if (o.client || o.nrcpt || o.from || o.helo || o.tls || o.sasl_user) {
+            rc = usage_error("--script excludes --client/--helo/--from/--rcpt and the TLS and SASL options");
             goto out;
         }
         rc = run_script(&o);
@@ -1118,6 +1284,17 @@ int cmd_check(int argc, char **argv)
     }
     if (o.nrcpt == 0) {
         rc = usage_error("at least one --rcpt ADDR is required");
+        goto out;
+    }
+    /* The session knows a certificate by its fingerprint: the other
+     * certificate options describe that one. */
+    if (!o.ccert_fp && (o.ccert_pk || o.ccert_verified || o.ccert_subject || o.ccert_issuer)) {
+        rc = usage_error("--ccert-pubkey-fingerprint, --ccert-verified, --ccert-subject and --ccert-issuer "
+                         "describe the certificate of --ccert-fingerprint FP");
+        goto out;
+    }
+    if (!o.sasl_user && (o.sasl_method || o.sasl_sender)) {
+        rc = usage_error("--sasl-method and --sasl-sender need --sasl-user USER");
         goto out;
     }
 
@@ -1162,8 +1339,9 @@ int cmd_check(int argc, char **argv)
                 }
                 policy_set_env(pol, &env);
             }
+            session_notes(sv, &o);
             fflush(stderr);
-            rc = simulate(pol, sv->params, &o, &ca, &res, router);
+            rc = simulate(pol, sv, &o, &ca, &res, router);
         } else {
             put(stderr, &err);
         }

@@ -29,6 +29,10 @@ static void usage(FILE *f)
             "                               postqueue, postsuper, postcat)\n"
             "  greylist [-c DIR] list|allow|remove|stats ...\n"
             "                               inspect and edit greylisting state\n"
+            "  sasl [-c DIR] [-s SERVICE] test USER [MECH] | hash [--scheme yescrypt|sha512]\n"
+            "                               try a login against the AUTH backend (password\n"
+            "                               on stdin); make a crypt(3) hash for\n"
+            "                               smtpd_sasl_password_maps\n"
             "  block [-c DIR] list|remove|export ...\n"
             "                               clients blocked by the abuse limits (export:\n"
             "                               --format nftables|plain for a firewall set)\n"
@@ -63,6 +67,8 @@ int main(int argc, char **argv)
         return cmd_greylist(argc - 1, argv + 1);
     if (strcmp(cmd, "block") == 0)
         return cmd_block(argc - 1, argv + 1);
+    if (strcmp(cmd, "sasl") == 0)
+        return cmd_sasl(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("moat %s\n", MOAT_VERSION);
         return 0;

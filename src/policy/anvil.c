@@ -8,6 +8,8 @@
  *   rate:conn:<addr>:<window start>   connections   (ttl anvil_rate_time_unit)
  *   rate:mail:<addr>:<window start>   MAIL commands
  *   rate:rcpt:<addr>:<window start>   RCPT commands
+ *   rate:tls:<addr>:<window start>    new (not resumed) TLS sessions
+ *   rate:auth:<addr>:<window start>   AUTH commands
  *   abuse:5xx:<id>                    5xx replies   (ttl smtpd_client_abuse_window)
  *   abuse:rcpt:<id>                   unknown recipients
  *   block:<id>                        "<reason> <since> <count>" (ttl smtpd_client_block_time)
@@ -39,6 +41,8 @@ struct anvil {
     long long conn_rate;       /* smtpd_client_connection_rate_limit */
     long long msg_rate;        /* smtpd_client_message_rate_limit */
     long long rcpt_rate;       /* smtpd_client_recipient_rate_limit */
+    long long tls_rate;        /* smtpd_client_new_tls_session_rate_limit */
+    long long auth_rate;       /* smtpd_client_auth_rate_limit */
     unsigned unit;             /* anvil_rate_time_unit */
     long long reject_limit;    /* smtpd_client_reject_limit */
     long long unknown_limit;   /* smtpd_client_unknown_recipient_limit */
@@ -129,6 +133,8 @@ const char *anvil_reason_text(const char *reason)
         return "5xx replies";
     if (!strcmp(reason, "rcpt"))
         return "unknown recipients";
+    if (!strcmp(reason, "tls"))
+        return "new TLS sessions";
     return reason;
 }
 
@@ -211,6 +217,8 @@ anvil_t *anvil_new(const params_t *p, const char *config_dir, buf_t *err)
     a->conn_rate = param_int(p, PARAM_smtpd_client_connection_rate_limit);
     a->msg_rate = param_int(p, PARAM_smtpd_client_message_rate_limit);
     a->rcpt_rate = param_int(p, PARAM_smtpd_client_recipient_rate_limit);
+    a->tls_rate = param_int(p, PARAM_smtpd_client_new_tls_session_rate_limit);
+    a->auth_rate = param_int(p, PARAM_smtpd_client_auth_rate_limit);
     a->unit = (unsigned)param_int(p, PARAM_anvil_rate_time_unit);
     a->reject_limit = param_int(p, PARAM_smtpd_client_reject_limit);
     a->unknown_limit = param_int(p, PARAM_smtpd_client_unknown_recipient_limit);
@@ -295,7 +303,8 @@ static bool abuse_on(const anvil_t *a)
 
 bool anvil_uses_store(const anvil_t *a)
 {
-    return a && (a->conn_rate > 0 || a->msg_rate > 0 || a->rcpt_rate > 0 || abuse_on(a));
+    return a && (a->conn_rate > 0 || a->msg_rate > 0 || a->rcpt_rate > 0 || a->tls_rate > 0 || a->auth_rate > 0 ||
+                 abuse_on(a));
 }
 
 /* Is addr in smtpd_client_event_limit_exceptions?  A table that fails
@@ -371,6 +380,46 @@ static int rate_check(ss_ctx_t *c, const char *kind, long long limit, unsigned u
     return rc;
 }
 
+/* The new-TLS-session counter, read and not counted (a session is
+ * counted once its handshake made a new one, anvil_note): -1 pending, 0
+ * go on (or the store failed: skipped), 1 this handshake would exceed the
+ * limit (*num: the sessions so far). */
+static int tls_check(ss_ctx_t *c, long long limit, unsigned unit, long long *num)
+{
+    static const char param[] = "smtpd_client_new_tls_session_rate_limit";
+    buf_t key = BUF_INIT;
+    anvil_rate_key(&key, "tls", c->st->client_addr, (long long)c->now, unit);
+    ss_value_t val;
+    int rc = 0;
+    *num = 0;
+    switch (ss_store_get(c, buf_cstr(&key), &val)) {
+    case SG_PENDING:
+        rc = -1;
+        break;
+    case SG_ERROR:
+        ss_log(c, "warning", "%s: state store %s: %s: limit skipped", param,
+               c->env && c->env->store ? store_spec(c->env->store) : "(not open)", val.error ? val.error : "failed");
+        ss_trace(c, "%s: state store failed (%s) -> skipped", param, val.error ? val.error : "failed");
+        break;
+    case SG_FOUND:
+        *num = strtoll(val.data, NULL, 10);
+        /* fall through */
+    case SG_MISSING:
+        /* Postfix refuses when this session would make the count exceed
+         * the limit; counting before the handshake spares it. */
+        if (*num >= limit) {
+            ss_trace(c, "%s: %s = %lld new sessions, one more exceeds %lld -> refused", param, buf_cstr(&key), *num,
+                     limit);
+            rc = 1;
+        } else {
+            ss_trace(c, "%s: %s = %lld new sessions (limit %lld)", param, buf_cstr(&key), *num, limit);
+        }
+        break;
+    }
+    buf_free(&key);
+    return rc;
+}
+
 /* The block entry of the client, through the memo: -1 pending, 0 not
  * blocked (or the store failed: skipped), 1 blocked (the reply is set). */
 static int block_check(ss_ctx_t *c, const char *id, ss_status_t *out)
@@ -406,7 +455,9 @@ ss_status_t anvil_stage(anvil_t *a, ss_ctx_t *c)
     bool want_crate = c->cmd == PCMD_CONNECT && a->conn_rate > 0;
     bool want_mrate = c->cmd == PCMD_MAIL && a->msg_rate > 0;
     bool want_rrate = c->cmd == PCMD_RCPT && a->rcpt_rate > 0;
-    if (!want_block && !want_count && !want_crate && !want_mrate && !want_rrate)
+    bool want_tls = c->cmd == PCMD_STARTTLS && a->tls_rate > 0;
+    bool want_arate = c->cmd == PCMD_AUTH && a->auth_rate > 0;
+    if (!want_block && !want_count && !want_crate && !want_mrate && !want_rrate && !want_tls && !want_arate)
         return SS_DUNNO;
 
     buf_t why = BUF_INIT;
@@ -434,12 +485,14 @@ ss_status_t anvil_stage(anvil_t *a, ss_ctx_t *c)
     /* Start every store operation of this command before waiting for
      * any, so that the client waits for one round trip, not several. */
     ss_status_t blocked = SS_DUNNO;
-    long long crate = 0, mrate = 0, rrate = 0;
+    long long crate = 0, mrate = 0, rrate = 0, tls = 0, arate = 0;
     int b = want_block ? block_check(c, id, &blocked) : 0;
     int cr = want_crate ? rate_check(c, "conn", a->conn_rate, a->unit, "smtpd_client_connection_rate_limit", &crate) : 0;
     int mr = want_mrate ? rate_check(c, "mail", a->msg_rate, a->unit, "smtpd_client_message_rate_limit", &mrate) : 0;
     int rr = want_rrate ? rate_check(c, "rcpt", a->rcpt_rate, a->unit, "smtpd_client_recipient_rate_limit", &rrate) : 0;
-    if (b < 0 || cr < 0 || mr < 0 || rr < 0)
+    int tr = want_tls ? tls_check(c, a->tls_rate, a->unit, &tls) : 0;
+    int ar = want_arate ? rate_check(c, "auth", a->auth_rate, a->unit, "smtpd_client_auth_rate_limit", &arate) : 0;
+    if (b < 0 || cr < 0 || mr < 0 || rr < 0 || tr < 0 || ar < 0)
         return SS_PENDING;
     if (b > 0)
         return blocked;
@@ -477,6 +530,20 @@ ss_status_t anvil_stage(anvil_t *a, ss_ctx_t *c)
         c->whole_text = true;
         return ss_reply(c, SS_REJECT, 450, "4.7.1", "Error: too many recipients from %s", st->client_addr);
     }
+    if (tr > 0) {
+        /* the count this handshake would make, as Postfix logs it */
+        ss_log(c, "warning", "New TLS session rate limit exceeded: %lld from %s[%s] for service %s", tls + 1, name,
+               st->client_addr, service);
+        c->whole_text = true;
+        return ss_reply(c, SS_REJECT, 421, "4.7.0", "%s Error: too many new TLS sessions from %s", host,
+                        st->client_addr);
+    }
+    if (ar > 0) {
+        ss_log(c, "warning", "AUTH command rate limit exceeded: %lld from %s[%s] for service %s", arate, name,
+               st->client_addr, service);
+        c->whole_text = true;
+        return ss_reply(c, SS_REJECT, 450, "4.7.1", "Error: too many AUTH commands from %s", st->client_addr);
+    }
     return SS_DUNNO;
 }
 
@@ -489,9 +556,9 @@ ss_status_t anvil_stage(anvil_t *a, ss_ctx_t *c)
 typedef struct note {
     struct note *prev, *next;
     store_t *store;
-    long long limit;
+    long long limit;    /* 0: count only (new TLS sessions) */
     unsigned window, block_time;
-    char reason[8];     /* "5xx" or "rcpt" */
+    char reason[8];     /* "5xx", "rcpt" or "tls" */
     char id[INET6_ADDRSTRLEN + 8];
 } note_t;
 
@@ -530,7 +597,7 @@ static void note_counted(void *arg, const store_result_t *r)
      * multiple of it: each process sees each value once (the increment is
      * atomic), so one writer per step, and a client still counting after
      * its block expired is blocked again. */
-    if (r->num < n->limit || r->num % n->limit != 0) {
+    if (n->limit <= 0 || r->num < n->limit || r->num % n->limit != 0) {
         note_unlink(n);
         return;
     }
@@ -548,7 +615,7 @@ void anvil_note(anvil_t *a, const policy_env_t *env, const pstate_t *st, pevent_
 {
     if (!a || !env || !env->commit || !env->store || !st || !st->client_addr)
         return;
-    long long limit = ev == PE_REJECT_5XX ? a->reject_limit : a->unknown_limit;
+    long long limit = ev == PE_REJECT_5XX ? a->reject_limit : ev == PE_UNKNOWN_RCPT ? a->unknown_limit : a->tls_rate;
     if (limit <= 0)
         return;
     buf_t why = BUF_INIT;
@@ -560,20 +627,31 @@ void anvil_note(anvil_t *a, const policy_env_t *env, const pstate_t *st, pevent_
     if (skip)
         return;
     note_t *n = xcalloc(1, sizeof *n);
-    if (!anvil_block_id(st->client_addr, n->id, sizeof n->id)) {
-        free(n);
-        return;
+    buf_t key = BUF_INIT;
+    if (ev == PE_NEW_TLS) {
+        /* a rate like the others: per address and window, no block */
+        if (str_copy(n->id, st->client_addr, sizeof n->id) >= sizeof n->id || !strcmp(st->client_addr, "unknown")) {
+            free(n);
+            return;
+        }
+        str_copy(n->reason, "tls", sizeof n->reason);
+        anvil_rate_key(&key, "tls", st->client_addr, (long long)time(NULL), a->unit);
+    } else {
+        if (!anvil_block_id(st->client_addr, n->id, sizeof n->id)) {
+            free(n);
+            return;
+        }
+        n->limit = limit;
+        str_copy(n->reason, ev == PE_REJECT_5XX ? "5xx" : "rcpt", sizeof n->reason);
+        buf_printf(&key, "abuse:%s:%s", n->reason, n->id);
     }
     n->store = env->store;
-    n->limit = limit;
     n->window = a->window;
     n->block_time = a->block_time;
-    str_copy(n->reason, ev == PE_REJECT_5XX ? "5xx" : "rcpt", sizeof n->reason);
     n->next = notes;
     if (notes)
         notes->prev = n;
     notes = n;
-    char key[96];
-    snprintf(key, sizeof key, "abuse:%s:%s", n->reason, n->id);
-    store_incr(env->store, key, 1, a->window, note_counted, n);
+    store_incr(env->store, buf_cstr(&key), 1, ev == PE_NEW_TLS ? a->unit : a->window, note_counted, n);
+    buf_free(&key);
 }

@@ -2,7 +2,8 @@
  * anvil: per-client limits, like Postfix's anvil(8) but counted in the
  * state store so that several MX hosts share them: connection count (per
  * process and service, in memory), connection/message/recipient rates
- * (fixed windows of anvil_rate_time_unit), and the abuse memory: clients
+ * (fixed windows of anvil_rate_time_unit), the new-TLS-session and AUTH
+ * command rates (the TLS issue), and the abuse memory: clients
  * that collect too many 5xx replies ("five-fifties") or try too many
  * unknown recipients (dictionary attacks) are blocked for
  * smtpd_client_block_time.  See docs/limits.md.
@@ -30,14 +31,20 @@ bool anvil_uses_store(const anvil_t *a);
 /* Run by policy_eval before the restriction classes of every command
  * (not for delegated policy requests): blocked client (CONNECT and RCPT),
  * connection count and rate (CONNECT), message rate (MAIL), recipient
- * rate (RCPT); clients in smtpd_client_event_limit_exceptions skip it
- * all.  Refusals set c->whole_text: "421 4.7.0 <myhostname> Error: too many
- * connections from <addr>" and the like (a 421 makes the session hang
- * up).  Store failures skip with a warning (never a refusal). */
+ * rate (RCPT), new TLS sessions (STARTTLS, and before an implicit-TLS
+ * handshake: read, not counted; refused when one more would exceed the
+ * limit), AUTH commands (AUTH: counted, refused over the limit); clients
+ * in smtpd_client_event_limit_exceptions skip it all.  Refusals set
+ * c->whole_text: "421 4.7.0 <myhostname> Error: too many connections from
+ * <addr>" and the like (a 421 makes the session hang up; "450 4.7.1
+ * Error: too many AUTH commands from <addr>" does not).  Store failures
+ * skip with a warning (never a refusal). */
 ss_status_t anvil_stage(anvil_t *a, ss_ctx_t *c);
 
-/* Count one event of st's client (fire and forget through env->store);
- * reaching a limit writes the block. */
+/* Count one event of st's client (fire and forget through env->store,
+ * only with env->commit): a 5xx reply or an unknown recipient (reaching
+ * its limit writes the block), or a new TLS session (the rate STARTTLS
+ * reads; only when smtpd_client_new_tls_session_rate_limit is set). */
 void anvil_note(anvil_t *a, const policy_env_t *env, const pstate_t *st, pevent_t ev);
 
 /* The in-memory connection count of this process, per service and
@@ -62,7 +69,8 @@ void anvil_rate_key(buf_t *out, const char *kind, const char *addr, long long no
  * 0); false for anything else. */
 void anvil_block_value(buf_t *out, const char *reason, long long since, long long count);
 bool anvil_block_parse(const char *value, char *reason, size_t rsize, long long *since, long long *count);
-/* "5xx replies", "unknown recipients", else reason itself. */
+/* "5xx replies", "unknown recipients", "new TLS sessions" (tls), else
+ * reason itself. */
 const char *anvil_reason_text(const char *reason);
 
 #endif

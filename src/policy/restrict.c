@@ -13,8 +13,11 @@
  * what mynetworks_style computed), the inet_interfaces addresses and the
  * smtpd_forbidden_commands list the session asks about; and where mail may
  * go: mydestination and relay_domains (domlists, the router's matching
- * too), relay_recipient_maps, permit_mx_backup_networks.  A policy is used
- * by one thread at a time.
+ * too), relay_recipient_maps, permit_mx_backup_networks; and the TLS and
+ * SASL restrictions' tables, relay_clientcerts and smtpd_sender_login_maps
+ * (they read what the session says of its TLS session and login in the
+ * pstate_t; nothing here touches TLS itself).  A policy is used by one
+ * thread at a time.
  *
  * check_policy_service asks a policy server (policysvc.h) through the
  * session's memo, as DNS steps do: the request text is part of the memo
@@ -88,6 +91,9 @@ typedef enum {
     R_POLICY_SERVICE,
     /* Added with the state issue (sstep.h; not in table results): */
     R_GREYLIST, R_UNVERIFIED_SENDER, R_UNVERIFIED_RCPT, R_KNOWN_CORRESPONDENT,
+    /* Added with the TLS issue: client certificates, SASL logins, TLS. */
+    R_PERMIT_TLS_CLIENTCERTS, R_PERMIT_TLS_ALL, R_CHECK_CCERT, R_CHECK_SASL, R_REJECT_PLAINTEXT,
+    R_LOGIN_MISMATCH, R_AUTH_LOGIN_MISMATCH, R_KNOWN_LOGIN_MISMATCH, R_UNAUTH_LOGIN_MISMATCH,
 } rkind_t;
 
 /* check_<target>_<which>_access */
@@ -176,16 +182,16 @@ static const rdef_t rdefs[] = {
     {"reject_unverified_sender", R_UNVERIFIED_SENDER, A_NONE, NULL},
     {"reject_unverified_recipient", R_UNVERIFIED_RCPT, A_NONE, NULL},
     {"permit_known_correspondent", R_KNOWN_CORRESPONDENT, A_NONE, NULL},
-    /* Known to Postfix, brought by later moat issues: refused by name. */
-    {"permit_tls_clientcerts", R_NONE, A_NONE, "tls"},
-    {"permit_tls_all_clientcerts", R_NONE, A_NONE, "tls"},
-    {"check_ccert_access", R_NONE, A_TABLE, "tls"},
-    {"check_sasl_access", R_NONE, A_TABLE, "tls"},
-    {"reject_plaintext_session", R_NONE, A_NONE, "tls"},
-    {"reject_sender_login_mismatch", R_NONE, A_NONE, "tls"},
-    {"reject_authenticated_sender_login_mismatch", R_NONE, A_NONE, "tls"},
-    {"reject_known_sender_login_mismatch", R_NONE, A_NONE, "tls"},
-    {"reject_unauthenticated_sender_login_mismatch", R_NONE, A_NONE, "tls"},
+    /* Added with the TLS issue. */
+    {"permit_tls_clientcerts", R_PERMIT_TLS_CLIENTCERTS, A_NONE, NULL},
+    {"permit_tls_all_clientcerts", R_PERMIT_TLS_ALL, A_NONE, NULL},
+    {"check_ccert_access", R_CHECK_CCERT, A_TABLE, NULL},
+    {"check_sasl_access", R_CHECK_SASL, A_TABLE, NULL},
+    {"reject_plaintext_session", R_REJECT_PLAINTEXT, A_NONE, NULL},
+    {"reject_sender_login_mismatch", R_LOGIN_MISMATCH, A_NONE, NULL},
+    {"reject_authenticated_sender_login_mismatch", R_AUTH_LOGIN_MISMATCH, A_NONE, NULL},
+    {"reject_known_sender_login_mismatch", R_KNOWN_LOGIN_MISMATCH, A_NONE, NULL},
+    {"reject_unauthenticated_sender_login_mismatch", R_UNAUTH_LOGIN_MISMATCH, A_NONE, NULL},
     /* mydestination domains: every local part exists; relay_domains:
      * relay_recipient_maps (see unlisted()). */
     {"reject_unlisted_recipient", R_REJECT_UNLISTED_RCPT, A_NONE, NULL},
@@ -295,6 +301,17 @@ struct policy {
     ss_fx_t *fx;              /* the current evaluation's writes */
     bool corr_record;         /* correspondent_allow_list */
     unsigned corr_ttl;        /* correspondent_expire_time */
+    /* Added with the TLS issue: */
+    map_t **ccerts;           /* relay_clientcerts (the maps are in pol->tables) */
+    size_t nccerts;
+    map_t **login_maps;       /* smtpd_sender_login_maps (the maps are in pol->tables) */
+    size_t nlogin;
+    char *ccerts_broken;      /* relay_clientcerts did not open and no list named a user of it: why */
+    char *login_broken;       /* ... smtpd_sender_login_maps */
+    bool uses_ccerts, uses_login;   /* a compiled list names permit_tls_*clientcerts / a login mismatch check */
+    bool sasl_enable;         /* smtpd_sasl_auth_enable: the SASL restrictions apply only with it (Postfix) */
+    int plaintext_code;       /* plaintext_reject_code */
+    char *myorigin;           /* the login maps' local-part keys: domains equal to it are local */
 };
 
 static const char *const class_names[RC__COUNT] = {"client", "helo", "sender", "relay", "recipient",
@@ -541,6 +558,10 @@ static void compile_items(cctx_t *cc, const char *const *items, size_t n, rlist_
                     cc->pol->needs |= PN_VERIFY;
             }
             st.kind = d->kind;
+            if (d->kind == R_PERMIT_TLS_CLIENTCERTS || d->kind == R_PERMIT_TLS_ALL)
+                cc->pol->uses_ccerts = true;
+            if (d->kind >= R_LOGIN_MISMATCH && d->kind <= R_UNAUTH_LOGIN_MISMATCH)
+                cc->pol->uses_login = true;
             if ((d->kind == R_PERMIT_INET_IF || d->kind == R_MX_BACKUP) && !cc->pol->uses_inet_if) {
                 cc->pol->uses_inet_if = true;
                 cc->pol->inet_if_user = d->name;
@@ -759,6 +780,46 @@ static int compile_forbidden(policy_t *pol, const params_t *p, const char *confi
     return cc.errors;
 }
 
+/* One of the TLS issue's table lists (relay_clientcerts,
+ * smtpd_sender_login_maps), opened as the lists that use it need.  A list
+ * that does not open is an error when a compiled restriction uses it;
+ * otherwise the reason is kept (*broken) and only a restriction list an
+ * access table returns at run time can meet it (451 4.3.5, as a
+ * configuration error), so that an unused parameter never stops a
+ * configuration from loading (as Postfix, which opens such tables but
+ * only complains when a lookup fails). */
+static int compile_table_list(policy_t *pol, const params_t *p, param_id id, const char *config_dir, bool used,
+                              map_t ***out, size_t *nout, char **broken, buf_t *err)
+{
+    const char *const *items;
+    size_t n = param_list(p, id, &items);
+    *out = xcalloc(n ? n : 1, sizeof **out);
+    *nout = 0;
+    buf_t why = BUF_INIT;
+    cctx_t cc = {.pol = pol, .config_dir = config_dir, .pname = param_name(id), .err = &why};
+    if (!param_origin(p, id, &cc.file, &cc.line))
+        cc.file = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (!strchr(items[i], ':')) {
+            cmsg(&cc, "%s: \"%s\": need type:table", param_name(id), items[i]);
+            continue;
+        }
+        map_t *m = open_table(&cc, items[i]);
+        if (m)
+            (*out)[(*nout)++] = m;
+    }
+    int errors = 0;
+    if (cc.errors && used) {
+        buf_append(err, why.data ? why.data : "", why.len);
+        errors = cc.errors;
+    } else if (cc.errors) {
+        const char *w = buf_cstr(&why);
+        *broken = xstrndup(w, strcspn(w, "\n"));
+    }
+    buf_free(&why);
+    return errors;
+}
+
 /* Postfix's is_header(): a name of printable characters other than ':'
  * and white space, then ':' (white space may come before the colon). */
 static int tempfail_action(const params_t *p, param_id id, bool *defer, buf_t *err)
@@ -965,6 +1026,9 @@ policy_t *policy_new(const params_t *p, const char *config_dir, buf_t *err)
     pol->null_key = xstrdup(param_str(p, PARAM_smtpd_null_access_lookup_key));
     pol->delim = xstrdup(param_str(p, PARAM_recipient_delimiter));
     pol->footer = xstrdup(param_str(p, PARAM_smtpd_reject_footer));
+    pol->sasl_enable = param_bool(p, PARAM_smtpd_sasl_auth_enable);
+    pol->plaintext_code = (int)param_int(p, PARAM_plaintext_reject_code);
+    pol->myorigin = xstrdup(param_str(p, PARAM_myorigin));
 
     const char *const *items;
     size_t n = param_list(p, PARAM_parent_domain_matches_subdomains, &items);
@@ -1064,6 +1128,11 @@ policy_t *policy_new(const params_t *p, const char *config_dir, buf_t *err)
         buf_free(&ignored);
     }
 
+    errors += compile_table_list(pol, p, PARAM_relay_clientcerts, config_dir, pol->uses_ccerts, &pol->ccerts,
+                                 &pol->nccerts, &pol->ccerts_broken, err);
+    errors += compile_table_list(pol, p, PARAM_smtpd_sender_login_maps, config_dir, pol->uses_login,
+                                 &pol->login_maps, &pol->nlogin, &pol->login_broken, err);
+
     buf_t path = BUF_INIT;
     for (size_t i = 0; i < pol->nclasses; i++) {
         buf_reset(&path);
@@ -1159,6 +1228,11 @@ void policy_free(policy_t **ppol)
     free(pol->null_key);
     free(pol->delim);
     free(pol->footer);
+    free(pol->ccerts);   /* the maps themselves are in pol->tables */
+    free(pol->login_maps);
+    free(pol->ccerts_broken);
+    free(pol->login_broken);
+    free(pol->myorigin);
     buf_free(&pol->value);
     free(pol);
     *ppol = NULL;
@@ -3007,6 +3081,19 @@ static uint64_t fnv(uint64_t h, const char *s)
     return (h ^ 0xff) * 1099511628211ULL;
 }
 
+/* RFC 3461 xtext of s (NULL: nothing): '+', '=' and bytes outside
+ * 33..126 as "+XX". */
+static void xtext_append(buf_t *out, const char *s)
+{
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c < 33 || c > 126 || c == '+' || c == '=')
+            buf_printf(out, "+%02X", c);
+        else
+            buf_putc(out, (char)c);
+    }
+}
+
 void policy_request_text(const policy_t *pol, pcmd_t cmd, const pstate_t *st, const char *context, buf_t *out)
 {
     char num[32], addr[INET6_ADDRSTRLEN], instance[64];
@@ -3052,8 +3139,14 @@ void policy_request_text(const policy_t *pol, pcmd_t cmd, const pstate_t *st, co
     policysvc_attr(out, "sasl_method", sasl && st->sasl_method ? st->sasl_method : "");
     policysvc_attr(out, "sasl_username", sasl ? st->sasl_user : "");
     policysvc_attr(out, "sasl_sender", st->sasl_sender ? st->sasl_sender : "");
-    policysvc_attr(out, "ccert_subject", st->ccert_subject ? st->ccert_subject : "");
-    policysvc_attr(out, "ccert_issuer", st->ccert_issuer ? st->ccert_issuer : "");
+    /* As Postfix: the names of a verified certificate only, xtext-encoded */
+    buf_t x = BUF_INIT;
+    xtext_append(&x, st->ccert_verified ? st->ccert_subject : NULL);
+    policysvc_attr(out, "ccert_subject", buf_cstr(&x));
+    buf_reset(&x);
+    xtext_append(&x, st->ccert_verified ? st->ccert_issuer : NULL);
+    policysvc_attr(out, "ccert_issuer", buf_cstr(&x));
+    buf_free(&x);
     policysvc_attr(out, "ccert_fingerprint", st->ccert_fingerprint ? st->ccert_fingerprint : "");
     policysvc_attr(out, "ccert_pubkey_fingerprint", st->ccert_pubkey_fingerprint ? st->ccert_pubkey_fingerprint : "");
     policysvc_attr(out, "encryption_protocol", st->tls_protocol ? st->tls_protocol : "");
@@ -3276,6 +3369,318 @@ static int limits_stage(ectx_t *c)
     return rc;
 }
 
+/* ------------------------------------------------ TLS and SASL steps */
+
+/* A client certificate came with the TLS session: the session passes its
+ * fingerprint whenever the client sent one, verified or not. */
+static bool ccert_present(const pstate_t *st)
+{
+    return st->tls_protocol && st->ccert_fingerprint && *st->ccert_fingerprint;
+}
+
+/* permit_tls_clientcerts and permit_tls_all_clientcerts, as Postfix's
+ * permit_tls_clientcerts: the "all" form permits a verified certificate
+ * at once; both then look the certificate's fingerprint, then its public
+ * key's, up in relay_clientcerts.  A listed fingerprint needs no trusted
+ * issuer: the handshake proved that the client holds the key. */
+static int permit_clientcerts(ectx_t *c, const step_t *s, const char *rname)
+{
+    policy_t *pol = c->pol;
+    const pstate_t *st = c->st;
+    const char *action = s->kind == R_PERMIT_TLS_ALL ? "permit_tls_all_clientcerts" : "permit_tls_clientcerts";
+    if (!st->tls_protocol) {
+        trace(c, "%s: no TLS session", s->text);
+        return S_DUNNO;
+    }
+    if (s->kind == R_PERMIT_TLS_ALL && st->ccert_verified) {
+        trace(c, "%s: the client certificate (%s) is verified", s->text,
+              st->ccert_subject && *st->ccert_subject ? st->ccert_subject : "no subject name");
+        return acl_permit(c, action, "Client host", c->namaddr, NULL);
+    }
+    if (!ccert_present(st)) {
+        trace(c, "%s: the client sent no certificate", s->text);
+        return S_DUNNO;
+    }
+    if (s->kind == R_PERMIT_TLS_ALL)
+        trace(c, "%s: the client certificate is not verified", s->text);
+    if (pol->ccerts_broken) {
+        warnf(c, "relay_clientcerts: %s", pol->ccerts_broken);
+        return server_error(c);
+    }
+    if (!pol->nccerts) {
+        trace(c, "%s: relay_clientcerts is empty", s->text);
+        return S_DUNNO;
+    }
+    const char *fp = st->ccert_fingerprint, *pk = st->ccert_pubkey_fingerprint;
+    const char *keys[2] = {fp, pk};
+    for (int k = 0; k < 2; k++) {
+        if (!keys[k] || !*keys[k])
+            continue;
+        for (size_t i = 0; i < pol->nccerts; i++) {
+            map_origin_t origin = {0};
+            map_t *m = pol->ccerts[i];
+            map_status ms = map_lookup(m, keys[k], &pol->value, &origin);
+            if (ms == MAP_NOTFOUND) {
+                trace(c, "%s: %s %s not found in %s", s->text, k ? "public key fingerprint" : "fingerprint", keys[k],
+                      map_name(m));
+                continue;
+            }
+            if (ms == MAP_TEMPFAIL) {
+                warnf(c, "%s lookup error for \"%s\": %s", map_name(m), keys[k], buf_cstr(&pol->value));
+                warnf(c, "relay_clientcerts: lookup error for fingerprint '%s', pkey fingerprint %s", fp,
+                      pk ? pk : "");
+                return reject(c, true, 451, "4.3.0", "<%s>: Temporary lookup failure", rname);
+            }
+            if (origin.file)
+                trace(c, "%s: %s %s found in %s at %s:%d", s->text, k ? "public key fingerprint" : "fingerprint",
+                      keys[k], map_name(m), origin.file, origin.line);
+            else
+                trace(c, "%s: %s %s found in %s", s->text, k ? "public key fingerprint" : "fingerprint", keys[k],
+                      map_name(m));
+            return acl_permit(c, action, "Client host", c->namaddr, NULL);
+        }
+    }
+    return S_DUNNO;
+}
+
+/* check_ccert_access: the certificate's fingerprint, then its public
+ * key's, each a whole key (Postfix); reply class "Client certificate"
+ * with the certificate's subject name.  No trusted issuer needed. */
+static int check_ccert(ectx_t *c, const step_t *s)
+{
+    const pstate_t *st = c->st;
+    if (!ccert_present(st)) {
+        trace(c, "%s: %s", s->text, st->tls_protocol ? "the client sent no certificate" : "no TLS session");
+        return S_DUNNO;
+    }
+    const char *cn = st->ccert_subject ? st->ccert_subject : "";
+    const char *keys[2] = {st->ccert_fingerprint, st->ccert_pubkey_fingerprint};
+    for (int k = 0; k < 2; k++) {
+        if (!keys[k] || !*keys[k])
+            continue;
+        lookup_t l;
+        lookup_init(&l, c, s);
+        try_key(keys[k], &l);
+        if (l.status == MAP_NOTFOUND)
+            continue;
+        /* a DUNNO result for the certificate still lets its key decide */
+        int rc = lookup_done(c, &l, cn, "Client certificate");
+        if (rc != S_DUNNO)
+            return rc;
+    }
+    return S_DUNNO;
+}
+
+/* The SASL restrictions apply only where AUTH is on (Postfix: the
+ * restriction is ignored with a warning). */
+static int sasl_ignored(ectx_t *c, const step_t *s)
+{
+    warnf(c, "restriction `%.*s' ignored: no SASL support (smtpd_sasl_auth_enable = no)", (int)strcspn(s->text, " "),
+          s->text);
+    return S_DUNNO;
+}
+
+/* check_sasl_access: the login name as the key (Postfix 2.11), reply
+ * class "SASL login name"; for an authenticated client only. */
+static int check_sasl(ectx_t *c, const step_t *s)
+{
+    const char *user = c->st->sasl_user;
+    if (!c->pol->sasl_enable)
+        return sasl_ignored(c, s);
+    if (!user || !*user) {
+        trace(c, "%s: the client is not authenticated", s->text);
+        return S_DUNNO;
+    }
+    char sane[KEY_MAX + 1];
+    str_copy(sane, user, sizeof sane);
+    for (char *p = sane; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '_';
+    lookup_t l;
+    lookup_init(&l, c, s);
+    try_key(user, &l);
+    if (l.status == MAP_NOTFOUND)
+        return S_DUNNO;
+    return lookup_done(c, &l, sane, "SASL login name");
+}
+
+/* The length of a local part without its address extension (Postfix's
+ * split_addr): llen when it has none or must keep it (postmaster,
+ * MAILER-DAEMON; owner-foo and foo-request when '-' is a delimiter; an
+ * extension that would leave nothing). */
+static size_t local_base(const policy_t *pol, const char *local, size_t llen)
+{
+    const char *d = pol->delim;
+    if (!*d || !llen)
+        return llen;
+    if ((llen == 10 && str_nieq(local, "postmaster", 10)) || (llen == 13 && str_nieq(local, "mailer-daemon", 13)))
+        return llen;
+    if (strchr(d, '-') && ((llen >= 6 && str_nieq(local, "owner-", 6)) ||
+                           (llen > 8 && str_nieq(local + llen - 8, "-request", 8))))
+        return llen;
+    size_t n = 0;
+    while (n < llen && !strchr(d, local[n]))
+        n++;
+    return n == 0 || n == llen ? llen : n;
+}
+
+/* Is domain one whose bare local parts the login maps may hold
+ * (Postfix's mail_addr_find: $myorigin, mydestination, or an address
+ * literal of inet_interfaces)?  domain is in lower case. */
+static bool login_local_domain(const policy_t *pol, const char *domain)
+{
+    if (str_ieq(domain, pol->myorigin) || policy_local_domain(pol, domain))
+        return true;
+    size_t n = strlen(domain);
+    if (n < 3 || domain[0] != '[' || domain[n - 1] != ']' || !pol->inet_if)
+        return false;
+    char addr[INET6_ADDRSTRLEN + 8];
+    const char *in = domain + 1;
+    n -= 2;
+    if (n > 5 && str_nieq(in, "ipv6:", 5)) {
+        in += 5;
+        n -= 5;
+    }
+    if (n >= sizeof addr)
+        return false;
+    memcpy(addr, in, n);
+    addr[n] = 0;
+    return netlist_match_text(pol->inet_if, addr);
+}
+
+/* The owners of sender in smtpd_sender_login_maps, looked up as Postfix's
+ * mail_addr_find does: user+ext@domain, user@domain; when the domain is
+ * local also user+ext and user; then @domain (an address without a
+ * domain is in $myorigin).  Key by key, each table in turn; a pattern
+ * table sees the full address only.  The value is left in pol->value,
+ * the key that matched in key and its table in *map. */
+static map_status login_owners(ectx_t *c, const step_t *s, const char *sender, char *key, size_t ksize, map_t **map,
+                               map_origin_t *origin)
+{
+    policy_t *pol = c->pol;
+    const char *at = strrchr(sender, '@');
+    size_t llen = at ? (size_t)(at - sender) : strlen(sender);
+    char domain[KEY_MAX + 1], keys[5][KEY_MAX + 1];
+    if (str_copy(domain, at ? at + 1 : pol->myorigin, sizeof domain) >= sizeof domain || llen > KEY_MAX)
+        return MAP_NOTFOUND;   /* longer than any table line */
+    str_lower(domain);
+    size_t base = local_base(pol, sender, llen);
+    int nkeys = 0;
+    if (snprintf(keys[nkeys], sizeof keys[0], "%.*s@%s", (int)llen, sender, domain) >= (int)sizeof keys[0])
+        return MAP_NOTFOUND;
+    nkeys++;
+    /* the later keys are shorter than the first, so none is cut */
+    if (base < llen && snprintf(keys[nkeys], sizeof keys[0], "%.*s@%s", (int)base, sender, domain) > 0)
+        nkeys++;
+    if (login_local_domain(pol, domain)) {
+        if (snprintf(keys[nkeys], sizeof keys[0], "%.*s", (int)llen, sender) > 0)
+            nkeys++;
+        if (base < llen && snprintf(keys[nkeys], sizeof keys[0], "%.*s", (int)base, sender) > 0)
+            nkeys++;
+    }
+    if (snprintf(keys[nkeys], sizeof keys[0], "@%s", domain) > 0)
+        nkeys++;
+    for (int k = 0; k < nkeys; k++) {
+        for (size_t i = 0; i < pol->nlogin; i++) {
+            map_t *m = pol->login_maps[i];
+            if (k > 0 && is_pattern_table(map_name(m)))
+                continue;
+            map_status ms = map_lookup(m, keys[k], &pol->value, origin);
+            if (ms == MAP_NOTFOUND) {
+                trace(c, "%s: %s not found in %s", s->text, keys[k], map_name(m));
+                continue;
+            }
+            str_copy(key, keys[k], ksize);
+            *map = m;
+            return ms;
+        }
+    }
+    return MAP_NOTFOUND;
+}
+
+/* Is user one of the owners (a list of login names, separated by commas
+ * or white space, compared without regard to case)? */
+static bool login_owned_by(const char *owners, const char *user)
+{
+    size_t ul = strlen(user);
+    for (const char *p = owners; *p;) {
+        p += strspn(p, ", \t\r\n");
+        size_t n = strcspn(p, ", \t\r\n");
+        if (n && n == ul && str_nieq(p, user, n))
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+/* reject_sender_login_mismatch and its authenticated / known /
+ * unauthenticated forms, as Postfix: an authenticated client must be one
+ * of the sender's owners (the known form: when the sender has owners);
+ * an unauthenticated client may not use a sender that has owners. */
+static int login_mismatch(ectx_t *c, const step_t *s)
+{
+    policy_t *pol = c->pol;
+    const pstate_t *st = c->st;
+    if (!pol->sasl_enable)
+        return sasl_ignored(c, s);
+    const char *sender = st->sender;
+    if (!sender || !*sender) {
+        trace(c, "%s: %s", s->text, sender ? "the null sender has no owner" : "no sender");
+        return S_DUNNO;
+    }
+    const char *user = st->sasl_user && *st->sasl_user ? st->sasl_user : NULL;
+    if (user && s->kind == R_UNAUTH_LOGIN_MISMATCH) {
+        trace(c, "%s: the client is authenticated (%s)", s->text, user);
+        return S_DUNNO;
+    }
+    if (!user && s->kind == R_AUTH_LOGIN_MISMATCH) {
+        trace(c, "%s: the client is not authenticated", s->text);
+        return S_DUNNO;
+    }
+    if (pol->login_broken) {
+        warnf(c, "smtpd_sender_login_maps: %s", pol->login_broken);
+        return server_error(c);
+    }
+    char key[KEY_MAX + 1] = "";
+    map_t *m = NULL;
+    map_origin_t origin = {0};
+    map_status ms = login_owners(c, s, sender, key, sizeof key, &m, &origin);
+    if (ms == MAP_TEMPFAIL) {
+        warnf(c, "%s lookup error for \"%s\": %s", map_name(m), key, buf_cstr(&pol->value));
+        return reject(c, true, 451, "4.3.0", "<%s>: Temporary lookup failure", sender);
+    }
+    if (ms == MAP_FOUND) {
+        if (origin.file)
+            trace(c, "%s: %s found in %s at %s:%d: owners %s", s->text, key, map_name(m), origin.file, origin.line,
+                  buf_cstr(&pol->value));
+        else
+            trace(c, "%s: %s found in %s: owners %s", s->text, key, map_name(m), buf_cstr(&pol->value));
+    } else if (!pol->nlogin) {
+        trace(c, "%s: smtpd_sender_login_maps is empty: %s has no owner", s->text, sender);
+    } else {
+        trace(c, "%s: %s has no owner", s->text, sender);
+    }
+    map_origin_t saved = c->origin;
+    int rc = S_DUNNO;
+    if (!user) {
+        if (ms == MAP_FOUND) {
+            c->origin = origin;
+            rc = reject(c, false, 553, "5.7.1", "<%s>: Sender address rejected: not logged in", sender);
+        }
+    } else if (ms == MAP_FOUND) {
+        if (login_owned_by(buf_cstr(&pol->value), user)) {
+            trace(c, "%s: %s is an owner", s->text, user);
+        } else {
+            c->origin = origin;
+            rc = reject(c, false, 553, "5.7.1", "<%s>: Sender address rejected: not owned by user %s", sender, user);
+        }
+    } else if (s->kind != R_KNOWN_LOGIN_MISMATCH) {
+        rc = reject(c, false, 553, "5.7.1", "<%s>: Sender address rejected: not owned by user %s", sender, user);
+    }
+    c->origin = saved;
+    return rc;
+}
+
 static int run_step(ectx_t *c, const step_t *s, const char *rname, const char *rclass)
 {
     policy_t *pol = c->pol;
@@ -3441,6 +3846,24 @@ static int run_step(ectx_t *c, const step_t *s, const char *rname, const char *r
     case R_UNVERIFIED_RCPT:
     case R_KNOWN_CORRESPONDENT:
         return state_step(c, s, rname, rclass);
+    case R_PERMIT_TLS_CLIENTCERTS:
+    case R_PERMIT_TLS_ALL:
+        return permit_clientcerts(c, s, rname);
+    case R_CHECK_CCERT:
+        return check_ccert(c, s);
+    case R_CHECK_SASL:
+        return check_sasl(c, s);
+    case R_REJECT_PLAINTEXT:
+        if (st->tls_protocol) {
+            trace(c, "%s: the session is encrypted (%s)", s->text, st->tls_protocol);
+            return S_DUNNO;
+        }
+        return reject(c, false, pol->plaintext_code, "4.7.1", "Session encryption is required");
+    case R_LOGIN_MISMATCH:
+    case R_AUTH_LOGIN_MISMATCH:
+    case R_KNOWN_LOGIN_MISMATCH:
+    case R_UNAUTH_LOGIN_MISMATCH:
+        return login_mismatch(c, s);
     case R_NONE:
         break;
     }
@@ -3486,6 +3909,8 @@ static rclass_t delegated_class(pcmd_t cmd)
     case PCMD_DATA: return RC_DATA;
     case PCMD_EOD: return RC_EOD;
     case PCMD_ETRN: return RC_ETRN;
+    case PCMD_STARTTLS:
+    case PCMD_AUTH: break;
     }
     return RC_RECIPIENT;
 }
@@ -3566,6 +3991,8 @@ static const char *stage_name(pcmd_t cmd, const pstate_t *st)
     case PCMD_DATA: return "DATA";
     case PCMD_EOD: return "END-OF-MESSAGE";
     case PCMD_ETRN: return "ETRN";
+    case PCMD_STARTTLS: return "STARTTLS";
+    case PCMD_AUTH: return "AUTH";
     }
     return "?";
 }
@@ -3636,6 +4063,11 @@ static vstatus_t evaluate(policy_t *pol, pcmd_t cmd, const pstate_t *st, verdict
         }
         if (GO(status))
             status = stage(&c, RC_ETRN, true);
+        break;
+    case PCMD_STARTTLS:
+    case PCMD_AUTH:
+        /* the limits only (above): no class and no implicit check */
+        final_dip = false;
         break;
     default:
         break;

@@ -52,7 +52,15 @@ typedef enum {
 /* Which SMTP command is being decided; policy_eval runs the classes that
  * belong to it (with smtpd_delay_reject = yes, RCPT runs client, helo,
  * sender, relay and recipient; CONNECT/HELO/MAIL run nothing). */
-typedef enum { PCMD_CONNECT, PCMD_HELO, PCMD_MAIL, PCMD_RCPT, PCMD_DATA, PCMD_EOD, PCMD_ETRN } pcmd_t;
+/* PCMD_STARTTLS and PCMD_AUTH (the TLS issue) run the limits only, no
+ * class: the new-TLS-session rate (read before the handshake; a new,
+ * not resumed, session is counted after it with PE_NEW_TLS) and the AUTH
+ * command rate (counted and checked per AUTH command).  A refusal is
+ * "421 4.7.0 <myhostname> Error: too many new TLS sessions from <addr>"
+ * or "450 4.7.1 Error: too many AUTH commands from <addr>" (Postfix's
+ * texts). */
+typedef enum { PCMD_CONNECT, PCMD_HELO, PCMD_MAIL, PCMD_RCPT, PCMD_DATA, PCMD_EOD, PCMD_ETRN, PCMD_STARTTLS,
+               PCMD_AUTH } pcmd_t;
 
 typedef struct policy policy_t;
 
@@ -104,10 +112,12 @@ typedef struct pstate {
     const char *tls_protocol;      /* NULL: plaintext (then cipher and keysize are not sent) */
     const char *tls_cipher;
     unsigned tls_keysize;
-    const char *ccert_subject, *ccert_issuer;            /* xtext, as Postfix sends them */
+    const char *ccert_subject, *ccert_issuer;            /* the certificate's subject and issuer CN */
     const char *ccert_fingerprint, *ccert_pubkey_fingerprint;
     /* Added with the state issue: */
     const char *service;           /* the master.cf service name (per-service connection counts); NULL: "smtp" */
+    /* Added with the TLS issue (tls_protocol etc. above are filled now): */
+    bool ccert_verified;           /* the client certificate chains to smtpd_tls_CAfile/CApath */
 } pstate_t;
 
 typedef enum { V_PERMIT, V_REJECT, V_DEFER, V_PENDING } vstatus_t;
@@ -234,7 +244,9 @@ void policy_set_env(policy_t *pol, const policy_env_t *env);
  * smtpd_client_unknown_recipient_limit); the counting is asynchronous and
  * needs no answer: a client that reaches a limit is blocked, which the
  * next command's evaluation sees (421 4.7.0, and the session hangs up). */
-typedef enum { PE_REJECT_5XX, PE_UNKNOWN_RCPT } pevent_t;
+typedef enum { PE_REJECT_5XX, PE_UNKNOWN_RCPT,
+               PE_NEW_TLS /* a new (not resumed) TLS session: smtpd_client_new_tls_session_rate_limit */
+} pevent_t;
 void policy_note_event(policy_t *pol, const pstate_t *st, pevent_t ev);
 
 /* A message from st's client was accepted for these recipients: when

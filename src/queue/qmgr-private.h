@@ -107,12 +107,13 @@ long long qmgr_backoff(long long age_sec, long long min_sec, long long max_sec);
 void qmgr_qualify(const char *addr, const char *domain, buf_t *out);
 
 /* One recipient line's text after "ID: ", Postfix's field order:
- * to=<TO>, [orig_to=<ORIG>, ]relay=RELAY, delay=D, delays=a/b/c/d, dsn=X, status=STATUS (TEXT) */
+ * to=<TO>, [orig_to=<ORIG>, ]relay=RELAY, delay=D, delays=a/b/c/d, dsn=X, status=STATUS (TEXT)[, tls=V/CIPHER] */
 typedef struct qmgr_logline {
     const char *to, *orig;     /* orig NULL: none */
     const char *relay;
     long long arrival, t_load, t_start, t_conn, t_end;   /* usec */
     const char *dsn, *status, *text;
+    const char *tls;           /* "TLSv1.3/TLS_AES_256_GCM_SHA384" after the status text; NULL/"": plaintext */
 } qmgr_logline_t;
 void qmgr_format_rcpt(const qmgr_logline_t *l, buf_t *out);
 

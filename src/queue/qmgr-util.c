@@ -83,4 +83,6 @@ void qmgr_format_rcpt(const qmgr_logline_t *l, buf_t *out)
         buf_printf(out, "orig_to=<%s>, ", l->orig);
     buf_printf(out, "relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s, status=%s (%s)", l->relay, total,
                a, b, c, d, l->dsn, l->status, l->text);
+    if (l->tls && *l->tls)
+        buf_printf(out, ", tls=%s", l->tls);
 }

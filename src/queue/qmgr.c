@@ -372,6 +372,7 @@ static void log_unit(qreq_t *r, qunit_t *u)
             .dsn = u->dsn,
             .status = status_word(u->result),
             .text = u->text ? u->text : "",
+            .tls = r->sreq.tls,
         };
         buf_reset(&line);
         qmgr_format_rcpt(&l, &line);

@@ -14,6 +14,7 @@
 #include "core/buf.h"
 #include "queue/smtpc-private.h"
 #include "queue/smtpc.h"
+#include "tls/tls_client.h"
 
 struct bufferevent;
 struct event;
@@ -27,6 +28,7 @@ struct event;
 typedef enum {
     X_GREET, X_EHLO, X_HELO, X_LHLO, X_XFWD1, X_XFWD2, X_MAIL, X_RCPT, X_DATA, X_DOT, X_RSET,
     X_PROBE_RSET,   /* the RSET that ends a probe transaction (req->probe) */
+    X_STARTTLS,
 } xkind_t;
 
 typedef struct expect {
@@ -50,9 +52,20 @@ typedef struct dlv dlv_t;
 typedef struct conn {
     smtpc_t *c;
     dlv_t *d;                 /* the delivery talking on it; NULL while cached */
-    int fd;                   /* while connecting (then the bufferevent owns it) */
+    int fd;                   /* the socket, the connection's own (bufferevents never close it) */
     struct event *cev;        /* connect completion */
     struct bufferevent *bev;
+    struct bufferevent *old_bev;  /* the plaintext one after STARTTLS, freed at the callback's end */
+    /* TLS */
+    char host[256];           /* the server's name (MX host or [host]) and address */
+    char addr[128];
+    int port;
+    SSL *ssl;                 /* after a 220 to STARTTLS; freed after the bufferevents */
+    bool handshaking;         /* the TLS handshake is under way */
+    bool tls;                 /* TLS is up */
+    bool tls_plain;           /* a plaintext retry after a failed handshake (level may): no STARTTLS */
+    unsigned tls_sig;         /* the policy the connection was made under (cache reuse) */
+    char tls_brief[96];       /* "TLSv1.3/TLS_AES_256_GCM_SHA384" */
     struct event *timer;
     const params_t *p;
     bool lmtp;
@@ -113,6 +126,11 @@ struct dlv {
     size_t dns_pending;
     bool dns_issuing;
     bool no_more;             /* a failure that no other server changes */
+    /* TLS: the engine (NULL over a Unix socket) and this next hop's policy */
+    tls_client_t *tc;
+    tls_policy_t pol;
+    unsigned tls_sig;
+    bool plain_next;          /* the next connection is a plaintext retry */
     /* the current session */
     conn_t *conn;
     phase_t phase;
@@ -141,6 +159,7 @@ struct smtpc {
     unsigned ncached;
     conn_t *cache;
     bool closing;
+    tls_client_cache_t *tlsc; /* TLS engines by smtp_tls_* values */
     char **local_addrs;       /* this host's interface addresses */
     size_t nlocal;
     unsigned long long rng;   /* xorshift state: the order of equal MX preferences */

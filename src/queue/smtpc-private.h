@@ -35,6 +35,7 @@ enum {
 /* What the server offered in its EHLO/LHLO reply. */
 typedef struct smtpc_ehlo {
     bool pipelining, eightbit, smtputf8, size;
+    bool starttls;          /* STARTTLS (RFC 3207) */
     long long size_limit;   /* SIZE n; 0 when absent or not a number */
     unsigned xforward;      /* SMTPC_XF_* */
 } smtpc_ehlo_t;

@@ -1,7 +1,8 @@
 /*
  * smtpc-proto: the pure protocol pieces of the SMTP/LMTP client: next-hop
- * syntax, the reply parser, EHLO keywords, XFORWARD commands and xtext,
- * content dot-stuffing, ports and the "this is me" test.
+ * syntax, the reply parser, EHLO keywords (STARTTLS included), XFORWARD
+ * commands and xtext, content dot-stuffing, ports and the "this is me"
+ * test.
  *
  * Owns nothing beyond its arguments.  Never does I/O, never blocks,
  * never trusts a server's bytes: every reply line is bounded and checked
@@ -282,6 +283,8 @@ void smtpc_ehlo_parse(const smtpc_reply_t *r, smtpc_ehlo_t *f)
                 f->eightbit = true;
             } else if (tok_is(kw, kn, "SMTPUTF8")) {
                 f->smtputf8 = true;
+            } else if (tok_is(kw, kn, "STARTTLS")) {
+                f->starttls = true;
             } else if (tok_is(kw, kn, "SIZE")) {
                 const char *v;
                 size_t vn;

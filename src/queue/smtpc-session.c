@@ -8,15 +8,22 @@
  * converted there (CRLF, dot-stuffing) and queued on the socket; reading
  * pauses while the socket's output holds more than 256 KiB.  A message
  * for a server without 8BITMIME is read whole and downgraded on the pool.
+ * STARTTLS (after EHLO, as the delivery's TLS policy says) swaps the
+ * socket's bufferevent for an OpenSSL one (tls/tls_client.h does the
+ * OpenSSL side); the certificate is judged after the handshake, then EHLO
+ * is sent again.
  *
  * Ownership: a connection is never freed inside its own callback:
- * smtpc_conn_close marks it and the callback's end frees it.  A content
- * job in flight belongs to its delivery, which waits for it.
+ * smtpc_conn_close marks it and the callback's end frees it.  The socket
+ * is the connection's own: bufferevents never close it, and its SSL is
+ * freed after them and before it.  A content job in flight belongs to
+ * its delivery, which waits for it.
  *
  * Never: block the loop, trust a server's reply (bounded lines, checked
  * codes, no reply before its command: anything odd is a deferral with a
- * logged protocol error), or send content to a server that has no
- * accepted recipient.
+ * logged protocol error), send content to a server that has no
+ * accepted recipient, read anything a server sent in plaintext after its
+ * reply to STARTTLS, or go on without TLS where the policy requires it.
  */
 #include "queue/smtpc-int.h"
 
@@ -40,6 +47,8 @@
 
 static void conn_free(conn_t *conn);
 static void on_drain(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
+static void on_read(struct bufferevent *bev, void *arg);
+static void on_event(struct bufferevent *bev, short what, void *arg);
 static void txn_start(dlv_t *d);
 static void pump(dlv_t *d);
 static void submit_chunk(dlv_t *d);
@@ -64,6 +73,7 @@ static const char *kind_reply_to(xkind_t k)
     case X_DOT: return "end of DATA command";
     case X_RSET: return "RSET probe";
     case X_PROBE_RSET: return "RSET command";
+    case X_STARTTLS: return "STARTTLS command";
     }
     return "command";
 }
@@ -83,6 +93,7 @@ static const char *kind_stage(xkind_t k)
     case X_DOT: return "sending end of data -- message may be sent more than once";
     case X_RSET: return "sending RSET probe";
     case X_PROBE_RSET: return "sending RSET";
+    case X_STARTTLS: return "receiving the STARTTLS response";
     }
     return "talking";
 }
@@ -171,6 +182,7 @@ static long long kind_timeout(const conn_t *conn, xkind_t k)
     case X_DOT: return tparam(p, l, PARAM_smtp_data_done_timeout, PARAM_lmtp_data_done_timeout);
     case X_RSET:
     case X_PROBE_RSET: return tparam(p, l, PARAM_smtp_rset_timeout, PARAM_lmtp_rset_timeout);
+    case X_STARTTLS: return param_int(p, PARAM_smtp_starttls_timeout);
     }
     return 300;
 }
@@ -181,7 +193,9 @@ static void conn_rearm(conn_t *conn)
     const dlv_t *d = conn->d;
     if (!d || conn->dead)
         return;
-    if (d->phase == PH_CONTENT || (d->phase == PH_DOT && out_len(conn) > 0))
+    if (conn->handshaking)
+        conn_timer_set(conn, param_int(conn->p, PARAM_smtp_starttls_timeout));
+    else if (d->phase == PH_CONTENT || (d->phase == PH_DOT && out_len(conn) > 0))
         conn_timer_set(conn,
                        tparam(conn->p, conn->lmtp, PARAM_smtp_data_xfer_timeout, PARAM_lmtp_data_xfer_timeout));
     else if (conn->exp_n > 0)
@@ -249,7 +263,12 @@ static void conn_free(conn_t *conn)
     if (conn->bev) {
         evbuffer_remove_cb(bufferevent_get_output(conn->bev), on_drain, conn);
         bufferevent_free(conn->bev);
-    } else if (conn->fd >= 0)
+    }
+    if (conn->old_bev)
+        bufferevent_free(conn->old_bev);
+    /* The SSL after its bufferevent, the socket after both. */
+    tls_client_ssl_free(&conn->ssl);
+    if (conn->fd >= 0)
         close(conn->fd);
     if (conn->timer)
         event_free(conn->timer);
@@ -281,10 +300,11 @@ void smtpc_conn_close(conn_t *conn)
  * close.  The reply is not awaited: nothing depends on it. */
 void smtpc_conn_quit(conn_t *conn)
 {
-    if (conn->bev && !conn->broken && conn->exp_n == 0 && out_len(conn) == 0) {
-        int fd = bufferevent_getfd(conn->bev);
-        if (fd >= 0) {
-            ssize_t w = send(fd, "QUIT\r\n", 6, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (conn->bev && !conn->broken && !conn->handshaking && conn->exp_n == 0 && out_len(conn) == 0) {
+        if (conn->tls) {
+            tls_client_shutdown(conn->ssl, "QUIT\r\n");
+        } else if (conn->fd >= 0) {
+            ssize_t w = send(conn->fd, "QUIT\r\n", 6, MSG_NOSIGNAL | MSG_DONTWAIT);
             (void)w;
         }
     }
@@ -295,8 +315,18 @@ static void conn_enter(conn_t *conn) { conn->in_cb++; }
 
 static void conn_leave(conn_t *conn)
 {
-    if (--conn->in_cb == 0 && conn->dead)
+    if (--conn->in_cb > 0)
+        return;
+    if (conn->dead) {
         conn_free(conn);
+        return;
+    }
+    if (conn->old_bev) {
+        /* The plaintext bufferevent outlived the callback that swapped it
+         * out: its input was still being walked. */
+        bufferevent_free(conn->old_bev);
+        conn->old_bev = NULL;
+    }
 }
 
 /* Give a connection back after a transaction: to the cache when it may
@@ -448,6 +478,7 @@ static void session_ready(dlv_t *d)
     }
     d->sessions++;
     str_copy(d->req->relay, conn->relay, sizeof d->req->relay);
+    str_copy(d->req->tls, conn->tls ? conn->tls_brief : "", sizeof d->req->tls);
     txn_start(d);
 }
 
@@ -818,6 +849,165 @@ static void wrong_class(conn_t *conn, const smtpc_reply_t *r, xkind_t k)
     buf_free(&flat);
 }
 
+/* ------------------------------------------------------------ STARTTLS */
+
+/* A TLS requirement that this server cannot meet: the next server may. */
+static void tls_fail(dlv_t *d, const char *dsn, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void tls_fail(dlv_t *d, const char *dsn, const char *fmt, ...)
+{
+    buf_t text = BUF_INIT;
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&text, fmt, ap);
+    va_end(ap);
+    session_fail(d, dsn, buf_cstr(&text), NULL, true);
+    buf_free(&text);
+}
+
+/* EHLO (or HELO, LHLO) answered: STARTTLS when the policy and the
+ * server allow it, a deferral when the policy requires TLS that is not
+ * there, else the transaction. */
+static void hello_done(dlv_t *d)
+{
+    conn_t *conn = d->conn;
+    const tls_policy_t *pol = &d->pol;
+    if (!conn->tls) {
+        if (conn->f.starttls && pol->level == TLS_LEV_NONE && param_bool(d->p, PARAM_smtp_tls_note_starttls_offer))
+            log_info(d->prog, "Host offered STARTTLS: [%s]", conn->host);
+        bool engine = tls_client_engine_ok(d->tc, NULL);
+        if (pol->level >= TLS_LEV_MAY && conn->f.starttls && !conn->tls_plain && engine) {
+            conn_write(conn, "STARTTLS");
+            expect_push(conn, X_STARTTLS, 0);
+            conn_rearm(conn);
+            return;
+        }
+        if (pol->level >= TLS_LEV_ENCRYPT) {
+            if (!conn->f.starttls)
+                tls_fail(d, "4.7.4", "TLS is required, but was not offered by host %s", conn->namaddr);
+            else if (!engine)
+                tls_fail(d, "4.7.5", "TLS is required, but our TLS engine is unavailable");
+            else
+                tls_fail(d, "4.7.0", "TLS is required, but unavailable");
+            return;
+        }
+    }
+    session_ready(d);
+}
+
+/* The handshake did not complete (an alert, garbage, a lost connection,
+ * the smtp_starttls_timeout).  The server's state is unknown, so the
+ * connection goes.  At level may the same server gets the mail in
+ * plaintext on a new connection (Postfix's rule: otherwise a server with
+ * broken TLS and no other MX would never get mail); above, the next
+ * server is tried. */
+static void handshake_failed(conn_t *conn, const char *why, const char *lib)
+{
+    dlv_t *d = conn->d;
+    conn->handshaking = false;
+    conn->broken = true;
+    log_info(d->prog, "SSL_connect error to %s: %s", conn->relay, why);
+    if (lib && *lib)
+        log_warn(d->prog, "TLS library problem: %s", lib);
+    if (d->pol.level != TLS_LEV_MAY) {
+        session_fail(d, "4.7.5", "Cannot start TLS: handshake failure", NULL, false);
+        return;
+    }
+    target_t t;
+    memset(&t, 0, sizeof t);
+    str_copy(t.name, conn->host, sizeof t.name);
+    str_copy(t.addr, conn->addr, sizeof t.addr);
+    t.port = conn->port;
+    log_info(d->prog, "%s: TLS handshake with %s failed; trying again in plaintext", d->req->queue_id,
+             conn->relay);
+    d->conn = NULL;
+    d->gen++;
+    smtpc_conn_close(conn);
+    d->plain_next = true;
+    if (smtpc_conn_open(d, &t) < 0) {
+        int e = errno;
+        buf_t text = BUF_INIT;
+        d->plain_next = false;
+        buf_printf(&text, "connect to %s[%s]:%d: %s", t.name, t.addr, t.port, strerror(e));
+        smtpc_fail_pending(d, "4.4.1", buf_cstr(&text), NULL);
+        buf_free(&text);
+        smtpc_try_next(d);
+    }
+}
+
+/* "220" to STARTTLS: the socket now speaks TLS through an OpenSSL
+ * bufferevent; the plaintext one is retired (freed once the read
+ * callback that got here is done with its input). */
+static void start_tls(dlv_t *d)
+{
+    conn_t *conn = d->conn;
+    struct evbuffer *in = bufferevent_get_input(conn->bev);
+    size_t extra = evbuffer_get_length(in);
+    if (extra > 0) {
+        /* Nothing the server sent in plaintext after its 220 can be
+         * trusted (RFC 3207 section 4.2): it is dropped, unread. */
+        log_warn(d->prog, "%s: %s sent %zu byte%s after its reply to STARTTLS; discarded", d->req->queue_id,
+                 conn->namaddr, extra, extra == 1 ? "" : "s");
+        evbuffer_drain(in, extra);
+    }
+    buf_t err = BUF_INIT;
+    SSL *ssl = tls_client_ssl(d->tc, &d->pol, conn->host, conn->addr, conn->port, &err);
+    struct bufferevent *nb = ssl ? tls_client_bev_new(conn->c->base, conn->fd, ssl) : NULL;
+    if (!nb) {
+        if (ssl) {
+            tls_client_ssl_free(&ssl);
+            buf_puts(&err, "cannot make an OpenSSL bufferevent");
+        }
+        handshake_failed(conn, buf_cstr(&err), NULL);
+        buf_free(&err);
+        return;
+    }
+    buf_free(&err);
+    struct bufferevent *old = conn->bev;
+    evbuffer_remove_cb(bufferevent_get_output(old), on_drain, conn);
+    bufferevent_disable(old, EV_READ | EV_WRITE);
+    bufferevent_setcb(old, NULL, NULL, NULL, NULL);
+    if (conn->in_cb > 0)
+        conn->old_bev = old;
+    else
+        bufferevent_free(old);
+    conn->ssl = ssl;
+    conn->bev = nb;
+    conn->handshaking = true;
+    bufferevent_setcb(nb, on_read, NULL, on_event, conn);
+    evbuffer_add_cb(bufferevent_get_output(nb), on_drain, conn);
+    bufferevent_enable(nb, EV_READ | EV_WRITE);
+    conn_rearm(conn);
+}
+
+/* The handshake is done: judge the certificate for the level, then
+ * EHLO again with everything the plaintext EHLO said forgotten. */
+static void handshake_done(conn_t *conn)
+{
+    dlv_t *d = conn->d;
+    conn->handshaking = false;
+    conn->tls = true;
+    int loglevel = (int)param_int(d->p, PARAM_smtp_tls_loglevel);
+    tls_client_result_t res;
+    tls_client_verify(conn->ssl, &d->pol, d->host, conn->host, d->prog, conn->relay, loglevel, &res);
+    tls_client_brief(&res, conn->tls_brief, sizeof conn->tls_brief);
+    if (loglevel >= 1) {
+        buf_t line = BUF_INIT;
+        tls_client_summary(&res, conn->relay, &line);
+        log_info(d->prog, "%s", buf_cstr(&line));
+        buf_free(&line);
+    }
+    if (d->pol.level >= TLS_LEV_VERIFY && !res.trusted) {
+        tls_fail(d, "4.7.5", "Server certificate not trusted");
+        return;
+    }
+    if (d->pol.level >= TLS_LEV_VERIFY && !res.matched) {
+        tls_fail(d, "4.7.5", "Server certificate not verified");
+        return;
+    }
+    memset(&conn->f, 0, sizeof conn->f);
+    send_hello(d, d->lmtp ? X_LHLO : X_EHLO);
+}
+
 static void on_reply(conn_t *conn, expect_t e, const smtpc_reply_t *r)
 {
     dlv_t *d = conn->d;
@@ -842,7 +1032,7 @@ static void on_reply(conn_t *conn, expect_t e, const smtpc_reply_t *r)
     case X_EHLO:
         if (cls == 2) {
             smtpc_ehlo_parse(r, &conn->f);
-            session_ready(d);
+            hello_done(d);
         } else if (r->code == 421) {
             session_refused(d, r, false);
         } else {
@@ -856,9 +1046,31 @@ static void on_reply(conn_t *conn, expect_t e, const smtpc_reply_t *r)
                 smtpc_ehlo_parse(r, &conn->f);
             else
                 memset(&conn->f, 0, sizeof conn->f);
-            session_ready(d);
+            hello_done(d);
         } else {
             session_refused(d, r, false);
+        }
+        return;
+    case X_STARTTLS:
+        if (cls == 2) {
+            start_tls(d);
+        } else if (cls == 3) {
+            wrong_class(conn, r, e.kind);
+        } else if (d->pol.level >= TLS_LEV_ENCRYPT) {
+            /* Never a bounce for a TLS requirement: the class goes to 4. */
+            char dsn[16];
+            buf_t flat = BUF_INIT, text = BUF_INIT;
+            reply_dsn(r, dsn);
+            dsn[0] = '4';
+            reply_flat(r, &flat);
+            buf_printf(&text, "TLS is required, but host %s refused to start TLS: %s", conn->namaddr,
+                       buf_cstr(&flat));
+            session_fail(d, dsn, buf_cstr(&text), buf_cstr(&flat), true);
+            buf_free(&flat);
+            buf_free(&text);
+        } else {
+            conn->f.starttls = false;
+            session_ready(d);   /* may: on in plaintext */
         }
         return;
     case X_RSET:
@@ -999,10 +1211,33 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     conn_t *conn = arg;
-    (void)bev;
+    if (conn->handshaking && conn->d) {
+        if (what & BEV_EVENT_CONNECTED) {
+            conn_enter(conn);
+            handshake_done(conn);
+            conn_leave(conn);
+        } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+            int e = errno;
+            buf_t lib = BUF_INIT;
+            conn_enter(conn);
+            const char *why = tls_client_bev_error(bev, &lib) > 0 ? "handshake failed"
+                              : (what & BEV_EVENT_EOF) || e == 0 ? "lost connection"
+                                                                 : strerror(e);
+            handshake_failed(conn, why, buf_cstr(&lib));
+            conn_leave(conn);
+            buf_free(&lib);
+        }
+        return;
+    }
     if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
         return;
     conn_enter(conn);
+    if (conn->tls) {
+        buf_t lib = BUF_INIT;
+        if (tls_client_bev_error(bev, &lib) > 0 && conn->d)
+            log_warn(conn->d->prog, "TLS library problem: %s", buf_cstr(&lib));
+        buf_free(&lib);
+    }
     if (!conn->d)
         smtpc_conn_close(conn);
     else
@@ -1018,6 +1253,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     conn_enter(conn);
     if (!conn->d)
         smtpc_conn_quit(conn);   /* idle longer than smtp_connection_cache_time_limit */
+    else if (conn->handshaking)
+        handshake_failed(conn, "timed out", NULL);
     else
         conn_lost(conn, "4.4.2", "conversation with %s timed out while %s", conn->namaddr, conn_stage(conn));
     conn_leave(conn);
@@ -1041,8 +1278,9 @@ static void on_drain(struct evbuffer *buf, const struct evbuffer_cb_info *info, 
 static void conn_connected(conn_t *conn)
 {
     smtpc_t *c = conn->c;
-    conn->bev = bufferevent_socket_new(c->base, conn->fd, BEV_OPT_CLOSE_ON_FREE);
-    conn->fd = -1;
+    /* The socket stays the connection's: STARTTLS puts another
+     * bufferevent on it, and the SSL must go before it closes. */
+    conn->bev = bufferevent_socket_new(c->base, conn->fd, 0);
     bufferevent_setcb(conn->bev, on_read, NULL, on_event, conn);
     evbuffer_add_cb(bufferevent_get_output(conn->bev), on_drain, conn);
     bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
@@ -1129,6 +1367,12 @@ int smtpc_conn_open(dlv_t *d, const target_t *t)
     conn->lmtp = d->lmtp;
     conn->key = xstrdup(d->key);
     conn->created = now_usec();
+    str_copy(conn->host, t->name, sizeof conn->host);
+    str_copy(conn->addr, t->addr, sizeof conn->addr);
+    conn->port = t->port;
+    conn->tls_sig = d->tls_sig;
+    conn->tls_plain = d->plain_next;
+    d->plain_next = false;
     if (t->unix_path) {
         snprintf(conn->namaddr, sizeof conn->namaddr, "%s[%s]", t->name, t->addr);
         str_copy(conn->relay, conn->namaddr, sizeof conn->relay);

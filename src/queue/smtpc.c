@@ -7,10 +7,11 @@
  * recipient its deferral and schedules done() on a loop event.  It also
  * owns the connection cache and the client itself.
  *
- * One delivery (dlv_t) walks: next hop -> cached connection (RSET probe)
- * or addresses (MX, then A/AAAA) -> connections in order -> handshake ->
- * transaction -> results.  A connection belongs to one delivery at a
- * time, or to the cache while idle.
+ * One delivery (dlv_t) walks: next hop -> TLS policy -> cached connection
+ * (RSET probe) or addresses (MX, then A/AAAA) -> connections in order ->
+ * handshake (STARTTLS as the policy says) -> transaction -> results.  A
+ * connection belongs to one delivery at a time, or to the cache while
+ * idle.
  *
  * Ownership: the client owns its cached connections and frees itself
  * after smtpc_free once the last delivery is done.  done() runs after
@@ -110,6 +111,7 @@ static void dlv_free(dlv_t *d)
     free(d->acc);
     free(d->final);
     free(d->key);
+    tls_client_unref(&d->tc);
     buf_free(&d->whole);
     if (d->fd >= 0)
         close(d->fd);
@@ -121,6 +123,7 @@ static void dlv_free(dlv_t *d)
 
 static void client_free(smtpc_t *c)
 {
+    tls_client_cache_free(&c->tlsc);
     for (size_t i = 0; i < c->nlocal; i++)
         free(c->local_addrs[i]);
     free(c->local_addrs);
@@ -186,6 +189,7 @@ smtpc_t *smtpc_new(struct event_base *base, pool_t *pool)
     smtpc_t *c = xcalloc(1, sizeof *c);
     c->base = base;
     c->pool = pool;
+    c->tlsc = tls_client_cache_new();
     struct ifaddrs *ifa = NULL;
     if (getifaddrs(&ifa) == 0) {
         for (struct ifaddrs *i = ifa; i; i = i->ifa_next) {
@@ -233,13 +237,52 @@ void smtpc_request_clear(smtpc_request_t *req)
     }
 }
 
+/* A short fingerprint of a policy: cached connections are reused only
+ * under the policy they were made with. */
+static unsigned policy_sig(const tls_policy_t *pol)
+{
+    unsigned h = hash_str(HASH_INIT, tls_level_name(pol->level));
+    for (size_t i = 0; i < pol->nmatch; i++)
+        h = hash_str_lc(h, pol->match[i]);
+    h = hash_str(h, pol->ciphers);
+    return h ^ (unsigned)(pol->proto_min * 31 + pol->proto_max);
+}
+
+/* The next hop's TLS policy (tls/tls_client.h).  -1 when the delivery
+ * already failed: an invalid policy entry or parameter, or a table that
+ * cannot be read, defers as Postfix does, never weakening the policy. */
+static int tls_start(dlv_t *d)
+{
+    if (d->unix_path) {
+        d->pol.level = TLS_LEV_NONE;
+        d->tls_sig = policy_sig(&d->pol);
+        return 0;
+    }
+    d->tc = tls_client_get(d->c->tlsc, d->p, d->prog);
+    buf_t why = BUF_INIT;
+    if (tls_client_policy(d->tc, d->p, d->req->nexthop, d->lmtp, &d->pol, &why) < 0) {
+        log_warn(d->prog, "%s: TLS policy lookup for %s: %s", d->req->queue_id, d->req->nexthop, buf_cstr(&why));
+        buf_free(&why);
+        smtpc_fail_all(d, "4.7.5", "client TLS configuration problem");
+        return -1;
+    }
+    buf_free(&why);
+    d->tls_sig = policy_sig(&d->pol);
+    if (d->pol.level != TLS_LEV_NONE)
+        log_debug(d->prog, "%s: TLS level %s for %s (%s)", d->req->queue_id, tls_level_name(d->pol.level),
+                  d->req->nexthop, d->pol.source);
+    return 0;
+}
+
 /* A cached connection for this delivery's key, within its reuse limits. */
 static conn_t *cache_take(dlv_t *d)
 {
     smtpc_t *c = d->c;
     for (conn_t *conn = c->cache; conn;) {
         conn_t *next = conn->next;
-        if (conn->p == d->p && strcmp(conn->key, d->key) == 0) {
+        /* The same policy too: a connection made in plaintext, or checked
+         * against other names, must not carry mail a stricter one covers. */
+        if (conn->p == d->p && conn->tls_sig == d->tls_sig && strcmp(conn->key, d->key) == 0) {
             smtpc_cache_remove(conn);
             long long age = (now_usec() - conn->created) / 1000000;
             if (age >= param_int(d->p, PARAM_smtp_connection_reuse_time_limit) || !conn->bev) {
@@ -268,6 +311,7 @@ void smtpc_deliver(smtpc_t *c, smtpc_request_t *req)
     d->prog = d->lmtp ? "lmtp" : "smtp";
     d->dns = dns_ref(req->dns);
     str_copy(req->relay, "none", sizeof req->relay);
+    req->tls[0] = 0;
     req->dest_failed = false;
     req->reused = false;
     req->t_start = now_usec();
@@ -310,6 +354,8 @@ void smtpc_deliver(smtpc_t *c, smtpc_request_t *req)
             return;
         }
     }
+    if (tls_start(d) < 0)
+        return;
     buf_t key = BUF_INIT;
     buf_printf(&key, "%s\n%s", req->transport->name ? req->transport->name : "", req->nexthop);
     d->key = buf_steal(&key);

@@ -32,6 +32,16 @@
  *  - Content is read from the queue file on the pool in chunks (never the
  *    whole message in memory, except for an 8-bit downgrade) and sent with
  *    CRLF line ends and dot-stuffing.
+ *  - STARTTLS (tls/tls_client.h, docs/tls-client.md): the level of
+ *    smtp_tls_security_level or of the next hop's smtp_tls_policy_maps
+ *    entry (none, may, encrypt, verify, secure) decides whether STARTTLS
+ *    is sent after EHLO, whether its absence or a certificate problem
+ *    defers the delivery (4.7.x, never a bounce), and which names the
+ *    certificate must carry; after the handshake EHLO is sent again and
+ *    the first EHLO's keywords are forgotten (RFC 3207).  A handshake
+ *    that fails at level may is retried once in plaintext on a new
+ *    connection to the same server.  LMTP over TCP follows the same
+ *    smtp_tls_* parameters; LMTP over a Unix socket never uses TLS.
  *  - Probe mode (req->probe, for address verification): MAIL FROM and
  *    the RCPTs, then RSET, never DATA; a 2xx to RCPT is that recipient's
  *    "sent".  No content, SIZE, BODY or XFORWARD; the RSET leaves the
@@ -121,6 +131,9 @@ struct smtpc_request {
                            * failure): the queue manager may skip the
                            * destination for a while */
     bool reused;          /* a cached connection carried the delivery */
+    /* "TLSv1.3/TLS_AES_256_GCM_SHA384" when the connection that gave the
+     * final answers used TLS, "" otherwise (for the delivery log line) */
+    char tls[96];
     long long t_start;    /* usec (now_usec) when smtpc_deliver was called */
     long long t_conn;     /* usec when the session was ready for MAIL (delays' c ends here) */
     long long t_end;      /* usec when the last result was known */

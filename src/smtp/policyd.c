@@ -246,6 +246,8 @@ int preq_pstate(const preq_t *r, const char *service, preq_state_t *out, const c
     st->ccert_issuer = val(r, "ccert_issuer");
     st->ccert_fingerprint = val(r, "ccert_fingerprint");
     st->ccert_pubkey_fingerprint = val(r, "ccert_pubkey_fingerprint");
+    /* Postfix sends the subject of a trusted (verified) certificate only */
+    st->ccert_verified = st->ccert_subject && *st->ccert_subject;
     st->service = service;
     return 0;
 }

@@ -16,6 +16,8 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "queue/verify.h"
+#include "sasl/sasl.h"
+#include "tls/tls.h"
 #include "smtp/policyd.h"
 #include "smtp/xattr.h"
 #include "store/store.h"
@@ -71,6 +73,9 @@ static void svc_free(smtpd_svc_t *sv)
     addrlist_free(&sv->xclient_hosts);
     addrlist_free(&sv->xforward_hosts);
     free(sv->content_filter);
+    tls_server_free(&sv->tls);
+    sasl_server_free(&sv->sasl);
+    addrlist_free(&sv->sasl_exceptions);
 }
 
 void gen_release(gen_t *g)
@@ -96,11 +101,12 @@ static bool keyword_discarded(const params_t *p, const char *kw)
     return false;
 }
 
-/* The EHLO reply; which (EHLO_*) adds XCLIENT and/or XFORWARD, announced
- * only to clients authorized to use them, where Postfix puts them. */
-static char *build_ehlo(const params_t *p, const char *host, unsigned which)
+/* The EHLO reply; which (EHLO_*) adds STARTTLS, XCLIENT and/or
+ * XFORWARD, announced only to the clients that may use them, where
+ * Postfix puts them. */
+char *smtpd_ehlo_build(const params_t *p, const char *host, unsigned which, const char *mechs)
 {
-    const char *kw[10];
+    const char *kw[14];
     char size[40];
     size_t n = 0;
     long long limit = param_int(p, PARAM_message_size_limit);
@@ -112,6 +118,17 @@ static char *build_ehlo(const params_t *p, const char *host, unsigned which)
     kw[n++] = size;
     if (!param_bool(p, PARAM_disable_vrfy_command))
         kw[n++] = "VRFY";
+    if (which & EHLO_STARTTLS)
+        kw[n++] = "STARTTLS";
+    buf_t auth = BUF_INIT, broken = BUF_INIT;
+    if (mechs) {
+        buf_printf(&auth, "AUTH %s", mechs);
+        kw[n++] = buf_cstr(&auth);
+        if (param_bool(p, PARAM_broken_sasl_auth_clients)) {
+            buf_printf(&broken, "AUTH=%s", mechs);
+            kw[n++] = buf_cstr(&broken);
+        }
+    }
     if (which & EHLO_XCLIENT)
         kw[n++] = xattr_keywords(XCMD_XCLIENT);
     if (which & EHLO_XFORWARD)
@@ -122,14 +139,12 @@ static char *build_ehlo(const params_t *p, const char *host, unsigned which)
         kw[n++] = "SMTPUTF8";
     kw[n++] = "CHUNKING";
 
-    const char *keep[10];
+    const char *keep[ARRAY_LEN(kw)];
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
         char word[24];
         str_copy(word, kw[i], sizeof word);
-        char *sp = strchr(word, ' ');
-        if (sp)
-            *sp = 0;
+        word[strcspn(word, " =")] = 0;   /* "AUTH=PLAIN" is discarded with AUTH */
         if (!keyword_discarded(p, word))
             keep[k++] = kw[i];
     }
@@ -137,6 +152,8 @@ static char *build_ehlo(const params_t *p, const char *host, unsigned which)
     buf_printf(&b, "250%c%s", k ? '-' : ' ', host);
     for (size_t i = 0; i < k; i++)
         buf_printf(&b, "\r\n250%c%s", i + 1 < k ? '-' : ' ', keep[i]);
+    buf_free(&auth);
+    buf_free(&broken);
     return buf_steal(&b);
 }
 
@@ -305,7 +322,30 @@ static int compile_filter_params(smtpd_svc_t *sv, buf_t *err)
     return bad;
 }
 
-static gen_t *gen_new(config_t *cfg, struct event_base *base, const gen_t *prev, buf_t *err)
+/* TLS and AUTH of one smtpd service.  pool is NULL for `moat config
+ * check` (the backends validate, nothing runs).  -1 with "file:line: ..."
+ * lines in err. */
+static int compile_tls_sasl(smtpd_svc_t *sv, struct event_base *base, pool_t *pool, buf_t *err)
+{
+    buf_t why = BUF_INIT;
+    int bad = 0;
+    if (tls_server_new(sv->p, sv->svc->name, &sv->tls, &why) != 0)
+        bad = -1;
+    else if (sv->tls)
+        sv->tls_required = tls_server_level(sv->tls) >= TLS_LEV_ENCRYPT || tls_server_wrapper(sv->tls);
+    if (sasl_server_new(sv->p, base, pool, &sv->sasl, &why) != 0)
+        bad = -1;
+    append_new_lines(err, &why);
+    buf_free(&why);
+    if (sv->sasl) {
+        sv->sasl_exceptions = compile_hosts(sv, PARAM_smtpd_sasl_exceptions_networks, err);
+        if (!sv->sasl_exceptions)
+            bad = -1;
+    }
+    return bad;
+}
+
+static gen_t *gen_new(config_t *cfg, struct event_base *base, pool_t *pool, const gen_t *prev, buf_t *err)
 {
     gen_t *g = xcalloc(1, sizeof *g);
     g->cfg = cfg;
@@ -324,7 +364,7 @@ static gen_t *gen_new(config_t *cfg, struct event_base *base, const gen_t *prev,
                                                    : BARE_NL_NORMALIZE;
         sv->proxy = str_ieq(param_str(sv->p, PARAM_smtpd_upstream_proxy_protocol), "haproxy");
         for (unsigned k = 0; k < ARRAY_LEN(sv->ehlo_replies); k++)
-            sv->ehlo_replies[k] = build_ehlo(sv->p, sv->myhostname, k);
+            sv->ehlo_replies[k] = smtpd_ehlo_build(sv->p, sv->myhostname, k, NULL);
         sv->ehlo_reply = sv->ehlo_replies[0];
         sv->pipelining_offered = !keyword_discarded(sv->p, "PIPELINING");
         const char *const *items;
@@ -337,7 +377,8 @@ static gen_t *gen_new(config_t *cfg, struct event_base *base, const gen_t *prev,
             buf_puts(err, buf_cstr(&why));
         }
         buf_free(&why);
-        if (!sv->bare_nl_exclusions || compile_filter_params(sv, err) != 0) {
+        if (!sv->bare_nl_exclusions || compile_filter_params(sv, err) != 0
+            || (sv->svc->kind == SK_SMTPD && compile_tls_sasl(sv, base, pool, err) != 0)) {
             g->cfg = NULL;   /* the caller still owns cfg on failure */
             gen_release(g);
             return NULL;
@@ -597,7 +638,7 @@ server_t *server_new(struct event_base *base, spool_t *spool, qmgr_t *qmgr)
 
 int server_configure(server_t *srv, config_t *cfg, buf_t *err)
 {
-    gen_t *g = gen_new(cfg, srv->base, srv->gen, err);
+    gen_t *g = gen_new(cfg, srv->base, spool_pool(srv->spool), srv->gen, err);
     if (!g)
         return -1;
     if (gen_state(g, srv, err) != 0) {
@@ -682,7 +723,7 @@ fail:
 int server_check_config(config_t *cfg, buf_t *err)
 {
     struct event_base *base = event_base_new();
-    gen_t *g = gen_new(cfg, base, NULL, err);
+    gen_t *g = gen_new(cfg, base, NULL, NULL, err);
     if (g) {
         g->cfg = NULL;   /* only compiled to see that it compiles */
         gen_release(g);

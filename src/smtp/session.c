@@ -31,25 +31,34 @@
 #include "smtp/xattr.h"
 #include "policy/peer.h"
 #include "policy/anvil.h"
+#include "sasl/sasl.h"
+#include "tls/tls.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-enum { ST_PROXY, ST_CMD, ST_DATA, ST_BDAT };
+/* ST_TLS: a TLS handshake runs (nothing is read as SMTP); ST_AUTH: the
+ * next line is a SASL response. */
+enum { ST_PROXY, ST_CMD, ST_DATA, ST_BDAT, ST_TLS, ST_AUTH };
 
-/* Command indexes, in the order Postfix prints them at disconnect. */
-enum { C_HELO, C_EHLO, C_XCLIENT, C_XFORWARD, C_MAIL, C_RCPT, C_DATA, C_BDAT, C_RSET, C_NOOP,
-       C_VRFY, C_HELP, C_QUIT, C_UNKNOWN, C__COUNT };
+/* Command indexes, in the order Postfix prints them at disconnect.  The
+ * handlers up to C_BDAT may wait for the memo (DNS, the store). */
+enum { C_HELO, C_EHLO, C_XCLIENT, C_XFORWARD, C_STARTTLS, C_AUTH, C_MAIL, C_RCPT, C_DATA, C_BDAT, C_RSET,
+       C_NOOP, C_VRFY, C_HELP, C_QUIT, C_UNKNOWN, C__COUNT };
 
 #define OUTPUT_HIGH_WATER (256 * 1024)   /* stop reading commands while replies pile up */
 #define INPUT_HIGH_WATER (1024 * 1024)   /* stop reading from a client that runs ahead */
@@ -60,7 +69,11 @@ typedef struct session {
     server_t *srv;
     smtpd_svc_t *sv;
     const params_t *p;
-    struct bufferevent *bev;
+    struct bufferevent *bev;     /* the connection: a socket bufferevent, or an OpenSSL one over fd
+                                    (or over under) once TLS runs */
+    struct bufferevent *under;   /* implicit TLS after a PROXY header: the socket bufferevent below */
+    unsigned linger;             /* closing: 10 ms waits for under's output to drain */
+    int fd;                      /* the session closes it (bufferevents never do: STARTTLS swaps them) */
     struct event *timer;         /* error sleep and spool backpressure */
     struct sockaddr_storage peer;
     struct sockaddr_storage local;   /* our end of the connection (permit_inet_interfaces); family 0: unknown */
@@ -119,6 +132,17 @@ typedef struct session {
     xattrs_t fwd;                /* those attributes; the ones never given are unavailable */
     char *login;                 /* XCLIENT LOGIN: the SASL login name the restrictions see */
 
+    /* TLS (tls/tls.h) */
+    SSL *ssl;                    /* NULL: plaintext */
+    bool starttls_wait;          /* "220 Ready to start TLS" sent: swap once it is written */
+    tls_info_t *tls;             /* what the handshake negotiated; NULL: plaintext */
+
+    /* AUTH (sasl/sasl.h) */
+    sasl_conv_t *sasl;           /* an exchange in progress (state ST_AUTH or waiting for the backend) */
+    char sasl_mech[24];          /* its mechanism */
+    char *sasl_user, *sasl_method;   /* after 235 */
+    char *sasl_sender;           /* MAIL FROM AUTH= of this transaction (xtext-decoded), NULL */
+
     /* DNS (dns/dns.h): the session's answers, and what waits for them */
     dns_memo_t *memo;
     int waiting;                 /* W_*: what runs again when the memo wakes us (busy is set meanwhile) */
@@ -126,7 +150,7 @@ typedef struct session {
     char *pend_arg;
 } session_t;
 
-enum { W_NONE, W_NAMES, W_GREET, W_CMD, W_EOD };
+enum { W_NONE, W_NAMES, W_GREET, W_CMD, W_EOD, W_TLS };
 #define CMD_PENDING 2   /* a command handler's answer: waiting for DNS, run me again */
 
 static void dns_wake(void *arg);
@@ -253,7 +277,21 @@ static void fill_pstate(session_t *s, pstate_t *st)
     st->protocol = proto_name(s);
     st->nrcpt = (unsigned)s->nrcpt;
     st->pipelined_early = s->pipelined_early;
-    st->sasl_user = s->login;   /* XCLIENT LOGIN; AUTH comes with the TLS issue */
+    st->sasl_user = s->sasl_user ? s->sasl_user : s->login;   /* AUTH, else XCLIENT LOGIN */
+    st->sasl_method = s->sasl_user ? s->sasl_method : NULL;
+    st->sasl_sender = s->sasl_sender;
+    if (s->tls) {
+        st->tls_protocol = s->tls->protocol;
+        st->tls_cipher = s->tls->cipher;
+        st->tls_keysize = (unsigned)s->tls->cipher_bits;
+        if (s->tls->peer_cert) {
+            st->ccert_subject = s->tls->peer_cn;
+            st->ccert_issuer = s->tls->issuer_cn;
+            st->ccert_fingerprint = s->tls->fingerprint;
+            st->ccert_pubkey_fingerprint = s->tls->pkey_fingerprint;
+            st->ccert_verified = s->tls->peer_verified;
+        }
+    }
     st->local = s->local.ss_family ? (const struct sockaddr *)&s->local : NULL;
     st->queue_id = s->qid[0] ? s->qid : NULL;
     /* Postfix's size attribute: what MAIL FROM declared, then what came. */
@@ -422,6 +460,7 @@ static void reset_transaction(session_t *s)
     xfree(&s->redirect);
     xfree(&s->filter);
     buf_reset(&s->bcc);
+    xfree(&s->sasl_sender);
     /* XFORWARD_README: the attributes last for one transaction (RSET or
      * the end of DATA ends it; so does HELO/EHLO, which implies RSET). */
     s->xfwd = false;
@@ -431,8 +470,9 @@ static void reset_transaction(session_t *s)
 
 static void log_disconnect(session_t *s)
 {
-    static const char *names[C__COUNT] = {"helo", "ehlo", "xclient", "xforward", "mail", "rcpt", "data",
-                                          "bdat", "rset", "noop", "vrfy", "help", "quit", "unknown"};
+    static const char *names[C__COUNT] = {"helo", "ehlo",  "xclient", "xforward", "starttls", "auth",
+                                          "mail", "rcpt",  "data",    "bdat",     "rset",     "noop",
+                                          "vrfy", "help",  "quit",    "unknown"};
     buf_t b = BUF_INIT;
     unsigned ok = 0, total = 0;
     buf_printf(&b, "disconnect from %s", s->client);
@@ -462,8 +502,21 @@ static void reap(evutil_socket_t fd, short what, void *arg)
     if (s->counted)
         anvil_conn_close(s->sv->svc->name, s->addr);
     reset_transaction(s);
+    sasl_end(&s->sasl);
     if (s->bev)
         bufferevent_free(s->bev);
+    if (s->under)
+        bufferevent_free(s->under);
+    if (s->ssl) {
+        if (s->quit_sent && s->tls)
+            SSL_shutdown(s->ssl);   /* close_notify; non-blocking, best effort */
+        SSL_free(s->ssl);
+    }
+    if (s->fd >= 0)
+        close(s->fd);
+    free(s->tls);
+    free(s->sasl_user);
+    free(s->sasl_method);
     event_free(s->timer);
     free(s->helo);
     free(s->delayed_reply);
@@ -488,6 +541,13 @@ static void reap(evutil_socket_t fd, short what, void *arg)
 
 /* Free on a fresh loop callback, never inside our own.  A pending spool
  * commit keeps the session alive until its callback has run. */
+static void reap_later(session_t *s);
+
+static void linger_done(evutil_socket_t fd, short what, void *arg)
+{
+    reap_later(arg);
+}
+
 static void reap_later(session_t *s)
 {
     if (s->reaping)
@@ -495,6 +555,16 @@ static void reap_later(session_t *s)
     s->closing = true;
     if (s->busy && s->writer)
         return;   /* commit_done() calls us again */
+    if (s->bev && s->under && s->linger < 200 && evbuffer_get_length(bufferevent_get_output(s->under)) > 0) {
+        /* TLS over the PROXY socket bufferevent: the last reply's records
+         * are still on their way to the socket (at most 2 s more). */
+        s->linger++;
+        struct timeval tv = {0, 10000};
+        evtimer_del(s->timer);
+        event_assign(s->timer, server_base(s->srv), -1, 0, linger_done, s);
+        evtimer_add(s->timer, &tv);
+        return;
+    }
     s->reaping = true;
     evtimer_del(s->timer);
     if (s->bev)
@@ -517,9 +587,18 @@ static void session_close(session_t *s)
         reap_later(s);
 }
 
+static void tls_start(session_t *s);
+
 static void on_write(struct bufferevent *bev, void *arg)
 {
     session_t *s = arg;
+    if (s->starttls_wait && !s->closing) {
+        /* "220 Ready to start TLS" is on the wire: the handshake follows */
+        s->starttls_wait = false;
+        s->busy = false;
+        tls_start(s);
+        return;
+    }
     if (s->closing) {
         reap_later(s);
         return;
@@ -530,9 +609,40 @@ static void on_write(struct bufferevent *bev, void *arg)
     }
 }
 
+static void tls_established(session_t *s);
+
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
     session_t *s = arg;
+    if (what & BEV_EVENT_CONNECTED) {
+        tls_established(s);
+        return;
+    }
+    if (s->state == ST_TLS && (what & (BEV_EVENT_TIMEOUT | BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
+        /* The handshake failed: nothing can be said to the client any
+         * more (the stream is neither plaintext nor TLS). */
+        buf_t e = BUF_INIT;
+        /* libevent moves OpenSSL's error queue into the bufferevent */
+        unsigned long code;
+        while ((code = bufferevent_get_openssl_error(s->bev)) != 0) {
+            char one[256];
+            ERR_error_string_n(code, one, sizeof one);
+            buf_printf(&e, "%s%s", e.len ? "; " : "", one);
+        }
+        if (!e.len)
+            tls_errors(&e);
+        if (what & BEV_EVENT_TIMEOUT)
+            log_info("smtpd", "SSL_accept error from %s: timeout", s->client);
+        else if (e.len)
+            log_info("smtpd", "SSL_accept error from %s: %s", s->client, buf_cstr(&e));
+        else
+            log_info("smtpd", "SSL_accept error from %s: lost connection", s->client);
+        log_info("smtpd", "lost connection after %s from %s", s->last_cmd, s->client);
+        buf_free(&e);
+        s->closing = true;
+        reap_later(s);
+        return;
+    }
     if (what & BEV_EVENT_TIMEOUT) {
         if (s->closing) {
             reap_later(s);
@@ -633,12 +743,133 @@ static void greet_policy(session_t *s)
     buf_free(&g);
 }
 
+static bool wrapper_mode(const session_t *s)
+{
+    return s->sv->tls && tls_server_wrapper(s->sv->tls);
+}
+
+static int tls_rate_ok(session_t *s);
+
 static void greet(session_t *s)
 {
     s->state = ST_CMD;
     s->last_cmd = "CONNECT";
     log_info("smtpd", "connect from %s", s->client);
+    if (wrapper_mode(s)) {
+        /* implicit TLS: the handshake comes before the greeting */
+        int rc = tls_rate_ok(s);
+        if (rc == CMD_PENDING)
+            wait_dns(s, W_TLS);
+        else if (rc == 1)
+            tls_start(s);
+        return;
+    }
     greet_policy(s);
+}
+
+/* ---------- TLS ---------- */
+
+/* The new-TLS-session rate limit, before a handshake (as Postfix: checked
+ * before, counted after, so that resumed sessions cost nothing).  1: go
+ * on; 0: refused (replied or closing); CMD_PENDING: the store answers
+ * later. */
+static int tls_rate_ok(session_t *s)
+{
+    pstate_t st;
+    fill_pstate(s, &st);
+    vstatus_t vs = session_policy(s, PCMD_STARTTLS, &st);
+    if (vs == V_PENDING)
+        return CMD_PENDING;
+    if (vs == V_PERMIT)
+        return 1;
+    log_warn("smtpd", "%s: STARTTLS refused: %s", s->client, buf_cstr(&s->v.reply));
+    if (wrapper_mode(s)) {
+        session_close(s);   /* a plaintext reply means nothing to a TLS client */
+        return 0;
+    }
+    policy_refuse(s, &st, "STARTTLS", NULL, NULL, s->helo);
+    return 0;
+}
+
+/* Swap the connection to TLS and start the server handshake.  Plaintext
+ * the client pipelined after STARTTLS is thrown away (CVE-2011-0411):
+ * only what the handshake authenticates may be read as SMTP.  After a
+ * PROXY header with implicit TLS, the ClientHello may already be in the
+ * socket bufferevent's input: TLS then filters over it instead. */
+static void tls_start(session_t *s)
+{
+    struct event_base *base = server_base(s->srv);
+    SSL *ssl = s->bev ? tls_server_ssl(s->sv->tls) : NULL;
+    if (!ssl) {
+        buf_t e = BUF_INIT;
+        tls_errors(&e);
+        log_warn("smtpd", "%s: cannot start TLS: %s", s->client, e.len ? buf_cstr(&e) : "no connection");
+        buf_free(&e);
+        if (wrapper_mode(s) || !s->bev) {
+            session_close(s);
+            return;
+        }
+        reply_error(s, "454 4.7.0 TLS not available due to local problem");
+        bufferevent_enable(s->bev, EV_READ);
+        process_input(s);
+        return;
+    }
+    struct bufferevent *old = s->bev;
+    size_t pending = evbuffer_get_length(bufferevent_get_input(old));
+    if (pending && wrapper_mode(s)) {
+        s->under = old;
+        s->bev = bufferevent_openssl_filter_new(base, old, ssl, BUFFEREVENT_SSL_ACCEPTING, 0);
+    } else {
+        if (pending)
+            log_warn("smtpd", "%s: discarding %zu bytes of plaintext pipelined after STARTTLS", s->client,
+                     pending);
+        bufferevent_free(old);
+        s->bev = bufferevent_openssl_socket_new(base, s->fd, ssl, BUFFEREVENT_SSL_ACCEPTING, 0);
+    }
+    s->ssl = ssl;
+    s->state = ST_TLS;
+    if (!s->bev) {
+        log_warn("smtpd", "%s: cannot start TLS: out of memory", s->client);
+        s->closing = true;
+        reap_later(s);
+        return;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(s->bev, 1);
+    bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
+    bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH_WATER);
+    struct timeval tv = {(time_t)param_int(s->p, PARAM_smtpd_starttls_timeout), 0};
+    bufferevent_set_timeouts(s->bev, &tv, &tv);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
+
+/* The handshake is done: log it, count a new session, and start over as
+ * RFC 3207 4.2 requires (nothing the client said in plaintext survives),
+ * or greet (implicit TLS). */
+static void tls_established(session_t *s)
+{
+    s->tls = xcalloc(1, sizeof *s->tls);
+    tls_info_get(s->ssl, param_str(s->p, PARAM_smtpd_tls_fingerprint_digest), s->tls);
+    if (tls_server_loglevel(s->sv->tls) >= 1)
+        tls_info_log(s->tls, "smtpd", true, s->client);
+    struct timeval tv = {(time_t)param_int(s->p, PARAM_smtpd_timeout), 0};
+    bufferevent_set_timeouts(s->bev, &tv, &tv);
+    if (!s->tls->resumed) {
+        pstate_t st;
+        fill_pstate(s, &st);
+        policy_note_event(s->sv->policy, &st, PE_NEW_TLS);
+    }
+    s->state = ST_CMD;
+    if (wrapper_mode(s)) {
+        greet_policy(s);
+        return;
+    }
+    s->ok[C_STARTTLS]++;
+    reset_transaction(s);
+    xfree(&s->helo);
+    s->esmtp = false;
+    xfree(&s->sasl_user);
+    xfree(&s->sasl_method);
+    process_input(s);
 }
 
 /* The client's names (smtpd_peername_lookup), then the greeting; the
@@ -691,12 +922,20 @@ void session_start(server_t *srv, smtpd_svc_t *sv, int fd, const struct sockaddr
     socklen_t local_len = sizeof s->local;
     if (getsockname(fd, (struct sockaddr *)&s->local, &local_len) != 0)
         s->local.ss_family = 0;
-    s->bev = bufferevent_socket_new(server_base(srv), fd, BEV_OPT_CLOSE_ON_FREE);
+    s->fd = fd;
+    /* Replies are whole writes already; with Nagle on, TLS (which turns
+     * one reply into a session ticket and a record) waited for the
+     * client's delayed ACK, 40 ms on every new TLS session. */
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    s->bev = bufferevent_socket_new(server_base(srv), fd, 0);
     s->timer = evtimer_new(server_base(srv), error_sleep_done, s);
     bufferevent_setcb(s->bev, on_read, on_write, on_event, s);
     /* Bound what one client can make us buffer; reading resumes as we drain. */
     bufferevent_setwatermark(s->bev, EV_READ, 0, INPUT_HIGH_WATER);
-    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    /* Implicit TLS: leave the ClientHello in the socket until the TLS
+     * bufferevent reads it (tls_start). */
+    bufferevent_enable(s->bev, wrapper_mode(s) && !sv->proxy ? EV_WRITE : EV_READ | EV_WRITE);
     server_session_added(srv, (struct session *)s);
     verdict_init(&s->v);
     s->last_cmd = "CONNECT";
@@ -748,6 +987,8 @@ static bool read_proxy(session_t *s)
         return false;
     }
     evbuffer_drain(in, (size_t)n);
+    if (wrapper_mode(s))
+        bufferevent_disable(s->bev, EV_READ);   /* the rest is the TLS handshake's */
     if (!info.local) {
         set_client(s, (const struct sockaddr *)&info.src);
         memcpy(&s->local, &info.dst, sizeof s->local);   /* the address the client dialled */
@@ -872,13 +1113,19 @@ static int cmd_xforward(session_t *s, char *arg)
  * ", orig_queue_id=IDENT, orig_client=name[addr]" after it. */
 static void log_client(session_t *s)
 {
+    buf_t b = BUF_INIT;
+    buf_printf(&b, "%s: client=%s", s->qid, s->client);
+    if (s->sasl_user) {
+        buf_printf(&b, ", sasl_method=%s, sasl_username=%s", s->sasl_method, s->sasl_user);
+        if (s->sasl_sender)
+            buf_printf(&b, ", sasl_sender=%s", s->sasl_sender);
+    }
     if (!s->xfwd) {
-        log_info("smtpd", "%s: client=%s", s->qid, s->client);
+        log_info("smtpd", "%s", buf_cstr(&b));
+        buf_free(&b);
         return;
     }
     const xattrs_t *f = &s->fwd;
-    buf_t b = BUF_INIT;
-    buf_printf(&b, "%s: client=%s", s->qid, s->client);
     if (XAVAIL(f, XA_IDENT))
         buf_printf(&b, ", orig_queue_id=%s", f->value[XA_IDENT]);
     buf_printf(&b, ", orig_client=%s", XAVAIL(f, XA_NAME) ? f->value[XA_NAME] : "unknown");
@@ -1002,6 +1249,19 @@ static int cmd_xclient(session_t *s, char *arg)
     return 0;
 }
 
+/* The AUTH mechanisms to announce to this client, or NULL: AUTH is on,
+ * the session is encrypted or smtpd_tls_auth_only = no, and the client
+ * is not in smtpd_sasl_exceptions_networks. */
+static const char *auth_offer(session_t *s)
+{
+    if (!s->sv->sasl || (!s->ssl && param_bool(s->p, PARAM_smtpd_tls_auth_only)))
+        return NULL;
+    if (xauth(s, s->sv->sasl_exceptions, "smtpd_sasl_exceptions_networks") != 0)
+        return NULL;   /* listed (or the list failed: do not offer) */
+    const char *m = sasl_server_mechanisms(s->sv->sasl, s->ssl != NULL);
+    return *m ? m : NULL;
+}
+
 static int cmd_helo_common(session_t *s, char *arg, bool esmtp)
 {
     char *name = arg;
@@ -1046,13 +1306,20 @@ static int cmd_helo_common(session_t *s, char *arg, bool esmtp)
             return -1;
         }
         which = (xc ? EHLO_XCLIENT : 0) | (xf ? EHLO_XFORWARD : 0);
+        if (s->sv->tls && !s->ssl)
+            which |= EHLO_STARTTLS;
     }
     reset_transaction(s);
     free(s->helo);
     s->helo = xstrdup(name);
     s->esmtp = esmtp;
     prefetch(s);   /* the HELO name */
-    if (esmtp)
+    const char *mechs = esmtp ? auth_offer(s) : NULL;
+    if (mechs) {
+        char *r = smtpd_ehlo_build(s->p, s->sv->myhostname, which, mechs);
+        send_text(s, r, false, sleep_s);
+        free(r);
+    } else if (esmtp)
         send_text(s, s->sv->ehlo_replies[which], false, sleep_s);
     else
         reply(s, "250 %s", s->sv->myhostname);
@@ -1108,6 +1375,7 @@ static int cmd_mail(session_t *s, char *arg)
     char *params = xstrdup(rest), *cursor = params, *key, *val;
     bool utf8 = false;
     char body[12] = "";
+    char *auth = NULL;
     int rc = 0;
     long long limit = param_int(s->p, PARAM_message_size_limit);
     s->size_decl = 0;
@@ -1135,6 +1403,18 @@ static int cmd_mail(session_t *s, char *arg)
             }
         } else if (str_ieq(key, "SMTPUTF8") && !val && param_bool(s->p, PARAM_smtputf8_enable)) {
             utf8 = true;
+        } else if (str_ieq(key, "AUTH") && s->sv->sasl) {
+            /* RFC 4954 5: the original submitter, xtext; it means
+             * something only from an authenticated client (ignored
+             * otherwise, as the RFC says). */
+            char dec[512];
+            if (!val || !*val || xtext_decode(val, dec, sizeof dec) != 0) {
+                reply_error(s, "501 5.5.4 Bad AUTH parameter syntax");
+                rc = -1;
+            } else if (s->sasl_user) {
+                free(auth);
+                auth = xstrdup(dec);
+            }
         } else {
             reply_error(s, "555 5.5.4 Unsupported option: %s", key);
             rc = -1;
@@ -1147,6 +1427,7 @@ static int cmd_mail(session_t *s, char *arg)
     }
     if (rc != 0) {
         addr_free(&a);
+        free(auth);
         return rc;
     }
     unsigned sleep_s = 0;
@@ -1155,20 +1436,24 @@ static int cmd_mail(session_t *s, char *arg)
         pstate_t st;
         fill_pstate(s, &st);
         st.sender = a.full;
+        st.sasl_sender = auth;
         vstatus_t vs = session_policy(s, PCMD_MAIL, &st);
         if (vs == V_PENDING) {
             addr_free(&a);
+            free(auth);
             return CMD_PENDING;
         }
         if (vs != V_PERMIT) {
             policy_refuse(s, &st, "MAIL", a.full, NULL, s->helo);
             addr_free(&a);
+            free(auth);
             return -1;
         }
         sleep_s = s->v.sleep;
     }
     s->sender = a;
     s->in_mail = true;
+    s->sasl_sender = auth;
     s->smtputf8 = utf8;
     str_copy(s->body_type, body[0] == '8' ? "8BITMIME" : body[0] ? "7BIT" : "", sizeof s->body_type);
     s->arrival = now_usec();
@@ -1272,7 +1557,10 @@ typedef struct origin {
 
 static origin_t message_origin(const session_t *s)
 {
-    origin_t o = {s->name, s->addr, s->helo, proto_name(s)};
+    /* RFC 3848: ESMTPS (TLS), ESMTPA (AUTH), ESMTPSA (both) */
+    static const char *const esmtp[4] = {"ESMTP", "ESMTPS", "ESMTPA", "ESMTPSA"};
+    const char *proto = s->esmtp ? esmtp[(s->tls ? 1 : 0) + (s->sasl_user ? 2 : 0)] : proto_name(s);
+    origin_t o = {s->name, s->addr, s->helo, proto};
     if (!s->xfwd)
         return o;
     const xattrs_t *f = &s->fwd;
@@ -1330,6 +1618,13 @@ static void start_message(session_t *s, data_mode mode)
     buf_t r = BUF_INIT;
     if (o.addr) {
         buf_printf(&r, "Received: from %s (%s [%s])\n", o.helo ? o.helo : o.name, o.name, o.addr);
+        if (s->tls && param_bool(s->p, PARAM_smtpd_tls_received_header)) {
+            buf_puts(&r, "\t");
+            tls_info_received(s->tls, param_bool(s->p, PARAM_smtpd_tls_ask_ccert), &r);
+            buf_puts(&r, "\n");
+        }
+        if (s->sasl_user && param_bool(s->p, PARAM_smtpd_sasl_authenticated_header))
+            buf_printf(&r, "\t(Authenticated sender: %s)\n", s->sasl_user);
         buf_puts(&r, "\tby ");
     } else {
         buf_puts(&r, "Received: by ");   /* a forwarded local submission has no "from" */
@@ -1664,8 +1959,195 @@ static int cmd_vrfy(session_t *s, char *arg)
 
 static int cmd_help(session_t *s, char *arg)
 {
-    reply(s, "214 2.0.0 Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT");
+    reply(s, "214 2.0.0 Commands: HELO EHLO STARTTLS AUTH MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT");
     return 0;
+}
+
+static int cmd_starttls(session_t *s, char *arg)
+{
+    if (*arg) {
+        reply_error(s, "501 5.5.4 Syntax: STARTTLS");
+        return -1;
+    }
+    if (s->ssl) {
+        reply_error(s, "554 5.5.1 Error: TLS already active");
+        return -1;
+    }
+    if (!s->sv->tls) {
+        reply_error(s, "502 5.5.1 Error: command not implemented");
+        return -1;
+    }
+    if (s->in_mail) {
+        reply_error(s, "503 5.5.1 Error: MAIL transaction in progress");
+        return -1;
+    }
+    int rc = tls_rate_ok(s);
+    if (rc != 1)
+        return rc == CMD_PENDING ? CMD_PENDING : -1;
+    reply(s, "220 2.0.0 Ready to start TLS");
+    /* Read nothing more as plaintext; on_write starts the handshake once
+     * the reply is out.  Counted when the handshake succeeds. */
+    s->starttls_wait = true;
+    s->busy = true;
+    bufferevent_disable(s->bev, EV_READ);
+    return 1;
+}
+
+/* ---------- AUTH (RFC 4954) ---------- */
+
+static void auth_done(void *arg, const sasl_reply_t *r);
+
+static void sockaddr_text(const struct sockaddr_storage *ss, char *out, size_t size)
+{
+    out[0] = 0;
+    if (ss->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, out, (socklen_t)size);
+    else if (ss->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, out, (socklen_t)size);
+}
+
+static unsigned sockaddr_portnum(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+    if (ss->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+    return 0;
+}
+
+static int cmd_auth(session_t *s, char *arg)
+{
+    if (!s->sv->sasl) {
+        reply_error(s, "503 5.5.1 Error: authentication not enabled");
+        return -1;
+    }
+    if (!s->ssl && param_bool(s->p, PARAM_smtpd_tls_auth_only)) {
+        reply_error(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+        return -1;
+    }
+    if (xauth(s, s->sv->sasl_exceptions, "smtpd_sasl_exceptions_networks") != 0) {
+        reply_error(s, "503 5.5.1 Error: authentication not enabled");
+        return -1;
+    }
+    if (!s->helo) {
+        reply_error(s, "503 5.5.1 Error: send HELO/EHLO first");
+        return -1;
+    }
+    if (s->sasl_user) {
+        reply_error(s, "503 5.5.1 Error: already authenticated");
+        return -1;
+    }
+    if (s->in_mail) {
+        reply_error(s, "503 5.5.1 Error: MAIL transaction in progress");
+        return -1;
+    }
+    char *mech = arg, *initial = arg;
+    while (*initial && *initial != ' ')
+        initial++;
+    if (*initial)
+        *initial++ = 0;
+    while (*initial == ' ')
+        initial++;
+    if (!*mech || strchr(initial, ' ')) {
+        reply_error(s, "501 5.5.4 Syntax: AUTH mechanism");
+        return -1;
+    }
+    if (!sasl_server_has_mechanism(s->sv->sasl, mech, s->ssl != NULL)) {
+        reply_error(s, "504 5.5.4 Unrecognized authentication type");
+        return -1;
+    }
+    pstate_t st;
+    fill_pstate(s, &st);
+    vstatus_t vs = session_policy(s, PCMD_AUTH, &st);   /* smtpd_client_auth_rate_limit */
+    if (vs == V_PENDING)
+        return CMD_PENDING;
+    if (vs != V_PERMIT) {
+        log_warn("smtpd", "%s: AUTH refused: %s", s->client, buf_cstr(&s->v.reply));
+        policy_refuse(s, &st, "AUTH", NULL, NULL, s->helo);
+        return -1;
+    }
+    char laddr[INET6_ADDRSTRLEN];
+    sockaddr_text(&s->local, laddr, sizeof laddr);
+    sasl_peer_t peer = {.client_addr = s->addr,
+                        .local_addr = laddr,
+                        .client_port = sockaddr_portnum(&s->peer),
+                        .local_port = sockaddr_portnum(&s->local),
+                        .tls = s->ssl != NULL};
+    str_copy(s->sasl_mech, mech, sizeof s->sasl_mech);
+    for (char *m = s->sasl_mech; *m; m++)
+        *m = (char)toupper((unsigned char)*m);
+    s->state = ST_AUTH;
+    s->busy = true;   /* until the backend answers (auth_done) */
+    s->sasl = sasl_start(s->sv->sasl, s->sasl_mech, *initial ? initial : NULL, &peer, auth_done, s);
+    return 1;   /* counted when it succeeds */
+}
+
+/* Postfix's failure line (fail2ban reads it): never a password, never a
+ * response; the user name when the backend knows it. */
+static void auth_log_failure(session_t *s, const sasl_reply_t *r)
+{
+    log_warn("smtpd", "%s: SASL %s authentication failed: %s%s%s", s->client, s->sasl_mech,
+             r->reason && *r->reason ? r->reason : "authentication failure", r->user ? ", sasl_username=" : "",
+             r->user ? r->user : "");
+}
+
+static void auth_done(void *arg, const sasl_reply_t *r)
+{
+    session_t *s = arg;
+    s->busy = false;
+    if (s->closing) {
+        sasl_end(&s->sasl);
+        return;
+    }
+    switch (r->status) {
+    case SASL_CONTINUE:
+        reply(s, "334 %s", r->challenge ? r->challenge : "");
+        break;   /* ST_AUTH: the next line is the response */
+    case SASL_OK:
+        s->state = ST_CMD;
+        sasl_end(&s->sasl);
+        s->sasl_user = xstrdup(r->user ? r->user : "");
+        s->sasl_method = xstrdup(s->sasl_mech);
+        s->ok[C_AUTH]++;
+        reply(s, "235 2.7.0 Authentication successful");
+        break;
+    case SASL_FAIL:
+        s->state = ST_CMD;
+        sasl_end(&s->sasl);
+        auth_log_failure(s, r);
+        reply_error(s, "535 5.7.8 Error: authentication failed: %s",
+                    r->reason && *r->reason ? r->reason : "authentication failure");
+        break;
+    case SASL_TEMP:
+        s->state = ST_CMD;
+        sasl_end(&s->sasl);
+        auth_log_failure(s, r);
+        reply_error(s, "454 4.7.0 Temporary authentication failure: %s",
+                    r->reason && *r->reason ? r->reason : "backend unavailable");
+        break;
+    case SASL_MALFORMED:
+        s->state = ST_CMD;
+        sasl_end(&s->sasl);
+        auth_log_failure(s, r);
+        reply_error(s, "501 5.5.2 Cannot decode response");
+        break;
+    }
+    if (!s->busy)
+        process_input(s);
+}
+
+/* A line of the client during an AUTH exchange: a response, or "*". */
+static void auth_response(session_t *s, const char *line)
+{
+    if (strcmp(line, "*") == 0) {
+        sasl_end(&s->sasl);
+        s->state = ST_CMD;
+        log_warn("smtpd", "%s: SASL %s authentication aborted", s->client, s->sasl_mech);
+        reply_error(s, "501 5.7.0 Authentication aborted");
+        return;
+    }
+    s->busy = true;
+    sasl_step(s->sasl, line);
 }
 
 static int cmd_quit(session_t *s, char *arg)
@@ -1688,6 +2170,9 @@ static const struct command {
     /* XCLIENT is answered with a new greeting: the client must wait for it. */
     {"XCLIENT", C_XCLIENT, cmd_xclient, false, true},
     {"XFORWARD", C_XFORWARD, cmd_xforward, false, false},
+    /* After STARTTLS the client must wait: what it sent on is discarded. */
+    {"STARTTLS", C_STARTTLS, cmd_starttls, false, true},
+    {"AUTH", C_AUTH, cmd_auth, false, true},
     {"MAIL", C_MAIL, cmd_mail, false, false},
     {"RCPT", C_RCPT, cmd_rcpt, false, false},
     {"DATA", C_DATA, cmd_data, false, true},
@@ -1746,6 +2231,13 @@ static void run_command(session_t *s, char *line)
         reply_error(s, "503 5.7.0 Error: access denied for %s", s->client);   /* RFC 5321 3.1 */
         return;
     }
+    /* smtpd_tls_security_level = encrypt: only what leads to TLS before it. */
+    if (s->sv->tls_required && !s->ssl && c->idx != C_HELO && c->idx != C_EHLO && c->idx != C_STARTTLS
+        && c->idx != C_NOOP && c->idx != C_RSET && c->idx != C_QUIT && c->idx != C_XCLIENT
+        && c->idx != C_XFORWARD) {
+        reply_error(s, "530 5.7.0 Must issue a STARTTLS command first");
+        return;
+    }
     /* Postfix's SMTPD_FLAG_ILL_PIPELINING: sticky for the session. */
     if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0
         && (!s->esmtp || !s->sv->pipelining_offered || c->last_in_group))
@@ -1754,7 +2246,7 @@ static void run_command(session_t *s, char *line)
         return;
     if (s->memo)
         dns_memo_clear(s->memo);   /* each command sees fresh answers */
-    char *saved = c->idx <= C_BDAT ? xstrdup(arg) : NULL;   /* the handlers that may wait for DNS */
+    char *saved = c->idx <= C_BDAT ? xstrdup(arg) : NULL;   /* the handlers that may wait for the memo */
     int rc = c->fn(s, arg);
     if (rc == CMD_PENDING) {
         s->pend_cmd = c;
@@ -1783,6 +2275,16 @@ static void dns_wake(void *arg)
     case W_GREET:
         greet_policy(s);
         break;
+    case W_TLS: {
+        int rc = tls_rate_ok(s);
+        if (rc == CMD_PENDING) {
+            wait_dns(s, W_TLS);
+            return;
+        }
+        if (rc == 1)
+            tls_start(s);
+        return;
+    }
     case W_EOD:
         finish_message(s);
         break;
@@ -1874,7 +2376,8 @@ static void resume_after_backlog(evutil_socket_t fd, short what, void *arg)
 static bool read_command(session_t *s)
 {
     struct evbuffer *in = bufferevent_get_input(s->bev);
-    size_t limit = (size_t)param_int(s->p, PARAM_line_length_limit);
+    bool auth = s->state == ST_AUTH;
+    size_t limit = (size_t)param_int(s->p, auth ? PARAM_smtpd_sasl_response_limit : PARAM_line_length_limit);
     struct evbuffer_ptr lf = evbuffer_search(in, "\n", 1, NULL);
     if (lf.pos < 0) {
         size_t len = evbuffer_get_length(in);
@@ -1889,6 +2392,12 @@ static bool read_command(session_t *s)
     if (s->skipping || linelen > limit) {
         evbuffer_drain(in, linelen + 1);
         s->skipping = false;
+        if (auth) {
+            sasl_end(&s->sasl);
+            s->state = ST_CMD;
+            reply_error(s, "500 5.5.6 Authentication exchange line is too long");
+            return true;
+        }
         s->last_cmd = "UNKNOWN";
         reply_error(s, "500 5.5.2 Error: line too long");
         return true;
@@ -1908,7 +2417,9 @@ static bool read_command(session_t *s)
         free(line);
         return true;
     }
-    if (memchr(line, 0, linelen)) {
+    if (auth) {
+        auth_response(s, line);
+    } else if (memchr(line, 0, linelen)) {
         s->last_cmd = "UNKNOWN";
         reply_error(s, "500 5.5.2 Error: NUL character in command");
     } else {
@@ -1952,6 +2463,8 @@ static void process_input(session_t *s)
         case ST_BDAT:
             read_bdat(s);
             break;
+        case ST_TLS:
+            goto out;   /* the handshake reads for itself */
         default:
             if (!read_command(s))
                 goto out;

@@ -25,6 +25,7 @@
 
 struct event_base;
 typedef struct server server_t;
+#define EHLO_VARIANTS_MAX 8
 typedef struct gen gen_t;
 
 /* Per service, per generation: everything a session reads. */
@@ -41,8 +42,8 @@ typedef struct smtpd_svc {
     policy_t *policy;               /* the smtpd_*_restrictions, compiled (policy/restrict.h) */
     bool pipelining_offered;        /* EHLO announces PIPELINING (not in smtpd_discard_ehlo_keywords) */
     /* Added with content filters (issue 5): */
-    char *ehlo_replies[4];          /* the EHLO reply per EHLO_XCLIENT|EHLO_XFORWARD combination;
-                                       [0] is ehlo_reply */
+    char *ehlo_replies[EHLO_VARIANTS_MAX];   /* the EHLO reply per EHLO_* combination (AUTH is
+                                       added per session); [0] is ehlo_reply */
     addrlist_t *xclient_hosts;      /* smtpd_authorized_xclient_hosts */
     addrlist_t *xforward_hosts;     /* smtpd_authorized_xforward_hosts */
     char *content_filter;           /* content_filter ("transport:destination"), NULL when empty */
@@ -51,10 +52,22 @@ typedef struct smtpd_svc {
     struct store *store;            /* state_store, when the policy needs it (one reference) */
     struct verify *verify;          /* address verification probes, when the policy needs them */
     policy_env_t env;               /* what the policy was given (policy_set_env) */
+    /* Added with the TLS issue: */
+    struct tls_server *tls;         /* STARTTLS / implicit TLS; NULL: no TLS on this service */
+    bool tls_required;              /* smtpd_tls_security_level = encrypt (or wrapper mode) */
+    struct sasl_server *sasl;       /* SMTP AUTH backend; NULL: smtpd_sasl_auth_enable = no */
+    addrlist_t *sasl_exceptions;    /* smtpd_sasl_exceptions_networks: not offered AUTH */
 } smtpd_svc_t;
 
+/* ehlo_replies[] index bits: the keywords announced to some clients only. */
 #define EHLO_XCLIENT 1
 #define EHLO_XFORWARD 2
+#define EHLO_STARTTLS 4
+
+/* The EHLO reply for p's service (lines joined by CRLF, no final CRLF),
+ * with the EHLO_* keywords in which, and "AUTH mechs" (plus "AUTH=mechs"
+ * with broken_sasl_auth_clients) when mechs is not NULL. */
+char *smtpd_ehlo_build(const params_t *p, const char *host, unsigned which, const char *mechs);
 
 /* receive_override_options (Postfix's names). */
 #define RO_NO_UNKNOWN_RCPT 0x1      /* no_unknown_recipient_checks */

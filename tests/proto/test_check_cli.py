@@ -508,11 +508,11 @@ def test_unknown_restriction_is_a_config_error(tmp_path):
     assert re.search(r"^%s/main\.cf:\d+: .*reject_frobnicated" % re.escape(d), r.stderr, re.M), r.stderr
 
 
-def test_not_yet_supported_restriction_is_a_config_error(tmp_path):
-    d = confdir(tmp_path, {"smtpd_client_restrictions": "reject_plaintext_session"})
+def test_not_yet_supported_parameter_is_a_config_error(tmp_path):
+    d = confdir(tmp_path, {"sender_canonical_maps": "regexp:/x"})
     r = check(d, "--client", "192.0.2.1", "--rcpt", "u@example.test")
     assert r.returncode == 2
-    assert re.search(r"^%s/main\.cf:\d+: reject_plaintext_session: not supported by this version of moat"
+    assert re.search(r"^%s/main\.cf:\d+: sender_canonical_maps: not supported by this version of moat"
                      % re.escape(d), r.stderr, re.M), r.stderr
 
 
@@ -607,14 +607,14 @@ def test_script_mode_unsupported_restriction_only_breaks_its_class(tmp_path):
     script = tmp_path / "t.in"
     script.write_text(
         "smtpd_delay_reject 0\n"
-        "client_restrictions reject_plaintext_session\n"
+        "client_restrictions reject_frobnicated_client\n"
         "client foo 192.0.2.1\n"
         "helo_restrictions reject_non_fqdn_helo_hostname\n"
         "helo foo\n")
     r = run("check", "--script", str(script), cwd=tmp_path)
     out = r.stdout.splitlines()
     i = out.index(">>> client foo 192.0.2.1")
-    assert "not supported by this version of moat" in out[i + 1]
+    assert "unknown restriction" in out[i + 1]
     assert out[i + 2] == "451 4.3.5 Server configuration error"
     i = out.index(">>> helo foo")
     assert out[i + 1].startswith("504 5.5.2 <foo>: Helo command rejected")

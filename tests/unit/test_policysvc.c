@@ -936,7 +936,8 @@ TEST(policysvc_request_text_every_attribute)
         .tls_cipher = "TLS_AES_256_GCM_SHA384",
         .tls_keysize = 256,
         .ccert_subject = "c.example.net",
-        .ccert_issuer = "Example+20CA",
+        .ccert_issuer = "Example CA",
+        .ccert_verified = true,
         .ccert_fingerprint = "C2:9D",
         .ccert_pubkey_fingerprint = "68:B3",
     };

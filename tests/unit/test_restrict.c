@@ -868,17 +868,6 @@ TEST(restrict_compile_errors_name_file_and_line)
     ERR_HAS(&x, "<text>/main.cf:4: reject_dnsbl_score: dnsbl_sites is empty");
     CHECK(!rx_load(&x, "reject_tempfail_action = dunno\n"));
     ERR_HAS(&x, "reject_tempfail_action: \"dunno\": specify defer_if_permit or defer");
-    static const char *const later[][2] = {
-        {"permit_tls_clientcerts", "tls"},
-        {"check_ccert_access hash:/x", "tls"}, {"reject_plaintext_session", "tls"}};
-    for (size_t i = 0; i < ARRAY_LEN(later); i++) {
-        char cf[200], want[200];
-        snprintf(cf, sizeof cf, "smtpd_recipient_restrictions = %s, reject_unauth_destination\n", later[i][0]);
-        CHECK(!rx_load(&x, cf));
-        snprintf(want, sizeof want, "(comes with the %s issue)\n", later[i][1]);
-        ERR_HAS(&x, want);
-        ERR_HAS(&x, "<text>/main.cf:4: ");
-    }
     CHECK(!rx_load(&x, "smtpd_sender_restrictions = check_sender_access\n"));
     ERR_HAS(&x, "check_sender_access: missing table (type:name)");
     CHECK(!rx_load(&x, "smtpd_sender_restrictions = check_sender_access reject\n"));
