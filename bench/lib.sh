@@ -98,6 +98,18 @@ stop_dns() {
 
 # Wall-clock seconds with nanoseconds, for elapsed times.
 now_s() { date +%s.%N; }
+
+# Wait until a moat-bench idle run (background PID $1, report file $2)
+# holds its connections (it prints "idle: "), at most $3 tenths of a
+# second.  Status 0 when it does.
+wait_idle() {
+    _i=0
+    while [ $_i -lt "$3" ] && ! grep -q '^idle: ' "$2" && kill -0 "$1" 2>/dev/null; do
+        sleep 0.1
+        _i=$((_i + 1))
+    done
+    grep -q '^idle: ' "$2"
+}
 # elapsed T0 T1 [DECIMALS]: T1 - T0 in seconds, 2 decimals unless told
 # (0: whole seconds, rounded down, for comparisons in sh).
 elapsed() {

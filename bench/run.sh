@@ -209,12 +209,7 @@ echo "bench: $(date +%T) idle       moat-bench idle -n $NIDLE -c 100 --hold $HOL
 "$BENCH" idle -H 127.0.0.1 -p "$PORT" -b 127.0.0.6 -n "$NIDLE" -c 100 --hold "$HOLD" \
     -T $((HOLD + 25)) --kv >"$TMP/idle.out" 2>&1 &
 BG_PID=$!
-i=0
-while [ $i -lt 250 ] && ! grep -q '^idle: ' "$TMP/idle.out" && kill -0 "$BG_PID" 2>/dev/null; do
-    sleep 0.1
-    i=$((i + 1))
-done
-if grep -q '^idle: ' "$TMP/idle.out"; then
+if wait_idle "$BG_PID" "$TMP/idle.out" 250; then
     sleep 1
     rss_idle=$(rss_kb "$MOAT_PID")
     pss_idle=$(pss_kb "$MOAT_PID")

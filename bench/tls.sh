@@ -162,12 +162,7 @@ echo "bench: $(date +%T) idle-tls       moat-bench idle --starttls -n $NIDLE -c 
 "$BENCH" idle --starttls -p "$SPORT" -b 127.0.0.9 -n "$NIDLE" -c 100 --hold 3 -T 40 --kv \
     >"$TMP/idle.out" 2>&1 &
 BG_PID=$!
-i=0
-while [ $i -lt 300 ] && ! grep -q '^idle: ' "$TMP/idle.out" && kill -0 "$BG_PID" 2>/dev/null; do
-    sleep 0.1
-    i=$((i + 1))
-done
-if grep -q '^idle: ' "$TMP/idle.out"; then
+if wait_idle "$BG_PID" "$TMP/idle.out" 300; then
     sleep 1
     rss_idle=$(rss_kb "$MOAT_PID")
 fi

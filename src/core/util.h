@@ -33,6 +33,22 @@ static inline int hex_value(int c)
         return c - 'a' + 10;
     return -1;
 }
+/* The value of an RFC 4648 base64 character; -1 for anything else ('='
+ * included). */
+static inline int base64_value(int c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+')
+        return 62;
+    if (c == '/')
+        return 63;
+    return -1;
+}
 /* FNV-1a over a string, continuing from h (start with HASH_INIT, mixing
  * in anything else first); the _lc form folds ASCII case.  For the hash
  * tables of the resolver, its cache and the queue manager. */

@@ -16,6 +16,7 @@
  */
 #include "policy/policysvc.h"
 
+#include "core/endpoint.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -278,99 +279,7 @@ static int apply_setting(const char *item, policysvc_opts_t *o, const char **def
  * [an IPv6 address]) or unix:/path. */
 static int resolve_endpoint(policysvc_t *s, const char *ep, const char *queue_dir, buf_t *err)
 {
-    if (str_istarts(ep, "unix:")) {
-        const char *path = ep + 5;
-        struct sockaddr_un *un = (struct sockaddr_un *)&s->sa;
-        char full[sizeof un->sun_path + 1];
-        int n;
-        if (!*path) {
-            buf_printf(err, "\"%s\": no socket path", ep);
-            return -1;
-        }
-        if (path[0] == '/' || !queue_dir || !*queue_dir)
-            n = snprintf(full, sizeof full, "%s", path);
-        else
-            n = snprintf(full, sizeof full, "%s/%s", queue_dir, path);
-        if (n < 0 || (size_t)n >= sizeof un->sun_path) {
-            buf_printf(err, "\"%s\": socket path too long", ep);
-            return -1;
-        }
-        memset(&s->sa, 0, sizeof s->sa);
-        un->sun_family = AF_UNIX;
-        memcpy(un->sun_path, full, (size_t)n + 1);
-        s->salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)n + 1);
-        s->addr_text = xstrdup(full);
-        return 0;
-    }
-    if (!str_istarts(ep, "inet:")) {
-        buf_printf(err, "\"%s\": need inet:host:port or unix:/path", ep);
-        return -1;
-    }
-    const char *hp = ep + 5;
-    char host[256], port[64];
-    const char *colon;
-    if (hp[0] == '[') {
-        const char *close = strchr(hp, ']');
-        if (!close || close[1] != ':' || (size_t)(close - hp - 1) >= sizeof host) {
-            buf_printf(err, "\"%s\": need inet:[address]:port", ep);
-            return -1;
-        }
-        memcpy(host, hp + 1, (size_t)(close - hp - 1));
-        host[close - hp - 1] = 0;
-        colon = close + 1;
-    } else {
-        colon = strrchr(hp, ':');
-        if (!colon || (size_t)(colon - hp) >= sizeof host) {
-            buf_printf(err, "\"%s\": need inet:host:port", ep);
-            return -1;
-        }
-        memcpy(host, hp, (size_t)(colon - hp));
-        host[colon - hp] = 0;
-    }
-    if (str_copy(port, colon + 1, sizeof port) >= sizeof port || !*host || !*port) {
-        buf_printf(err, "\"%s\": need inet:host:port", ep);
-        return -1;
-    }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(host, port, &hints, &res);
-#ifndef MOAT_FUZZING
-    /* A name (or a service name): looked up once, now.  Fuzzers never
-     * reach the network. */
-    if (rc == EAI_NONAME) {
-        hints.ai_flags = 0;
-        rc = getaddrinfo(host, port, &hints, &res);
-    }
-#endif
-    if (rc != 0 || !res) {
-        buf_printf(err, "\"%s\": %s", ep, gai_strerror(rc));
-        if (res)
-            freeaddrinfo(res);
-        return -1;
-    }
-    memcpy(&s->sa, res->ai_addr, res->ai_addrlen);
-    s->salen = res->ai_addrlen;
-    char text[INET6_ADDRSTRLEN];
-    unsigned pnum;
-    if (res->ai_family == AF_INET6) {
-        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)res->ai_addr;
-        inet_ntop(AF_INET6, &a6->sin6_addr, text, sizeof text);
-        pnum = ntohs(a6->sin6_port);
-    } else {
-        const struct sockaddr_in *a4 = (const struct sockaddr_in *)res->ai_addr;
-        inet_ntop(AF_INET, &a4->sin_addr, text, sizeof text);
-        pnum = ntohs(a4->sin_port);
-    }
-    freeaddrinfo(res);
-    if (pnum == 0) {
-        buf_printf(err, "\"%s\": port 0", ep);
-        return -1;
-    }
-    buf_t b = BUF_INIT;
-    buf_printf(&b, strchr(text, ':') ? "[%s]:%u" : "%s:%u", text, pnum);
-    s->addr_text = buf_steal(&b);
-    return 0;
+    return endpoint_resolve(ep, false, queue_dir, &s->sa, &s->salen, &s->addr_text, err);
 }
 
 static void svc_free(policysvc_t *s);

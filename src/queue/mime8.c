@@ -360,20 +360,6 @@ static void qp_decode(const char *p, size_t n, buf_t *out)
     }
 }
 
-static int b64val(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
 
 /* Decode ignoring every byte outside the alphabet (as readers do), then
  * encode again in lines of 76. */
@@ -386,7 +372,7 @@ static void b64_clean(const char *p, size_t n, buf_t *out)
     for (size_t i = 0; i < n; i++) {
         if (p[i] == '=')
             break;
-        int v = b64val((unsigned char)p[i]);
+        int v = base64_value((unsigned char)p[i]);
         if (v < 0)
             continue;
         acc = (acc << 6) | (unsigned)v;

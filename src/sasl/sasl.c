@@ -28,20 +28,6 @@
 
 static const char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+')
-        return 62;
-    if (c == '/')
-        return 63;
-    return -1;
-}
 
 /* Strict: a multiple of four, "=" only as the last one or two, and the
  * bits the padding hides must be zero, so that every accepted input is
@@ -57,7 +43,7 @@ bool sasl_b64_decode(const char *in, buf_t *out)
     for (size_t i = 0; i < n; i += 4) {
         const unsigned char *q = (const unsigned char *)in + i;
         bool last = i + 4 == n;
-        int v0 = b64_value(q[0]), v1 = b64_value(q[1]);
+        int v0 = base64_value(q[0]), v1 = base64_value(q[1]);
         if (v0 < 0 || v1 < 0)
             return false;
         if (last && q[2] == '=' && q[3] == '=') {
@@ -66,7 +52,7 @@ bool sasl_b64_decode(const char *in, buf_t *out)
             buf_putc(out, (char)(v0 << 2 | v1 >> 4));
             break;
         }
-        int v2 = b64_value(q[2]);
+        int v2 = base64_value(q[2]);
         if (v2 < 0)
             return false;
         if (last && q[3] == '=') {
@@ -76,7 +62,7 @@ bool sasl_b64_decode(const char *in, buf_t *out)
             buf_putc(out, (char)((v1 & 0x0f) << 4 | v2 >> 2));
             break;
         }
-        int v3 = b64_value(q[3]);
+        int v3 = base64_value(q[3]);
         if (v3 < 0)
             return false;
         char tri[3] = {(char)(v0 << 2 | v1 >> 4), (char)((v1 & 0x0f) << 4 | v2 >> 2), (char)((v2 & 0x03) << 6 | v3)};

@@ -24,6 +24,7 @@
  */
 #include "sasl/sasl-private.h"
 
+#include "core/endpoint.h"
 #include "core/log.h"
 #include "core/util.h"
 
@@ -685,97 +686,7 @@ static void conn_unref(dv_conn_t *c)
  * against queue_directory).  Fills sa/salen and where; -1 with a message. */
 static int resolve(dv_conn_t *c, const char *path, const char *queue_dir, buf_t *why)
 {
-    if (!str_istarts(path, "inet:")) {
-        const char *file = str_istarts(path, "unix:") ? path + 5 : path;
-        struct sockaddr_un *un = (struct sockaddr_un *)&c->sa;
-        char full[sizeof un->sun_path + 1];
-        int n;
-        if (!*file) {
-            buf_puts(why, "no socket path");
-            return -1;
-        }
-        if (file[0] == '/' || !queue_dir || !*queue_dir)
-            n = snprintf(full, sizeof full, "%s", file);
-        else
-            n = snprintf(full, sizeof full, "%s/%s", queue_dir, file);
-        if (n < 0 || (size_t)n >= sizeof un->sun_path) {
-            buf_printf(why, "socket path \"%s\" too long", file);
-            return -1;
-        }
-        memset(&c->sa, 0, sizeof c->sa);
-        un->sun_family = AF_UNIX;
-        memcpy(un->sun_path, full, (size_t)n + 1);
-        c->salen = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + (size_t)n + 1);
-        c->where = xstrdup(full);
-        return 0;
-    }
-    const char *hp = path + 5;
-    char host[256], port[32];
-    const char *colon;
-    size_t hl;
-    if (hp[0] == '[') {
-        const char *close = strchr(hp, ']');
-        if (!close || close[1] != ':') {
-            buf_printf(why, "\"%s\": need inet:[address]:port", path);
-            return -1;
-        }
-        hp++;
-        hl = (size_t)(close - hp);
-        colon = close + 1;
-    } else {
-        colon = strrchr(hp, ':');
-        if (!colon) {
-            buf_printf(why, "\"%s\": need inet:host:port", path);
-            return -1;
-        }
-        hl = (size_t)(colon - hp);
-    }
-    if (hl == 0 || hl >= sizeof host || str_copy(port, colon + 1, sizeof port) >= sizeof port || !*port) {
-        buf_printf(why, "\"%s\": need inet:host:port", path);
-        return -1;
-    }
-    memcpy(host, hp, hl);
-    host[hl] = 0;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
-    struct addrinfo *res = NULL;
-    int rc = getaddrinfo(host, port, &hints, &res);
-#ifndef MOAT_FUZZING
-    /* A host name is looked up once, here, when the configuration is
-     * loaded — as Postfix does; the loop never waits for it later. */
-    if (rc == EAI_NONAME) {
-        hints.ai_flags = 0;
-        rc = getaddrinfo(host, port, &hints, &res);
-    }
-#endif
-    if (rc != 0 || !res) {
-        buf_printf(why, "\"%s\": %s", path, gai_strerror(rc));
-        if (res)
-            freeaddrinfo(res);
-        return -1;
-    }
-    memcpy(&c->sa, res->ai_addr, res->ai_addrlen);
-    c->salen = res->ai_addrlen;
-    char text[INET6_ADDRSTRLEN];
-    unsigned pnum;
-    if (res->ai_family == AF_INET6) {
-        const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)res->ai_addr;
-        inet_ntop(AF_INET6, &a6->sin6_addr, text, sizeof text);
-        pnum = ntohs(a6->sin6_port);
-    } else {
-        const struct sockaddr_in *a4 = (const struct sockaddr_in *)res->ai_addr;
-        inet_ntop(AF_INET, &a4->sin_addr, text, sizeof text);
-        pnum = ntohs(a4->sin_port);
-    }
-    freeaddrinfo(res);
-    if (pnum == 0) {
-        buf_printf(why, "\"%s\": port 0", path);
-        return -1;
-    }
-    buf_t b = BUF_INIT;
-    buf_printf(&b, strchr(text, ':') ? "[%s]:%u" : "%s:%u", text, pnum);
-    c->where = buf_steal(&b);
-    return 0;
+    return endpoint_resolve(path, true, queue_dir, &c->sa, &c->salen, &c->where, why);
 }
 
 /* ------------------------------------------------------------ backend */

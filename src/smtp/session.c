@@ -503,15 +503,16 @@ static void reap(evutil_socket_t fd, short what, void *arg)
         anvil_conn_close(s->sv->svc->name, s->addr);
     reset_transaction(s);
     sasl_end(&s->sasl);
+    /* close_notify while the SSL's BIO still has its bufferevents (non-
+     * blocking, best effort); the SSL itself after them. */
+    if (s->ssl && s->quit_sent && s->tls && s->bev)
+        SSL_shutdown(s->ssl);
     if (s->bev)
         bufferevent_free(s->bev);
     if (s->under)
         bufferevent_free(s->under);
-    if (s->ssl) {
-        if (s->quit_sent && s->tls)
-            SSL_shutdown(s->ssl);   /* close_notify; non-blocking, best effort */
+    if (s->ssl)
         SSL_free(s->ssl);
-    }
     if (s->fd >= 0)
         close(s->fd);
     free(s->tls);

@@ -381,9 +381,7 @@ void tls_info_get(SSL *ssl, const char *digest, tls_info_t *out)
     }
 }
 
-/* " key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest
- * SHA256", each part only when known; "" before TLS 1.3. */
-static void details(const tls_info_t *i, buf_t *out)
+void tls_info_details(const tls_info_t *i, buf_t *out)
 {
     if (i->kex[0])
         buf_printf(out, " key-exchange %s", i->kex);
@@ -403,7 +401,7 @@ void tls_info_log(const tls_info_t *i, const char *program, bool server, const c
     const char *trust = !i->peer_cert ? "Anonymous" : i->peer_verified ? "Trusted" : "Untrusted";
     buf_printf(&b, "%s TLS connection established %s %s: %s with cipher %s (%d/%d bits)", trust,
                server ? "from" : "to", peer, i->protocol, i->cipher, i->cipher_bits, i->alg_bits);
-    details(i, &b);
+    tls_info_details(i, &b);
     log_info(program, "%s", buf_cstr(&b));
     buf_free(&b);
 }
@@ -420,9 +418,9 @@ void tls_info_received(const tls_info_t *i, bool asked_ccert, buf_t *out)
     buf_printf(out, "(using %s with cipher %s (%d/%d bits)", i->protocol, i->cipher, i->cipher_bits,
                i->alg_bits);
     buf_t more = BUF_INIT;
-    details(i, &more);
+    tls_info_details(i, &more);
     if (more.len)
-        buf_printf(out, "\n\t%s", buf_cstr(&more));   /* details() starts with the space Postfix indents with */
+        buf_printf(out, "\n\t%s", buf_cstr(&more));   /* tls_info_details() starts with the space Postfix indents with */
     buf_putc(out, ')');
     buf_free(&more);
     if (i->peer_cert) {

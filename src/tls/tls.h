@@ -110,6 +110,11 @@ void tls_info_get(SSL *ssl, const char *digest, tls_info_t *out);
  * instead of "from" on the client side).  program: "smtpd" or "smtp". */
 void tls_info_log(const tls_info_t *i, const char *program, bool server, const char *peer);
 
+/* " key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest
+ * SHA256" (each part only when known; "" before TLS 1.3), appended: the
+ * tail of the summary lines. */
+void tls_info_details(const tls_info_t *i, buf_t *out);
+
 /* The Received: header's TLS comment, without the leading tab:
  * "(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)\n
  * \t key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest SHA256)\n

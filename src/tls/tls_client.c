@@ -1228,17 +1228,9 @@ void tls_client_summary(const tls_client_result_t *r, const char *peer, buf_t *o
     buf_printf(out, "%s TLS connection established to %s: %s with cipher %s (%d/%d bits)", trust, peer,
                i->protocol[0] ? i->protocol : "unknown", i->cipher[0] ? i->cipher : "unknown", i->cipher_bits,
                i->alg_bits);
-    /* The same tail as tls_info_log's (tls.c), which cannot say
-     * "Verified": it does not know the names the policy asked for. */
-    if (i->kex[0])
-        buf_printf(out, " key-exchange %s", i->kex);
-    if (i->sig[0]) {
-        buf_printf(out, " server-signature %s", i->sig);
-        if (i->sig_bits > 0 && !strchr(i->sig, '('))
-            buf_printf(out, " (%d bits)", i->sig_bits);
-        if (i->digest[0])
-            buf_printf(out, " server-digest %s", i->digest);
-    }
+    /* tls_info_log's line (tls.c) cannot say "Verified": it does not
+     * know the names the policy asked for. */
+    tls_info_details(i, out);
 }
 
 void tls_client_brief(const tls_client_result_t *r, char *out, size_t n)
