@@ -394,4 +394,5 @@ bench/queue.sh || failed=1 # relay to smtp-sink, 100,000 deferred messages: its 
 bench/store.sh || failed=1 # the state store: LMDB and a private redis-server
 bench/policy.sh || failed=1 # policy requests/s: moat (check_greylist, LMDB/Redis) and postgrey
 bench/tls.sh || failed=1 # TLS: handshakes/s (full, resumed; STARTTLS, implicit), messages/s over STARTTLS
+bench/spf.sh || failed=1 # SPF evaluations/s: a cached include chain of depth 3
 exit $failed

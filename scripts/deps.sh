@@ -16,7 +16,7 @@ BUILD_PKGS="gcc make pkg-config libevent-dev libssl-dev libcrypt-dev liblmdb-dev
 # the tests start a private instance with a passwd-file userdb (the
 # system service never starts).  libnet-ssleay-perl/libio-socket-ssl-perl:
 # swaks --tls.
-TEST_PKGS="clang libclang-rt-14-dev python3 python3-pytest python3-aiosmtpd swaks pflogsumm unbound
+TEST_PKGS="clang libclang-rt-14-dev python3 python3-pytest python3-aiosmtpd python3-yaml swaks pflogsumm unbound
 postfix postfix-lmdb postfix-pcre
 redis-server redis-tools
 postgrey

@@ -12,6 +12,7 @@ int cmd_dns(int argc, char **argv);     /* cli/cmd_dns.c: resolve names with moa
 int cmd_queue(int argc, char **argv);   /* cli/cmd_queue.c: list | show | flush | delete | hold | release | requeue */
 int cmd_greylist(int argc, char **argv);  /* cli/cmd_greylist.c: list | allow | remove | stats */
 int cmd_sasl(int argc, char **argv);      /* cli/cmd_sasl.c: test | hash */
+int cmd_spf(int argc, char **argv);       /* cli/cmd_spf.c: evaluate SPF */
 int cmd_block(int argc, char **argv);     /* cli/cmd_block.c: list | remove | export */
 
 /* cli/cli_util.c: "moat CMD: message" on stderr; returns 1 (the tools' error status). */

@@ -199,12 +199,13 @@ static void batch_free(batch_t *b)
     free(b);
 }
 
-/* The name as one word: octets that would split or garble the line
- * (an impossible name is echoed as given) as \DDD. */
+/* The name as one word.  Names come in presentation form (the resolver
+ * writes odd octets as \DDD already); an impossible name is echoed as
+ * given, so octets that would split or garble the line become \DDD. */
 static void put_name(buf_t *out, const char *name)
 {
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
-        if (*p <= ' ' || *p >= 0x7f || *p == '\\')
+        if (*p <= ' ' || *p >= 0x7f)
             buf_printf(out, "\\%03u", *p);
         else
             buf_putc(out, (char)*p);

@@ -33,6 +33,8 @@ static void usage(FILE *f)
             "                               try a login against the AUTH backend (password\n"
             "                               on stdin); make a crypt(3) hash for\n"
             "                               smtpd_sasl_password_maps\n"
+            "  spf [-c DIR] --ip IP --sender ADDR --helo NAME [--trace]\n"
+            "                               evaluate SPF (RFC 7208) and print each step\n"
             "  block [-c DIR] list|remove|export ...\n"
             "                               clients blocked by the abuse limits (export:\n"
             "                               --format nftables|plain for a firewall set)\n"
@@ -69,6 +71,8 @@ int main(int argc, char **argv)
         return cmd_block(argc - 1, argv + 1);
     if (strcmp(cmd, "sasl") == 0)
         return cmd_sasl(argc - 1, argv + 1);
+    if (strcmp(cmd, "spf") == 0)
+        return cmd_spf(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("moat %s\n", MOAT_VERSION);
         return 0;

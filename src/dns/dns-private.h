@@ -14,6 +14,9 @@
 
 /* A query name in text: at most 253 octets without the trailing dot. */
 #define DNS_NAME_MAX 253
+/* A normalised name as text: octets that are not printable ASCII (and
+ * the backslash) are written \DDD, as the reply parser writes them. */
+#define DNS_KEY_MAX (DNS_NAME_MAX * 4)
 /* Caps, as unbound's own defaults (cache-max-ttl, cache-max-negative-ttl). */
 #define DNS_TTL_MAX 86400u
 #define DNS_NEG_TTL_MAX 3600u
@@ -41,12 +44,12 @@ const char *dns_rcode_name(unsigned rcode, char buf[16]);
 /* --------------------------------------------------------------- msg.c */
 
 /* Check a query name and write its canonical form to out: ASCII lower
- * case, no trailing dot.  Refused (false): "" and ".", an empty label,
- * a label over 63 octets, a name over DNS_NAME_MAX, and bytes that
- * cannot be a plain host name in text (controls, space, '\', non-ASCII),
- * since moat never asks for those and libunbound would read '\' as an
- * escape. */
-bool dns_name_norm(const char *in, char out[DNS_NAME_MAX + 1]);
+ * case, no trailing dot, octets that are not printable ASCII (space
+ * included) and '\' as \DDD (libunbound reads those escapes; an SPF
+ * macro can put any octet into a label).  Refused (false): "" and ".", an
+ * empty label, a label over 63 octets, a name over DNS_NAME_MAX octets,
+ * a NUL. */
+bool dns_name_norm(const char *in, char out[DNS_KEY_MAX + 1]);
 
 /* Turn a DNS reply in wire format into an answer to (type, name), name
  * in canonical form.  CNAME chains inside the answer section are

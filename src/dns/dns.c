@@ -490,7 +490,7 @@ static void answer_now(dns_t *d, dns_answer_t *a, dns_cb_t cb, void *arg)
 
 dns_query_t *dns_lookup(dns_t *d, dns_type_t type, const char *name, dns_cb_t cb, void *arg)
 {
-    char key[DNS_NAME_MAX + 1];
+    char key[DNS_KEY_MAX + 1];
     d->st.lookups++;
     if (!dns_name_norm(name, key)) {
         /* The answer names the question as asked (lower case, bounded). */

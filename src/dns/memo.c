@@ -133,10 +133,10 @@ void dns_memo_free(dns_memo_t **mp)
 
 /* The canonical key for name (the lower-cased input when impossible:
  * the resolver answers those NXDOMAIN at once). */
-static void memo_key(const char *name, char key[DNS_NAME_MAX + 1])
+static void memo_key(const char *name, char key[DNS_KEY_MAX + 1])
 {
     if (!dns_name_norm(name, key)) {
-        str_copy(key, name, DNS_NAME_MAX + 1);
+        str_copy(key, name, DNS_KEY_MAX + 1);
         str_lower(key);
     }
 }
@@ -169,7 +169,7 @@ static void memo_cb(dns_answer_t *a, bool from_cache, void *arg)
 /* Find or start the entry for (type, name). */
 static memo_ent_t *lookup(dns_memo_t *m, dns_type_t type, const char *name)
 {
-    char key[DNS_NAME_MAX + 1];
+    char key[DNS_KEY_MAX + 1];
     memo_key(name, key);
     memo_ent_t *e = find(m, type, key);
     if (e)

@@ -38,31 +38,36 @@
 
 /* --------------------------------------------------------------- names */
 
-bool dns_name_norm(const char *in, char out[DNS_NAME_MAX + 1])
+bool dns_name_norm(const char *in, char out[DNS_KEY_MAX + 1])
 {
     size_t n = strlen(in);
     if (n && in[n - 1] == '.')
         n--;
     if (n == 0 || n > DNS_NAME_MAX)
         return false;
-    size_t label = 0;
+    size_t label = 0, o = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)in[i];
         if (c == '.') {
             if (label == 0)
                 return false;
             label = 0;
-        } else {
-            if (c <= ' ' || c >= 0x7f || c == '\\')
-                return false;
-            if (++label > 63)
-                return false;
+            out[o++] = '.';
+            continue;
         }
-        out[i] = (char)lc(c);
+        if (c == 0 || ++label > 63)
+            return false;
+        if (c <= ' ' || c >= 0x7f || c == '\\') {
+            /* a label may hold any octet (an SPF macro can make a space);
+             * libunbound reads the escape, and answers come back so */
+            o += (size_t)snprintf(out + o, DNS_KEY_MAX + 1 - o, "\\%03u", c);
+        } else {
+            out[o++] = (char)lc(c);
+        }
     }
     if (label == 0)
         return false;
-    out[n] = 0;
+    out[o] = 0;
     return true;
 }
 

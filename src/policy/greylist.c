@@ -18,6 +18,7 @@
  * that fails answers 451 4.3.0).
  */
 #include "policy/greylist.h"
+#include "policy/spfcheck.h"
 
 #include "core/util.h"
 #include "maps/maps.h"
@@ -40,7 +41,7 @@
 #define GREY_KEY_LIMIT 480
 #define PSL_FILE "/usr/share/publicsuffix/public_suffix_list.dat"
 
-enum { GI_IP, GI_FCRDNS };
+enum { GI_IP, GI_FCRDNS, GI_SPF };
 
 typedef struct gtable {
     map_t *map;
@@ -558,9 +559,7 @@ greylist_t *greylist_new(const params_t *p, const char *config_dir, buf_t *err)
     } else if (str_ieq(ident, "fcrdns")) {
         g->identity = GI_FCRDNS;
     } else if (str_ieq(ident, "spf")) {
-        bad(p, PARAM_greylist_identity, err,
-            "greylist_identity = spf needs check_spf, which comes with the SPF issue");
-        errors++;
+        g->identity = GI_SPF;
     } else {
         bad(p, PARAM_greylist_identity, err, "greylist_identity = %s: unknown (use ip, fcrdns or spf)", ident);
         errors++;
@@ -714,7 +713,7 @@ bool greylist_client_identity(const params_t *p, const char *client, buf_t *out,
         goto done;
     }
     const char *ident = param_str(p, PARAM_greylist_identity);
-    if (!str_ieq(ident, "fcrdns")) {
+    if (!str_ieq(ident, "fcrdns") && !str_ieq(ident, "spf")) {
         buf_printf(err, "%s: greylist_identity = %s: a name is never a client's identity; give an address or "
                         "network",
                    client, ident);
@@ -887,28 +886,46 @@ static int dnswl_listed(greylist_t *g, ss_ctx_t *c)
     return rc;
 }
 
-/* The client's identity into id, and how it was found into how. */
-static void client_identity(greylist_t *g, ss_ctx_t *c, buf_t *id, buf_t *how)
+/* The client's identity into id, and how it was found into how; -1 while
+ * the SPF evaluation waits for DNS answers. */
+static int client_identity(greylist_t *g, ss_ctx_t *c, buf_t *id, buf_t *how)
 {
     const pstate_t *st = c->st;
     buf_reset(how);
-    if (g->identity == GI_FCRDNS && st->name_code == 0 && st->client_name && !str_ieq(st->client_name, "unknown")) {
+    buf_reset(id);
+    if (g->identity == GI_SPF) {
+        /* a sender domain that SPF authenticates is one sender, whichever
+         * of its outbound hosts retries */
+        char dom[256];
+        int r = spf_check_pass_domain(c, dom, sizeof dom);
+        if (r < 0)
+            return -1;
+        if (r == 1) {
+            buf_puts(id, dom);
+            str_lower(id->data);
+            buf_printf(how, "SPF-authenticated sender domain %s", dom);
+            return 0;
+        }
+        buf_puts(how, "no SPF pass: ");
+    }
+    if ((g->identity == GI_FCRDNS || g->identity == GI_SPF) && st->name_code == 0 && st->client_name && !str_ieq(st->client_name, "unknown")) {
         if (greylist_org_domain(st->client_name, id)) {
             buf_printf(how, "organisational domain of the forward-confirmed name %s", st->client_name);
-            return;
+            return 0;
         }
         buf_printf(how, "%s has no organisational domain: ", st->client_name);
     }
     if (greylist_ip_identity(st->client_addr, g->v4bits, g->v6bits, id)) {
         bool v6 = strchr(buf_cstr(id), ':') != NULL;
         buf_printf(how, "client network %s/%d", buf_cstr(id), v6 ? g->v6bits : g->v4bits);
-        return;
+        return 0;
     }
     /* not an address (moat check with a made-up client): the text itself */
     buf_reset(id);
     buf_puts(id, st->client_addr);
     str_lower(id->data);
     buf_puts(how, "client address as given");
+    return 0;
 }
 
 ss_status_t greylist_step(greylist_t *g, ss_ctx_t *c)
@@ -935,7 +952,10 @@ ss_status_t greylist_step(greylist_t *g, ss_ctx_t *c)
     /* Every wait of this step starts in the same pass (DNS allow lists
      * and both store reads), so a client waits for one round trip. */
     int listed = dnswl_listed(g, c);
-    client_identity(g, c, &id, &how);
+    if (client_identity(g, c, &id, &how) < 0) {
+        out = SS_PENDING;   /* the SPF answers first: the store keys depend on them */
+        goto done;
+    }
     greylist_sender_norm(st->sender ? st->sender : "", &snorm);
     greylist_key(buf_cstr(&id), buf_cstr(&snorm), st->recipient, &key);
     buf_printf(&okkey, "greyok:%s", buf_cstr(&id));

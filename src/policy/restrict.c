@@ -42,6 +42,7 @@
 #include "policy/netlist.h"
 #include "policy/anvil.h"
 #include "policy/greylist.h"
+#include "policy/spfcheck.h"
 #include "policy/policysvc.h"
 #include "policy/restrict-private.h"
 #include "policy/sstep.h"
@@ -94,6 +95,8 @@ typedef enum {
     /* Added with the TLS issue: client certificates, SASL logins, TLS. */
     R_PERMIT_TLS_CLIENTCERTS, R_PERMIT_TLS_ALL, R_CHECK_CCERT, R_CHECK_SASL, R_REJECT_PLAINTEXT,
     R_LOGIN_MISMATCH, R_AUTH_LOGIN_MISMATCH, R_KNOWN_LOGIN_MISMATCH, R_UNAUTH_LOGIN_MISMATCH,
+    /* Added with the SPF issue (an sstep.h step that needs the memo, not the store): */
+    R_CHECK_SPF,
 } rkind_t;
 
 /* check_<target>_<which>_access */
@@ -182,6 +185,7 @@ static const rdef_t rdefs[] = {
     {"reject_unverified_sender", R_UNVERIFIED_SENDER, A_NONE, NULL},
     {"reject_unverified_recipient", R_UNVERIFIED_RCPT, A_NONE, NULL},
     {"permit_known_correspondent", R_KNOWN_CORRESPONDENT, A_NONE, NULL},
+    {"check_spf", R_CHECK_SPF, A_NONE, NULL},
     /* Added with the TLS issue. */
     {"permit_tls_clientcerts", R_PERMIT_TLS_CLIENTCERTS, A_NONE, NULL},
     {"permit_tls_all_clientcerts", R_PERMIT_TLS_ALL, A_NONE, NULL},
@@ -295,6 +299,7 @@ struct policy {
     /* Added with the state issue: */
     const params_t *params;   /* the service's parameters (the state steps read theirs at run time) */
     greylist_t *grey;         /* check_greylist settings (always compiled: cheap when unused) */
+    spf_check_t *spf;         /* check_spf's spf_result_actions and headers (the same) */
     anvil_t *anvil;           /* the rate and abuse limits */
     unsigned needs;           /* PN_* of the compiled lists */
     policy_env_t env;
@@ -1062,6 +1067,8 @@ policy_t *policy_new(const params_t *p, const char *config_dir, buf_t *err)
         pol->needs |= PN_STORE;
     if (!(pol->grey = greylist_new(p, config_dir, err)))
         errors++;
+    if (!(pol->spf = spf_check_new(p, err)))
+        errors++;
     if (!(pol->anvil = anvil_new(p, config_dir, err)))
         errors++;
     else if (anvil_uses_store(pol->anvil))
@@ -1198,6 +1205,7 @@ void policy_free(policy_t **ppol)
     free(pol->psvc_default_action);
     free(pol->psvc_context);
     greylist_free(&pol->grey);
+    spf_check_free(&pol->spf);
     anvil_free(&pol->anvil);
     ss_fx_free(&pol->fx);
     free(pol->queue_dir);
@@ -3348,6 +3356,9 @@ static int state_step(ectx_t *c, const step_t *s, const char *rname, const char 
     case R_KNOWN_CORRESPONDENT:
         r = correspondent_step(&sc);
         break;
+    case R_CHECK_SPF:
+        r = spf_check_step(c->pol->spf, &sc);
+        break;
     default:
         return server_error(c);
     }
@@ -3845,6 +3856,7 @@ static int run_step(ectx_t *c, const step_t *s, const char *rname, const char *r
     case R_UNVERIFIED_SENDER:
     case R_UNVERIFIED_RCPT:
     case R_KNOWN_CORRESPONDENT:
+    case R_CHECK_SPF:
         return state_step(c, s, rname, rclass);
     case R_PERMIT_TLS_CLIENTCERTS:
     case R_PERMIT_TLS_ALL:

@@ -23,11 +23,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 static const dns_type_t types[] = {DNS_T_A, DNS_T_NS, DNS_T_PTR, DNS_T_MX, DNS_T_TXT, DNS_T_AAAA};
 
 /* The first question name if it is uncompressed, valid and plain. */
-static void question_name(const uint8_t *p, size_t n, char out[DNS_NAME_MAX + 1])
+static void question_name(const uint8_t *p, size_t n, char out[DNS_KEY_MAX + 1])
 {
     char text[300];
     size_t pos = 12, o = 0;
-    str_copy(out, "x.test", DNS_NAME_MAX + 1);
+    str_copy(out, "x.test", DNS_KEY_MAX + 1);
     while (pos < n && p[pos] != 0) {
         size_t l = p[pos];
         if (l > 63 || pos + 1 + l > n || o + l + 1 >= sizeof text)
@@ -41,9 +41,9 @@ static void question_name(const uint8_t *p, size_t n, char out[DNS_NAME_MAX + 1]
     text[o] = 0;
     if (memchr(text, 0, o))
         return;
-    char canon[DNS_NAME_MAX + 1];
+    char canon[DNS_KEY_MAX + 1];
     if (dns_name_norm(text, canon))
-        str_copy(out, canon, DNS_NAME_MAX + 1);
+        str_copy(out, canon, DNS_KEY_MAX + 1);
 }
 
 static void check_host(const char *s)
@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t *copy = xmalloc(len ? len : 1);
     memcpy(copy, pkt, len);
 
-    char qname[DNS_NAME_MAX + 1];
+    char qname[DNS_KEY_MAX + 1];
     question_name(copy, len, qname);
     dns_answer_t *a = dns_msg_parse(copy, len, type, qname);
     if (!a || a->type != type || strcmp(a->name, qname) != 0 || a->refs != 1)
@@ -113,10 +113,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     /* The same bytes as a query name */
     char *name = xstrndup((const char *)pkt, len);
-    char canon[DNS_NAME_MAX + 1];
+    char canon[DNS_KEY_MAX + 1];
     if (dns_name_norm(name, canon)) {
         size_t n = strlen(canon);
-        if (n == 0 || n > DNS_NAME_MAX || canon[0] == '.' || canon[n - 1] == '.' || strstr(canon, ".."))
+        if (n == 0 || n > DNS_KEY_MAX || canon[0] == '.' || canon[n - 1] == '.' || strstr(canon, ".."))
             abort();
         check_host(canon);
     }

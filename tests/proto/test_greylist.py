@@ -211,10 +211,22 @@ def test_cli_list_allow_remove_stats(moat_factory):
     assert r.returncode == 2 and "unknown command" in r.stderr, r
 
 
-def test_spf_identity_refused_at_startup(moat_factory):
-    m = moat_factory(main={"greylist_identity": "spf"}, start=False)
-    m.write_config()
-    r = m.run_cli("config", "check")
-    assert r.returncode != 0, r
-    assert "main.cf:" in r.stderr and \
-        "greylist_identity = spf needs check_spf, which comes with the SPF issue" in r.stderr, r.stderr
+def test_spf_identity_shares_a_triplet_across_a_senders_hosts(moat_factory, dns_world):
+    # tests/dns/world.conf, "spf" section: spf-pass.test sends from
+    # 127.0.70.0/24; with greylist_identity = spf its mail is one client
+    # whichever host of that network (or of another /24) retries.
+    m = grey_moat(moat_factory, greylist_identity="spf", greylist_client_netmask="32")
+    greylisted(smtp_send(m, "127.0.70.1", "news@spf-pass.test", ["u@relay.test"]), "u@relay.test")
+    time.sleep(2.2)
+    assert smtp_send(m, "127.0.70.2", "news@spf-pass.test", ["u@relay.test"]) == {}
+    out = m.run_cli("greylist", "list", check=True).stdout
+    assert out.startswith("spf-pass.test news@spf-pass.test u@relay.test "), out
+    # no SPF pass (spf-fail.test does not list 127.0.71.1): the network, as ip would
+    greylisted(smtp_send(m, "127.0.71.1", "x@spf-soft.test", ["u@relay.test"]), "u@relay.test")
+    out = m.run_cli("check", "--client", "127.0.71.1", "--from", "x@spf-soft.test", "--rcpt", "u@relay.test",
+                    "--trace").stdout
+    assert "no SPF pass: client network 127.0.71.1/32" in out, out
+    # `moat greylist allow` takes a domain for this identity
+    assert m.run_cli("greylist", "allow", "spf-soft.test").returncode == 0
+
+

@@ -246,8 +246,6 @@ TEST(greylist_new_refuses_bad_settings)
     struct {
         const char *main_cf, *want;
     } cases[] = {
-        {"greylist_identity = spf\n",
-         "<text>/main.cf:1: greylist_identity = spf needs check_spf, which comes with the SPF issue\n"},
         {"\ngreylist_identity = bogus\n", "<text>/main.cf:2: greylist_identity = bogus: unknown"},
         {"greylist_delay = 3h\ngreylist_retry_window = 1h\n", "<text>/main.cf:2: greylist_retry_window (3600s) is "
                                                              "shorter than greylist_delay (10800s)"},
