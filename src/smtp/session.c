@@ -1152,14 +1152,27 @@ static void text_sockaddr(const char *addr, const char *port, struct sockaddr_st
     }
 }
 
+static void sockaddr_text(const struct sockaddr_storage *ss, char *out, size_t size)
+{
+    out[0] = 0;
+    if (ss->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, out, (socklen_t)size);
+    else if (ss->ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, out, (socklen_t)size);
+}
+
+static unsigned sockaddr_portnum(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return ntohs(((const struct sockaddr_in *)ss)->sin_port);
+    if (ss->ss_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
+    return 0;
+}
+
 static void sockaddr_port(const struct sockaddr_storage *ss, char *out, size_t size)
 {
-    unsigned p = 0;
-    if (ss->ss_family == AF_INET)
-        p = ntohs(((const struct sockaddr_in *)ss)->sin_port);
-    else if (ss->ss_family == AF_INET6)
-        p = ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
-    snprintf(out, size, "%u", p);
+    snprintf(out, size, "%u", sockaddr_portnum(ss));
 }
 
 /* XCLIENT: an authorized proxy or test tool replaces the client's
@@ -1213,12 +1226,9 @@ static int cmd_xclient(session_t *s, char *arg)
         text_sockaddr(s->addr, port, &s->peer);
     }
     if (GIVEN(XA_DESTADDR) || GIVEN(XA_DESTPORT)) {
-        char addr[INET6_ADDRSTRLEN] = "", port[8];
+        char addr[INET6_ADDRSTRLEN], port[8];
         sockaddr_port(&s->local, port, sizeof port);
-        if (s->local.ss_family == AF_INET)
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&s->local)->sin_addr, addr, sizeof addr);
-        else if (s->local.ss_family == AF_INET6)
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&s->local)->sin6_addr, addr, sizeof addr);
+        sockaddr_text(&s->local, addr, sizeof addr);
         if (GIVEN(XA_DESTPORT))
             str_copy(port, XAVAIL(a, XA_DESTPORT) ? a->value[XA_DESTPORT] : "0", sizeof port);
         if (GIVEN(XA_DESTADDR))
@@ -1997,24 +2007,6 @@ static int cmd_starttls(session_t *s, char *arg)
 /* ---------- AUTH (RFC 4954) ---------- */
 
 static void auth_done(void *arg, const sasl_reply_t *r);
-
-static void sockaddr_text(const struct sockaddr_storage *ss, char *out, size_t size)
-{
-    out[0] = 0;
-    if (ss->ss_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, out, (socklen_t)size);
-    else if (ss->ss_family == AF_INET6)
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, out, (socklen_t)size);
-}
-
-static unsigned sockaddr_portnum(const struct sockaddr_storage *ss)
-{
-    if (ss->ss_family == AF_INET)
-        return ntohs(((const struct sockaddr_in *)ss)->sin_port);
-    if (ss->ss_family == AF_INET6)
-        return ntohs(((const struct sockaddr_in6 *)ss)->sin6_port);
-    return 0;
-}
 
 static int cmd_auth(session_t *s, char *arg)
 {

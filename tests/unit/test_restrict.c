@@ -9,6 +9,7 @@
 #include "maps/maps.h"
 #include "policy/restrict-private.h"
 #include "policy/restrict.h"
+#include "restrict_testlib.h"
 
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -19,79 +20,9 @@
 
 #define BASE_MAIN "myhostname = mx.example.test\nmydestination = example.test, localhost\nmynetworks = 127.0.0.0/8\n"
 
-typedef struct rx {
-    char dir[64];
-    config_t *cfg;
-    policy_t *pol;
-    buf_t err, trace, reply;
-    verdict_t v;
-} rx_t;
-
-static void rx_init(rx_t *x)
-{
-    memset(x, 0, sizeof *x);
-    snprintf(x->dir, sizeof x->dir, "/tmp/moat-restrict-XXXXXX");
-    if (!mkdtemp(x->dir))
-        x->dir[0] = 0;
-    verdict_init(&x->v);
-}
-
-static void rx_done(rx_t *x)
-{
-    policy_free(&x->pol);
-    config_free(&x->cfg);
-    DIR *d = opendir(x->dir);
-    if (d) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-                snprintf(p, sizeof p, "%s/%s", x->dir, e->d_name);
-                unlink(p);
-            }
-        closedir(d);
-        rmdir(x->dir);
-    }
-    buf_free(&x->err);
-    buf_free(&x->trace);
-    buf_free(&x->reply);
-    verdict_free(&x->v);
-}
-
-static void rx_file(rx_t *x, const char *name, const char *text)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", x->dir, name);
-    FILE *fp = fopen(p, "w");
-    if (fp) {
-        fputs(text, fp);
-        fclose(fp);
-    }
-}
-
-/* Load BASE_MAIN + main_cf ("%D" stands for the fixture directory) and
- * compile the policy.  false when either fails (messages in x->err). */
 static bool rx_load(rx_t *x, const char *main_cf)
 {
-    policy_free(&x->pol);
-    config_free(&x->cfg);
-    buf_reset(&x->err);
-    buf_t text = BUF_INIT;
-    buf_puts(&text, BASE_MAIN);
-    for (const char *p = main_cf; *p; p++) {
-        if (p[0] == '%' && p[1] == 'D') {
-            buf_puts(&text, x->dir);
-            p++;
-        } else {
-            buf_putc(&text, *p);
-        }
-    }
-    x->cfg = config_load_text(buf_cstr(&text), NULL, &x->err, NULL);
-    buf_free(&text);
-    if (!x->cfg)
-        return false;
-    x->pol = policy_new(config_main(x->cfg), x->dir, &x->err);
-    return x->pol != NULL;
+    return rx_load_base(x, BASE_MAIN, main_cf);
 }
 
 static pstate_t ps(const char *addr, const char *helo, const char *sender, const char *rcpt)

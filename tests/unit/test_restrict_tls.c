@@ -9,6 +9,7 @@
  * pstate_t: TLS protocol, certificate fingerprints, verification, login.
  */
 #include "harness.h"
+#include "restrict_testlib.h"
 #include "sstep_testlib.h"
 
 #include "config/config.h"
@@ -32,78 +33,9 @@
 #define FP_B "AA:BB:CC:DD:02"
 #define PK_B "11:22:33:44:02"
 
-typedef struct tx {
-    char dir[64];
-    config_t *cfg;
-    policy_t *pol;
-    buf_t err, trace, text;
-    verdict_t v;
-} tx_t;
-
-static void tx_init(tx_t *x)
+static bool tx_load(rx_t *x, const char *main_cf)
 {
-    memset(x, 0, sizeof *x);
-    snprintf(x->dir, sizeof x->dir, "/tmp/moat-rtls-XXXXXX");
-    if (!mkdtemp(x->dir))
-        x->dir[0] = 0;
-    verdict_init(&x->v);
-}
-
-static void tx_done(tx_t *x)
-{
-    policy_free(&x->pol);
-    config_free(&x->cfg);
-    DIR *d = opendir(x->dir);
-    if (d) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-                snprintf(p, sizeof p, "%s/%s", x->dir, e->d_name);
-                unlink(p);
-            }
-        closedir(d);
-        rmdir(x->dir);
-    }
-    buf_free(&x->err);
-    buf_free(&x->trace);
-    buf_free(&x->text);
-    verdict_free(&x->v);
-}
-
-static void tx_file(tx_t *x, const char *name, const char *text)
-{
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", x->dir, name);
-    FILE *fp = fopen(p, "w");
-    if (fp) {
-        fputs(text, fp);
-        fclose(fp);
-    }
-}
-
-/* "%D" in main_cf stands for the fixture directory. */
-static bool tx_load(tx_t *x, const char *main_cf)
-{
-    policy_free(&x->pol);
-    config_free(&x->cfg);
-    buf_reset(&x->err);
-    buf_t text = BUF_INIT;
-    buf_puts(&text, TX_BASE);
-    for (const char *p = main_cf; *p; p++) {
-        if (p[0] == '%' && p[1] == 'D') {
-            buf_puts(&text, x->dir);
-            p++;
-        } else {
-            buf_putc(&text, *p);
-        }
-    }
-    x->cfg = config_load_text(buf_cstr(&text), NULL, &x->err, NULL);
-    buf_free(&text);
-    if (!x->cfg)
-        return false;
-    x->pol = policy_new(config_main(x->cfg), x->dir, &x->err);
-    return x->pol != NULL;
+    return rx_load_base(x, TX_BASE, main_cf);
 }
 
 /* A client the way the session describes it; the tests add TLS and SASL. */
@@ -133,7 +65,7 @@ static void tx_tls(pstate_t *st, const char *fp, const char *pk, bool verified, 
 }
 
 /* The RCPT decision: "" when permitted, else the reply. */
-static const char *tx_rcpt(tx_t *x, const pstate_t *st)
+static const char *tx_rcpt(rx_t *x, const pstate_t *st)
 {
     buf_reset(&x->trace);
     policy_eval(x->pol, PCMD_RCPT, st, &x->v, &x->trace);
@@ -148,12 +80,12 @@ static const char *tx_rcpt(tx_t *x, const pstate_t *st)
 
 TEST(restrict_tls_every_name_compiles)
 {
-    tx_t x;
-    tx_init(&x);
-    tx_file(&x, "certs", FP_A " client-a\n");
-    tx_file(&x, "ccert", FP_A " OK\n");
-    tx_file(&x, "sasl", "alice OK\n");
-    tx_file(&x, "logins", "alice@example.test alice\n");
+    rx_t x;
+    rx_init(&x);
+    rx_file(&x, "certs", FP_A " client-a\n");
+    rx_file(&x, "ccert", FP_A " OK\n");
+    rx_file(&x, "sasl", "alice OK\n");
+    rx_file(&x, "logins", "alice@example.test alice\n");
     CHECK(tx_load(&x, "relay_clientcerts = texthash:%D/certs\nsmtpd_sender_login_maps = texthash:%D/logins\n"
                       "smtpd_client_restrictions = reject_plaintext_session, check_ccert_access texthash:%D/ccert\n"
                       "smtpd_sender_restrictions = reject_sender_login_mismatch, "
@@ -168,13 +100,13 @@ TEST(restrict_tls_every_name_compiles)
     ERR_HAS(&x, "check_ccert_access: missing table (type:name)");
     CHECK(!tx_load(&x, "smtpd_client_restrictions = check_sasl_access alice\n"));
     ERR_HAS(&x, "check_sasl_access: bad argument \"alice\": need type:table");
-    tx_done(&x);
+    rx_done(&x);
 }
 
 TEST(restrict_tls_table_lists_fail_only_when_used)
 {
-    tx_t x;
-    tx_init(&x);
+    rx_t x;
+    rx_init(&x);
     /* a relay_clientcerts table that does not open: an error with a user */
     CHECK(!tx_load(&x, "relay_clientcerts = texthash:%D/missing\n"
                        "smtpd_recipient_restrictions = permit_tls_clientcerts, reject_unauth_destination\n"));
@@ -203,17 +135,17 @@ TEST(restrict_tls_table_lists_fail_only_when_used)
     st.client_addr = "192.0.2.10";
     CHECK_STR(tx_rcpt(&x, &st), "");
     WARN_HAS(&x, "restriction `reject_sender_login_mismatch' ignored: no SASL support");
-    tx_done(&x);
+    rx_done(&x);
 }
 
 TEST(restrict_tls_tables_count_for_reload_and_fail_as_4xx)
 {
-    tx_t x;
-    tx_init(&x);
+    rx_t x;
+    rx_init(&x);
     char path[300];
     buf_t err = BUF_INIT;
-    tx_file(&x, "certs", FP_A " client-a\n");
-    tx_file(&x, "logins", "alice@example.test alice\n");
+    rx_file(&x, "certs", FP_A " client-a\n");
+    rx_file(&x, "logins", "alice@example.test alice\n");
     snprintf(path, sizeof path, "%s/certs", x.dir);
     REQUIRE(map_build(path, &err) == 0);
     snprintf(path, sizeof path, "%s/logins", x.dir);
@@ -248,16 +180,16 @@ TEST(restrict_tls_tables_count_for_reload_and_fail_as_4xx)
     CHECK_STR(tx_rcpt(&x, &st), "451 4.3.0 <u@other.test>: Temporary lookup failure");
     WARN_HAS(&x, "warning: relay_clientcerts: lookup error for fingerprint '" FP_A "', pkey fingerprint " PK_A);
     CHECK_STR(x.v.rule, "recipient:permit_tls_clientcerts");
-    tx_done(&x);
+    rx_done(&x);
 }
 
 /* ----------------------------------------------------- client certificates */
 
 TEST(restrict_tls_permit_clientcerts)
 {
-    tx_t x;
-    tx_init(&x);
-    tx_file(&x, "certs", "# relay_clientcerts: the value is not used\n" FP_A " client-a\n" PK_B " client-b's key\n");
+    rx_t x;
+    rx_init(&x);
+    rx_file(&x, "certs", "# relay_clientcerts: the value is not used\n" FP_A " client-a\n" PK_B " client-b's key\n");
     REQUIRE(tx_load(&x, "relay_clientcerts = texthash:%D/certs\nsmtpd_log_access_permit_actions = static:all\n"
                         "smtpd_relay_restrictions = permit_tls_clientcerts, reject_unauth_destination\n"));
     const char *denied = "554 5.7.1 <u@other.test>: Relay access denied";
@@ -287,14 +219,14 @@ TEST(restrict_tls_permit_clientcerts)
     tx_tls(&st, "EE:EE", "FF:FF", true, "client-c");
     CHECK_STR(tx_rcpt(&x, &st), denied);
     CHECK_STR(x.v.rule, "relay:reject_unauth_destination");
-    tx_done(&x);
+    rx_done(&x);
 }
 
 TEST(restrict_tls_permit_all_clientcerts)
 {
-    tx_t x;
-    tx_init(&x);
-    tx_file(&x, "certs", FP_A " client-a\n");
+    rx_t x;
+    rx_init(&x);
+    rx_file(&x, "certs", FP_A " client-a\n");
     REQUIRE(tx_load(&x, "relay_clientcerts = texthash:%D/certs\n"
                         "smtpd_relay_restrictions = permit_tls_all_clientcerts, reject_unauth_destination\n"));
     const char *denied = "554 5.7.1 <u@other.test>: Relay access denied";
@@ -321,14 +253,14 @@ TEST(restrict_tls_permit_all_clientcerts)
     TRACE_HAS(&x, "relay_clientcerts is empty");
     tx_tls(&st, FP_A, PK_A, true, "client-a");
     CHECK_STR(tx_rcpt(&x, &st), "");
-    tx_done(&x);
+    rx_done(&x);
 }
 
 TEST(restrict_tls_check_ccert_access)
 {
-    tx_t x;
-    tx_init(&x);
-    tx_file(&x, "ccert", FP_A " REJECT revoked certificate\n" FP_B " DUNNO\n" PK_B " 450 4.7.1 key under review\n"
+    rx_t x;
+    rx_init(&x);
+    rx_file(&x, "ccert", FP_A " REJECT revoked certificate\n" FP_B " DUNNO\n" PK_B " 450 4.7.1 key under review\n"
                          "CC:CC OK\n");
     REQUIRE(tx_load(&x, "smtpd_client_restrictions = check_ccert_access texthash:%D/ccert, reject_plaintext_session\n"
                         "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n"));
@@ -360,16 +292,16 @@ TEST(restrict_tls_check_ccert_access)
     tx_tls(&st, NULL, NULL, false, NULL);
     CHECK_STR(tx_rcpt(&x, &st), "");
     TRACE_HAS(&x, ": the client sent no certificate");
-    tx_done(&x);
+    rx_done(&x);
 }
 
 /* -------------------------------------------------------------- SASL, TLS */
 
 TEST(restrict_tls_check_sasl_access)
 {
-    tx_t x;
-    tx_init(&x);
-    tx_file(&x, "sasl", "mallory REJECT account locked\nbob DUNNO\n");
+    rx_t x;
+    rx_init(&x);
+    rx_file(&x, "sasl", "mallory REJECT account locked\nbob DUNNO\n");
     REQUIRE(tx_load(&x, "smtpd_sasl_auth_enable = yes\n"
                         "smtpd_relay_restrictions = check_sasl_access texthash:%D/sasl, permit_sasl_authenticated, "
                         "reject_unauth_destination\n"));
@@ -388,7 +320,7 @@ TEST(restrict_tls_check_sasl_access)
     CHECK_STR(tx_rcpt(&x, &st), "554 5.7.1 <u@other.test>: Relay access denied");
     TRACE_HAS(&x, "the client is not authenticated");
     /* a login name with a control character is made printable in the reply */
-    tx_file(&x, "sasl2", "/^evil/ REJECT\n");
+    rx_file(&x, "sasl2", "/^evil/ REJECT\n");
     REQUIRE(tx_load(&x, "smtpd_sasl_auth_enable = yes\n"
                         "smtpd_relay_restrictions = check_sasl_access regexp:%D/sasl2, reject_unauth_destination\n"));
     st.sasl_user = "evil\x01one";
@@ -399,13 +331,13 @@ TEST(restrict_tls_check_sasl_access)
     st.sasl_user = "mallory";
     CHECK_STR(tx_rcpt(&x, &st), "");
     WARN_HAS(&x, "warning: restriction `check_sasl_access' ignored: no SASL support (smtpd_sasl_auth_enable = no)");
-    tx_done(&x);
+    rx_done(&x);
 }
 
 TEST(restrict_tls_reject_plaintext_session)
 {
-    tx_t x;
-    tx_init(&x);
+    rx_t x;
+    rx_init(&x);
     REQUIRE(tx_load(&x, "smtpd_client_restrictions = reject_plaintext_session\n"));
     pstate_t st = tx_st("a@b.test", "u@example.test");
     CHECK_STR(tx_rcpt(&x, &st), "450 4.7.1 Session encryption is required");
@@ -426,7 +358,7 @@ TEST(restrict_tls_reject_plaintext_session)
     st = tx_st("a@b.test", "u@example.test");
     CHECK_STR(tx_rcpt(&x, &st), "");
     WARN_HAS(&x, "reject_warning: RCPT from client.example.net[192.0.2.9]: 450 4.7.1 Session encryption is required");
-    tx_done(&x);
+    rx_done(&x);
 }
 
 /* ------------------------------------------------------ sender login names */
@@ -439,7 +371,7 @@ TEST(restrict_tls_reject_plaintext_session)
     "owner@example.test ownerguy\n"                 \
     "bob@example.test bob\n"
 
-static const char *mm(tx_t *x, const char *user, const char *sender)
+static const char *mm(rx_t *x, const char *user, const char *sender)
 {
     pstate_t st = tx_st(sender, "u@example.test");
     st.sasl_user = user;
@@ -452,9 +384,9 @@ static const char *mm(tx_t *x, const char *user, const char *sender)
 
 TEST(restrict_tls_sender_login_mismatch)
 {
-    tx_t x;
-    tx_init(&x);
-    tx_file(&x, "logins", LOGINS);
+    rx_t x;
+    rx_init(&x);
+    rx_file(&x, "logins", LOGINS);
     REQUIRE(tx_load(&x, "smtpd_sasl_auth_enable = yes\nrecipient_delimiter = +\n"
                         "smtpd_sender_login_maps = texthash:%D/logins\n"
                         "smtpd_sender_restrictions = reject_sender_login_mismatch\n"));
@@ -501,14 +433,14 @@ TEST(restrict_tls_sender_login_mismatch)
                         "smtpd_sender_restrictions = warn_if_reject reject_sender_login_mismatch\n"));
     CHECK_STR(mm(&x, "bob", "alice@example.test"), "");
     WARN_HAS(&x, "reject_warning: RCPT from client.example.net[192.0.2.9]: " NOT_OWNED("alice@example.test", "bob"));
-    tx_done(&x);
+    rx_done(&x);
 }
 
 TEST(restrict_tls_sender_login_mismatch_variants)
 {
-    tx_t x;
-    tx_init(&x);
-    tx_file(&x, "logins", LOGINS);
+    rx_t x;
+    rx_init(&x);
+    rx_file(&x, "logins", LOGINS);
 #define VARIANT(name) \
     "smtpd_sasl_auth_enable = yes\nsmtpd_sender_login_maps = texthash:%D/logins\nsmtpd_sender_restrictions = " name "\n"
     REQUIRE(tx_load(&x, VARIANT("reject_authenticated_sender_login_mismatch")));
@@ -553,15 +485,15 @@ TEST(restrict_tls_sender_login_mismatch_variants)
         WARN_HAS(&x, want);
     }
 #undef VARIANT
-    tx_done(&x);
+    rx_done(&x);
 }
 
 TEST(restrict_tls_sender_login_delimiters_and_patterns)
 {
-    tx_t x;
-    tx_init(&x);
-    tx_file(&x, "logins", LOGINS);
-    tx_file(&x, "re", "/^([a-z]+)@regex\\.test$/ $1\n/^@pattern\\.test$/ anyone\n");
+    rx_t x;
+    rx_init(&x);
+    rx_file(&x, "logins", LOGINS);
+    rx_file(&x, "re", "/^([a-z]+)@regex\\.test$/ $1\n/^@pattern\\.test$/ anyone\n");
     REQUIRE(tx_load(&x, "smtpd_sasl_auth_enable = yes\nrecipient_delimiter = +-\n"
                         "smtpd_sender_login_maps = regexp:%D/re, texthash:%D/logins\n"
                         "smtpd_sender_restrictions = reject_sender_login_mismatch\n"));
@@ -585,7 +517,7 @@ TEST(restrict_tls_sender_login_delimiters_and_patterns)
     TRACE_HAS(&x, "mismatch: alice+x@example.test not found in regexp:");
     CHECK(strstr(buf_cstr(&x.trace), "mismatch: alice@example.test not found in regexp:") == NULL);
     /* postmaster and MAILER-DAEMON are never split, whatever the delimiter */
-    tx_file(&x, "split", "postm@example.test admin\nm@example.test admin\n");
+    rx_file(&x, "split", "postm@example.test admin\nm@example.test admin\n");
     REQUIRE(tx_load(&x, "smtpd_sasl_auth_enable = yes\nrecipient_delimiter = a\n"
                         "smtpd_sender_login_maps = texthash:%D/split\n"
                         "smtpd_sender_restrictions = reject_sender_login_mismatch\n"));
@@ -598,7 +530,7 @@ TEST(restrict_tls_sender_login_delimiters_and_patterns)
                         "smtpd_sender_restrictions = reject_sender_login_mismatch\n"));
     CHECK_STR(mm(&x, "dave", "dave@[127.0.0.1]"), "");
     CHECK_STR(mm(&x, "dave", "dave@[192.0.2.1]"), NOT_OWNED("dave@[192.0.2.1]", "dave"));
-    tx_done(&x);
+    rx_done(&x);
 }
 
 /* ------------------------------------------------- STARTTLS and AUTH limits */
@@ -791,15 +723,15 @@ TEST(restrict_tls_limits_off_and_events_apart)
     /* either limit alone needs the store */
     const char *one[] = {"smtpd_client_new_tls_session_rate_limit = 5\n", "smtpd_client_auth_rate_limit = 5\n"};
     for (size_t i = 0; i < ARRAY_LEN(one); i++) {
-        tx_t t;
-        tx_init(&t);
+        rx_t t;
+        rx_init(&t);
         REQUIRE(tx_load(&t, one[i]));
         CHECK(policy_needs(t.pol) & PN_STORE);
-        tx_done(&t);
+        rx_done(&t);
     }
-    tx_t t;
-    tx_init(&t);
+    rx_t t;
+    rx_init(&t);
     REQUIRE(tx_load(&t, ""));
     CHECK(!(policy_needs(t.pol) & PN_STORE));
-    tx_done(&t);
+    rx_done(&t);
 }

@@ -5,6 +5,7 @@
  * TEST() here.
  */
 #include "harness.h"
+#include "dns_testlib.h"
 #include "smtpc_testlib.h"
 
 #include "core/util.h"
@@ -407,25 +408,6 @@ int tfree_port(void)
 
 /* ------------------------------------------------------------------ DNS */
 
-static void put16(buf_t *b, unsigned v)
-{
-    buf_putc(b, (char)(v >> 8));
-    buf_putc(b, (char)(v & 0xff));
-}
-
-static void put_name(buf_t *b, const char *name)
-{
-    while (*name) {
-        size_t l = strcspn(name, ".");
-        buf_putc(b, (char)l);
-        buf_append(b, name, l);
-        name += l;
-        if (*name == '.')
-            name++;
-    }
-    buf_putc(b, 0);
-}
-
 static int qtype_of(const char *t)
 {
     return !strcmp(t, "A") ? 1 : !strcmp(t, "MX") ? 15 : !strcmp(t, "AAAA") ? 28 : -1;
@@ -439,28 +421,11 @@ static void tdns_read(evutil_socket_t fd, short what, void *arg)
     struct sockaddr_storage from;
     socklen_t fl = sizeof from;
     ssize_t n = recvfrom((int)fd, q, sizeof q, 0, (struct sockaddr *)&from, &fl);
-    if (n < 17)
-        return;
-    /* The question: name labels, type, class. */
-    size_t pos = 12;
     char name[256];
-    size_t k = 0;
-    while (pos < (size_t)n && q[pos]) {
-        size_t l = q[pos++];
-        if (pos + l > (size_t)n || k + l + 1 >= sizeof name)
-            return;
-        if (k)
-            name[k++] = '.';
-        for (size_t i = 0; i < l; i++)
-            name[k++] = (char)lc(q[pos + i]);
-        pos += l;
-    }
-    name[k] = 0;
-    pos++;
-    if (pos + 4 > (size_t)n)
+    unsigned qtype;
+    size_t qend;
+    if (n < 0 || !dnst_question(q, (size_t)n, name, sizeof name, &qtype, &qend))
         return;
-    unsigned qtype = (unsigned)(q[pos] << 8 | q[pos + 1]);
-    size_t qend = pos + 4;
     unsigned rcode = 3;   /* NXDOMAIN unless the name is known */
     buf_t ans = BUF_INIT;
     unsigned nans = 0;
@@ -477,11 +442,11 @@ static void tdns_read(evutil_socket_t fd, short what, void *arg)
         rcode = 0;
         if (qtype_of(rr->type) != (int)qtype)
             continue;
-        put16(&ans, 0xc00c);
-        put16(&ans, qtype);
-        put16(&ans, 1);
-        put16(&ans, 0);
-        put16(&ans, 60);
+        dnst_put16(&ans, 0xc00c);
+        dnst_put16(&ans, qtype);
+        dnst_put16(&ans, 1);
+        dnst_put16(&ans, 0);
+        dnst_put16(&ans, 60);
         buf_t rd = BUF_INIT;
         if (qtype == 1) {
             unsigned char a[4];
@@ -494,21 +459,21 @@ static void tdns_read(evutil_socket_t fd, short what, void *arg)
         } else {
             unsigned pref = (unsigned)atoi(rr->data);
             const char *host = strchr(rr->data, ' ');
-            put16(&rd, pref);
-            put_name(&rd, host && strcmp(host + 1, ".") != 0 ? host + 1 : "");
+            dnst_put16(&rd, pref);
+            dnst_put_name(&rd, host && strcmp(host + 1, ".") != 0 ? host + 1 : "");
         }
-        put16(&ans, (unsigned)rd.len);
+        dnst_put16(&ans, (unsigned)rd.len);
         buf_append(&ans, rd.data, rd.len);
         buf_free(&rd);
         nans++;
     }
     buf_t r = BUF_INIT;
     buf_append(&r, q, 2);
-    put16(&r, 0x8180 | (q[2] & 1 ? 0x0100 : 0) | rcode);
-    put16(&r, 1);
-    put16(&r, nans);
-    put16(&r, 0);
-    put16(&r, 0);
+    dnst_put16(&r, 0x8180 | (q[2] & 1 ? 0x0100 : 0) | rcode);
+    dnst_put16(&r, 1);
+    dnst_put16(&r, nans);
+    dnst_put16(&r, 0);
+    dnst_put16(&r, 0);
     buf_append(&r, q + 12, qend - 12);
     buf_append(&r, ans.data ? ans.data : "", ans.len);
     sendto((int)fd, r.data, r.len, 0, (struct sockaddr *)&from, fl);

@@ -8,6 +8,7 @@
  * and a finished evaluation costing no further DNS traffic.
  */
 #include "harness.h"
+#include "dns_testlib.h"
 
 #include "core/buf.h"
 #include "core/util.h"
@@ -429,25 +430,6 @@ typedef struct zone {
     int queries;
 } zone_t;
 
-static void put16(buf_t *b, unsigned v)
-{
-    buf_putc(b, (char)(v >> 8));
-    buf_putc(b, (char)(v & 0xff));
-}
-
-static void put_dname(buf_t *b, const char *name)
-{
-    while (*name) {
-        size_t l = strcspn(name, ".");
-        buf_putc(b, (char)l);
-        buf_append(b, name, l);
-        name += l;
-        if (*name == '.')
-            name++;
-    }
-    buf_putc(b, 0);
-}
-
 static int qtype_num(const char *t)
 {
     static const struct {
@@ -477,26 +459,11 @@ static void zone_read(evutil_socket_t fd, short what, void *arg)
     struct sockaddr_storage from;
     socklen_t fl = sizeof from;
     ssize_t n = recvfrom((int)fd, q, sizeof q, 0, (struct sockaddr *)&from, &fl);
-    if (n < 17)
-        return;
-    size_t pos = 12, k = 0;
     char name[256];
-    while (pos < (size_t)n && q[pos]) {
-        size_t l = q[pos++];
-        if (pos + l > (size_t)n || k + l + 1 >= sizeof name)
-            return;
-        if (k)
-            name[k++] = '.';
-        for (size_t i = 0; i < l; i++)
-            name[k++] = (char)lc(q[pos + i]);
-        pos += l;
-    }
-    name[k] = 0;
-    pos++;
-    if (pos + 4 > (size_t)n)
+    unsigned qtype;
+    size_t qend;
+    if (n < 0 || !dnst_question(q, (size_t)n, name, sizeof name, &qtype, &qend))
         return;
-    unsigned qtype = (unsigned)(q[pos] << 8 | q[pos + 1]);
-    size_t qend = pos + 4;
     z->queries++;
     buf_printf(&z->log, "%s %s\n", qtype_text(qtype), name);
     unsigned rcode = 3, nans = 0;
@@ -529,10 +496,10 @@ static void zone_read(evutil_socket_t fd, short what, void *arg)
             buf_append(&rd, a, 16);
         } else if (qtype == 15) {
             const char *host = strchr(rr->data, ' ');
-            put16(&rd, (unsigned)atoi(rr->data));
-            put_dname(&rd, host && strcmp(host + 1, ".") != 0 ? host + 1 : "");
+            dnst_put16(&rd, (unsigned)atoi(rr->data));
+            dnst_put_name(&rd, host && strcmp(host + 1, ".") != 0 ? host + 1 : "");
         } else if (qtype == 12) {
-            put_dname(&rd, rr->data);
+            dnst_put_name(&rd, rr->data);
         } else {
             const char *s = rr->data;
             size_t left = strlen(s);
@@ -544,23 +511,23 @@ static void zone_read(evutil_socket_t fd, short what, void *arg)
                 left -= c;
             } while (left);
         }
-        put16(&ans, 0xc00c);
-        put16(&ans, qtype);
-        put16(&ans, 1);
-        put16(&ans, 0);
-        put16(&ans, 60);
-        put16(&ans, (unsigned)rd.len);
+        dnst_put16(&ans, 0xc00c);
+        dnst_put16(&ans, qtype);
+        dnst_put16(&ans, 1);
+        dnst_put16(&ans, 0);
+        dnst_put16(&ans, 60);
+        dnst_put16(&ans, (unsigned)rd.len);
         buf_append(&ans, rd.data, rd.len);
         buf_free(&rd);
         nans++;
     }
     buf_t r = BUF_INIT;
     buf_append(&r, q, 2);
-    put16(&r, 0x8480 | (q[2] & 1 ? 0x0100 : 0) | rcode);
-    put16(&r, 1);
-    put16(&r, nans);
-    put16(&r, 0);
-    put16(&r, 0);
+    dnst_put16(&r, 0x8480 | (q[2] & 1 ? 0x0100 : 0) | rcode);
+    dnst_put16(&r, 1);
+    dnst_put16(&r, nans);
+    dnst_put16(&r, 0);
+    dnst_put16(&r, 0);
     buf_append(&r, q + 12, qend - 12);
     buf_append(&r, ans.data ? ans.data : "", ans.len);
     sendto((int)fd, r.data, r.len, 0, (struct sockaddr *)&from, fl);
