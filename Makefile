@@ -7,9 +7,9 @@
 
 CC      ?= gcc
 FUZZCC  ?= clang
-PKGS    := libevent libevent_pthreads libevent_openssl openssl libcrypt lmdb libpcre2-8 libunbound hiredis libpsl
+PKGS    := libevent libevent_pthreads libevent_openssl openssl libcrypt lmdb libpcre2-8 libhs libunbound hiredis libpsl
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -levent_openssl -levent_pthreads -levent -lssl -lcrypto -lcrypt -llmdb -lpcre2-8 -lunbound -lhiredis -lpsl)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null || echo -levent_openssl -levent_pthreads -levent -lssl -lcrypto -lcrypt -llmdb -lpcre2-8 -lhs -lunbound -lhiredis -lpsl)
 WARN    := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wformat=2 -Wvla
 CSTD    := -std=c17 -D_GNU_SOURCE
 INC     := -Isrc

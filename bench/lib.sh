@@ -116,3 +116,16 @@ elapsed() {
     awk -v a="$1" -v b="$2" -v d="${3:-2}" 'BEGIN {
         if (d == 0) printf "%d\n", b - a; else printf "%.*f\n", d, b - a }'
 }
+
+# settle QUEUE_DIR: until the daemon has moved on what the last run queued
+# (nothing left in incoming/ or active/; at most 10 s).
+settle() {
+    i=0
+    while [ $i -lt 100 ]; do
+        n=$(find "$1/incoming" "$1/active" -type f 2>/dev/null | wc -l)
+        [ "$n" -eq 0 ] && return 0
+        sleep 0.1
+        i=$((i + 1))
+    done
+    echo "bench: $n messages still queued after 10 s; going on" >&2
+}

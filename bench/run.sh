@@ -25,9 +25,10 @@
 # skips the resolver part, BENCH_DNS_COUNT names [20000] and
 # BENCH_DNS_CONCURRENCY [100] for it.  bench/dns.sh (DNSBL rows),
 # bench/queue.sh (relay delivery, 100,000 deferred messages; BENCH_QUEUE=0
-# skips it), bench/store.sh, bench/policy.sh and bench/tls.sh (TLS
-# handshakes and messages over STARTTLS) run last, each with its own
-# moat; their knobs are in their headers.
+# skips it), bench/store.sh, bench/policy.sh, bench/tls.sh (TLS
+# handshakes and messages over STARTTLS), bench/spf.sh and
+# bench/content.sh (DATA through header/body checks and clamd) run last,
+# each with its own moat; their knobs are in their headers.
 #
 # ulimit -n is not POSIX, but dash and bash both have it; $common (below)
 # is split into words on purpose.
@@ -124,19 +125,6 @@ run() {
     return 0
 }
 
-# Wait (up to 10 s) until moat has delivered what the last run queued, so
-# that the next run does not compete with a delivery backlog.
-settle() {
-    i=0
-    while [ $i -lt 100 ]; do
-        n=$(find "$TMP/queue/incoming" "$TMP/queue/active" -type f 2>/dev/null | wc -l)
-        [ "$n" -eq 0 ] && return 0
-        sleep 0.1
-        i=$((i + 1))
-    done
-    echo "bench: $n messages still queued after 10 s; going on" >&2
-}
-
 # row NAME LABEL: one line of the table from run NAME's RESULT line.
 row() {
     if [ ! -s "$TMP/$1.out" ] || ! grep -q '^RESULT ' "$TMP/$1.out"; then
@@ -230,14 +218,14 @@ idle_open=$(sed -n 's/^idle: \([0-9]*\) of.*/\1/p' "$TMP/idle.out")
 common="-H 127.0.0.1 -p $PORT -T $SECS -s $SIZE"
 # Warm-up (page cache, first Maildir, allocator); not reported.
 run warmup send $common -b 127.0.0.2 -n 200 -c 10 -r bench@example.test
-settle
+settle "$TMP/queue"
 # Each run binds its own source address, so its log lines are easy to find.
 run send1 send $common -b 127.0.0.2 -n 1000 -c 1 -r bench@example.test
-settle
+settle "$TMP/queue"
 run send10 send $common -b 127.0.0.3 -n 3000 -c 10 -r bench@example.test
-settle
+settle "$TMP/queue"
 run send100 send $common -b 127.0.0.4 -n 6000 -c 100 -r bench@example.test
-settle
+settle "$TMP/queue"
 run reject100 reject $common -b 127.0.0.5 -n 30000 -c 100 -r bench@relay.invalid
 sleep 0.5
 rss_after=$(rss_kb "$MOAT_PID")
@@ -395,4 +383,5 @@ bench/store.sh || failed=1 # the state store: LMDB and a private redis-server
 bench/policy.sh || failed=1 # policy requests/s: moat (check_greylist, LMDB/Redis) and postgrey
 bench/tls.sh || failed=1 # TLS: handshakes/s (full, resumed; STARTTLS, implicit), messages/s over STARTTLS
 bench/spf.sh || failed=1 # SPF evaluations/s: a cached include chain of depth 3
+bench/content.sh || failed=1 # DATA through header/body checks (10, 2,000 rules) and clamd, 5 KB and 1 MB
 exit $failed

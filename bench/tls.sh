@@ -143,16 +143,6 @@ run() {
     fi
 }
 
-# Until moat has delivered what the last run queued (up to 10 s).
-settle() {
-    i=0
-    while [ $i -lt 100 ]; do
-        n=$(find "$TMP/queue/incoming" "$TMP/queue/active" -type f 2>/dev/null | wc -l)
-        [ "$n" -eq 0 ] && return 0
-        sleep 0.1
-        i=$((i + 1))
-    done
-}
 
 # --- memory: idle TLS sessions on the fresh daemon ---------------------------
 rss_start=$(rss_kb "$MOAT_PID")
@@ -180,13 +170,13 @@ run hs_tls_r handshake --tls --resume -p "$TPORT" -b 127.0.0.13 $H
 # --- messages: plaintext, STARTTLS (full), STARTTLS (resumed) ----------------
 M="-n $NMSG -c 100 -s $SIZE -r bench@example.test"
 run warmup send -p "$SPORT" -b 127.0.0.14 -n 200 -c 10 -s "$SIZE" -r bench@example.test
-settle
+settle "$TMP/queue"
 run send_plain send -p "$SPORT" -b 127.0.0.15 $M
-settle
+settle "$TMP/queue"
 run send_starttls send --starttls -p "$SPORT" -b 127.0.0.16 $M
-settle
+settle "$TMP/queue"
 run send_starttls_r send --starttls --resume -p "$SPORT" -b 127.0.0.17 $M
-settle
+settle "$TMP/queue"
 rss_after=$(rss_kb "$MOAT_PID")
 hwm=$(awk '$1 == "VmHWM:" { print $2 }' /proc/"$MOAT_PID"/status 2>/dev/null)
 

@@ -4,7 +4,7 @@
 # Usage: scripts/deps.sh [build|test]   (default: test, the superset)
 set -eu
 
-BUILD_PKGS="gcc make pkg-config libevent-dev libssl-dev libcrypt-dev liblmdb-dev libpcre2-dev libunbound-dev libhiredis-dev libpsl-dev openssl"
+BUILD_PKGS="gcc make pkg-config libevent-dev libssl-dev libcrypt-dev liblmdb-dev libpcre2-dev libunbound-dev libhiredis-dev libpsl-dev libvectorscan-dev openssl"
 # postfix: smtp-sink/smtp-source and a reference Postfix for the queue
 # tests and benches; installed as "No configuration", never the system
 # MTA, never started (see below).  postfix-lmdb/-pcre: its table types.
@@ -15,13 +15,16 @@ BUILD_PKGS="gcc make pkg-config libevent-dev libssl-dev libcrypt-dev liblmdb-dev
 # dovecot-core: a real SASL server for AUTH (smtpd_sasl_type = dovecot);
 # the tests start a private instance with a passwd-file userdb (the
 # system service never starts).  libnet-ssleay-perl/libio-socket-ssl-perl:
-# swaks --tls.
+# swaks --tls.  clamav-daemon: a real clamd for content_scanner; the tests
+# start a private instance with a tiny signature file of their own (never
+# the virus database; freshclam and the system service never run).
 TEST_PKGS="clang libclang-rt-14-dev python3 python3-pytest python3-aiosmtpd python3-yaml swaks pflogsumm unbound
 postfix postfix-lmdb postfix-pcre
 redis-server redis-tools
 postgrey
 dovecot-core
-libnet-ssleay-perl libio-socket-ssl-perl"
+libnet-ssleay-perl libio-socket-ssl-perl
+clamav-daemon"
 
 want="$BUILD_PKGS"
 [ "${1:-test}" = "build" ] || want="$want $TEST_PKGS"

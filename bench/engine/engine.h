@@ -1,7 +1,8 @@
 /*
- * moat-bench-engine: shared declarations of the two benchmark parts
- * (tables.c: lookups per second per table type and size; rcpt.c:
- * restriction evaluation time per RCPT for the seed configuration).
+ * moat-bench-engine: shared declarations of the three benchmark parts
+ * (tables.c: lookups per second per table type and size; body.c: body
+ * checks over a 1 MB message with and without the regexp/pcre prefilter;
+ * rcpt.c: restriction evaluation time per RCPT for the seed configuration).
  * Everything here is local files and CPU: no sockets, no DNS.
  */
 #ifndef MOAT_BENCH_ENGINE_H
@@ -28,6 +29,7 @@ typedef struct engine_opts {
 /* Both return 0 when they ran, -1 when setup failed (a message went to
  * stderr); neither judges the figures. */
 int bench_tables(const engine_opts_t *o);
+int bench_body(const engine_opts_t *o);
 int bench_rcpt(const engine_opts_t *o);
 
 /* xorshift64*: the same pseudo-random sequence on every run, so two runs
@@ -41,6 +43,9 @@ static inline uint64_t rng_next(uint64_t *s)
     *s = x;
     return x * 0x2545F4914F6CDD1DULL;
 }
+
+/* v with thousands separators ("1,234,567") into out. */
+void fmt_count(char *out, size_t size, double v);
 
 /* Resident set size of this process in kB (/proc/self/statm), 0 if unknown. */
 long rss_kb(void);

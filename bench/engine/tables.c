@@ -211,20 +211,6 @@ out:
     return rc;
 }
 
-static void fmt_count(char *out, size_t size, double v)
-{
-    /* Thousands separators: 1,234,567 is easier to read in a table. */
-    char digits[32];
-    snprintf(digits, sizeof digits, "%.0f", v);
-    size_t len = strlen(digits), o = 0;
-    for (size_t i = 0; i < len && o + 1 < size; i++) {
-        if (i && (len - i) % 3 == 0 && o + 2 < size)
-            out[o++] = ',';
-        out[o++] = digits[i];
-    }
-    out[o] = 0;
-}
-
 int bench_tables(const engine_opts_t *o)
 {
     printf("lookup tables (half hits, half near misses; at most %lu lookups or %.1f s each)\n",

@@ -14,6 +14,7 @@ int cmd_greylist(int argc, char **argv);  /* cli/cmd_greylist.c: list | allow | 
 int cmd_sasl(int argc, char **argv);      /* cli/cmd_sasl.c: test | hash */
 int cmd_spf(int argc, char **argv);       /* cli/cmd_spf.c: evaluate SPF */
 int cmd_block(int argc, char **argv);     /* cli/cmd_block.c: list | remove | export */
+int cmd_content(int argc, char **argv);   /* cli/cmd_content.c: run a message through the content checks */
 
 /* cli/cli_util.c: "moat CMD: message" on stderr; returns 1 (the tools' error status). */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

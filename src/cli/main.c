@@ -35,6 +35,10 @@ static void usage(FILE *f)
             "                               smtpd_sasl_password_maps\n"
             "  spf [-c DIR] --ip IP --sender ADDR --helo NAME [--trace]\n"
             "                               evaluate SPF (RFC 7208) and print each step\n"
+            "  content check [-c DIR] [--service NAME] [--trace] [--scan] [--output]\n"
+            "                [--client HOST[ADDR]] [--helo NAME] [--sender ADDR] [--rcpt ADDR] [FILE]\n"
+            "                               run a message through the header/body checks\n"
+            "                               (and the virus scanner) and print each decision\n"
             "  block [-c DIR] list|remove|export ...\n"
             "                               clients blocked by the abuse limits (export:\n"
             "                               --format nftables|plain for a firewall set)\n"
@@ -73,6 +77,8 @@ int main(int argc, char **argv)
         return cmd_sasl(argc - 1, argv + 1);
     if (strcmp(cmd, "spf") == 0)
         return cmd_spf(argc - 1, argv + 1);
+    if (strcmp(cmd, "content") == 0)
+        return cmd_content(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("moat %s\n", MOAT_VERSION);
         return 0;

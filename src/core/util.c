@@ -2,6 +2,8 @@
  * util: see util.h.  Allocation failure aborts through log_panic().
  */
 #include "core/util.h"
+
+#include "core/buf.h"
 #include "core/log.h"
 
 #include <stdlib.h>
@@ -155,4 +157,25 @@ int mkdir_p(const char *path, unsigned mode)
     free(p);
     errno = saved;
     return rc;
+}
+
+void b64dec_feed(b64dec_t *d, const char *p, size_t n, buf_t *out)
+{
+    buf_reserve(out, n);
+    unsigned char *o = (unsigned char *)out->data + out->len;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = base64_value((unsigned char)p[i]);
+        if (v < 0)
+            continue;
+        d->bits = (d->bits << 6) | (unsigned)v;
+        d->nbits += 6;
+        if (d->nbits >= 8) {
+            d->nbits -= 8;
+            o[k++] = (unsigned char)((d->bits >> d->nbits) & 0xff);
+            d->bits &= (1u << d->nbits) - 1;
+        }
+    }
+    out->len += k;
+    out->data[out->len] = 0;
 }

@@ -49,6 +49,16 @@ static inline int base64_value(int c)
         return 63;
     return -1;
 }
+/* A base64 decoder that runs across calls (a body split into lines).
+ * Characters outside the alphabet (line ends, '=', junk) are skipped, as
+ * mail readers do.  Start from a zeroed b64dec_t. */
+typedef struct b64dec {
+    unsigned bits;
+    int nbits;
+} b64dec_t;
+struct buf;
+/* Decode n characters; the bytes are appended to out. */
+void b64dec_feed(b64dec_t *d, const char *p, size_t n, struct buf *out);
 /* FNV-1a over a string, continuing from h (start with HASH_INIT, mixing
  * in anything else first); the _lc form folds ASCII case.  For the hash
  * tables of the resolver, its cache and the queue manager. */

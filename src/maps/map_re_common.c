@@ -3,9 +3,17 @@
  * tables (see map_re_common.h for the interface).
  *
  * Owns: the rule array of one table, each rule's compiled patterns (made
- * and freed through the dialect's engine), its result template, and the
- * table's one match state.  Lookups walk the array and write the result
- * into the caller's buffer; they allocate nothing of their own.
+ * and freed through the dialect's engine), its result template, the
+ * table's one match state and its prefilter (prefilter.h), if any.
+ * Lookups walk the array and write the result into the caller's buffer;
+ * they allocate nothing of their own.  With a prefilter, one Vectorscan
+ * scan of the key first says which covered rules could match; the walk
+ * is the same walk in file order, stepping over the covered rules that
+ * cannot match and the if-blocks whose covered condition cannot.  The dialect's
+ * engine still decides every rule it reaches and captures $n, so the
+ * answer is the one the full walk gives; the one difference is that a
+ * rule proved unable to match is not run, so it cannot hit PCRE2's match
+ * limit either (a miss instead of a temporary failure).
  *
  * Must never: fold the key's case (the i flag does that), accept a line
  * Postfix would skip (the whole table is refused instead), or take a
@@ -21,8 +29,10 @@
  */
 #include "maps/map_re_common.h"
 
+#include "core/log.h"
 #include "core/util.h"
 #include "maps/map_source.h"
+#include "maps/prefilter.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -52,6 +62,7 @@ typedef struct rule {
     size_t nsegs;
     size_t npairs;   /* group offsets the template needs (0: none) */
     size_t endif;    /* OP_IF: index of the matching endif */
+    bool pf;         /* re1 is in the prefilter: not a candidate, no match */
 } rule_t;
 
 typedef struct re_table {
@@ -59,6 +70,12 @@ typedef struct re_table {
     rule_t *rules;
     size_t n, cap;
     void *state;
+    /* The prefilter (NULL: every rule is tried) and the rules a filtered
+     * walk visits whatever the scan says: every IF (to skip its block)
+     * and every OP_MATCH the prefilter does not cover; one bit per rule. */
+    re_prefilter_t *pf;
+    uint64_t *visit;
+    size_t covered;
 } re_table_t;
 
 /* Parser context for one open. */
@@ -292,6 +309,9 @@ static void parse_match(parse_t *ps, int line, const char *p)
     r->npairs = max_group >= 0 ? (size_t)max_group + 1 : 0;
     if (p2.text)
         r->re2 = compile_pat(ps, line, &p2, false, NULL);
+    /* "/p1/!/p2/" needs p1 to match, so p1 alone is a valid filter. */
+    if (ps->t->pf && !p1.neg)
+        r->pf = re_prefilter_offer(ps->t->pf, ps->t->n - 1, p1.text, p1.flags, p1.nflags, line);
 out:
     free(p1.text);
     free(p2.text);
@@ -330,6 +350,8 @@ static void parse_if(parse_t *ps, int line, const char *p)
     else
         r->re1 = compile_pat(ps, line, &pat, false, NULL);
     r->neg1 = pat.neg;
+    if (r->re1 && ps->t->pf && !pat.neg)
+        r->pf = re_prefilter_offer(ps->t->pf, idx, pat.text, pat.flags, pat.nflags, line);
     free(pat.text);
 }
 
@@ -396,7 +418,37 @@ static void table_free(re_table_t *t)
     free(t->rules);
     if (t->state)
         t->eng->state_free(t->state);
+    re_prefilter_free(&t->pf);
+    free(t->visit);
     free(t);
+}
+
+/* Compile the offered patterns; without a database every rule goes back
+ * to being tried on every key. */
+static void prefilter_setup(re_table_t *t, const char *path, bool always)
+{
+    buf_t why = BUF_INIT;
+    t->covered = re_prefilter_build(t->pf, t->n, always ? 1 : RE_PREFILTER_MIN_RULES,
+                                    always ? 0 : RE_PREFILTER_MAX_RULES, path, &why);
+    if (t->covered == 0) {
+        if (why.len)
+            log_warn("maps", "%s: every pattern is tried on every key (no prefilter: %s)", path,
+                     buf_cstr(&why));
+        re_prefilter_free(&t->pf);
+        for (size_t i = 0; i < t->n; i++)
+            t->rules[i].pf = false;
+        buf_free(&why);
+        return;
+    }
+    buf_free(&why);
+    t->visit = xcalloc((t->n + 63) / 64, sizeof *t->visit);
+    for (size_t i = 0; i < t->n; i++) {
+        rule_t *r = &t->rules[i];
+        /* Vectorscan may have refused a pattern the syntax check let by. */
+        r->pf = r->pf && re_prefilter_covers(t->pf, i);
+        if (r->op == OP_IF || (r->op == OP_MATCH && !r->pf))
+            t->visit[i / 64] |= 1ULL << (i % 64);
+    }
 }
 
 int re_table_open(map_t *m, const re_engine_t *eng, buf_t *err)
@@ -407,6 +459,9 @@ int re_table_open(map_t *m, const re_engine_t *eng, buf_t *err)
     m->st = src.st;
     re_table_t *t = xcalloc(1, sizeof *t);
     t->eng = eng;
+    re_prefilter_mode_t mode = re_prefilter_mode();
+    if (mode != RE_PREFILTER_OFF)
+        t->pf = re_prefilter_new(strcmp(eng->type, "pcre") == 0 ? RE_DIALECT_PCRE : RE_DIALECT_POSIX);
     parse_t ps = {.t = t, .path = m->path, .err = err};
     parse_source(&ps, &src);
     map_src_close(&src);
@@ -423,6 +478,8 @@ int re_table_open(map_t *m, const re_engine_t *eng, buf_t *err)
         if (t->rules[i].npairs > npairs)
             npairs = t->rules[i].npairs;
     t->state = eng->state_new(npairs);
+    if (t->pf)
+        prefilter_setup(t, m->path, mode == RE_PREFILTER_ALWAYS);
     m->impl = t;
     return 0;
 }
@@ -471,11 +528,31 @@ static map_status tempfail(map_t *m, const rule_t *r, buf_t *value, map_origin_t
     return MAP_TEMPFAIL;
 }
 
+/* The first rule at or after i that a walk filtered by cand must try:
+ * one the prefilter does not cover, or a candidate.  Without cand, i. */
+static size_t next_rule(const re_table_t *t, const uint64_t *cand, size_t i)
+{
+    if (!cand || i >= t->n)
+        return i;
+    size_t w = i / 64, nwords = (t->n + 63) / 64;
+    uint64_t bits = (t->visit[w] | cand[w]) & (~0ULL << (i % 64));
+    while (!bits) {
+        if (++w == nwords)
+            return t->n;
+        bits = t->visit[w] | cand[w];
+    }
+    return w * 64 + (size_t)__builtin_ctzll(bits);
+}
+
 map_status re_table_lookup(map_t *m, const char *key, buf_t *value, map_origin_t *origin)
 {
     re_table_t *t = m->impl;
     size_t len = strlen(key);
-    for (size_t i = 0; i < t->n; i++) {
+    /* A failed scan proves nothing: every rule is tried, as without one. */
+    const uint64_t *cand = NULL;
+    if (t->pf && re_prefilter_scan(t->pf, key, len) == 0)
+        cand = re_prefilter_candidates(t->pf);
+    for (size_t i = next_rule(t, cand, 0); i < t->n; i = next_rule(t, cand, i + 1)) {
         const rule_t *r = &t->rules[i];
         int ok;
         switch (r->op) {
@@ -497,6 +574,10 @@ map_status re_table_lookup(map_t *m, const char *key, buf_t *value, map_origin_t
             expand(t, r, key, value);
             return MAP_FOUND;
         case OP_IF:
+            if (cand && r->pf && !(cand[i / 64] >> (i % 64) & 1)) {
+                i = r->endif;
+                continue;
+            }
             ok = test(t, r->re1, r->neg1, key, len, 0, value);
             if (ok < 0)
                 return tempfail(m, r, value, origin);
@@ -508,6 +589,21 @@ map_status re_table_lookup(map_t *m, const char *key, buf_t *value, map_origin_t
         }
     }
     return MAP_NOTFOUND;
+}
+
+bool re_table_prefilter_info(const map_t *m, size_t *covered, size_t *rules)
+{
+    if (!m || (m->ops != &map_ops_regexp && m->ops != &map_ops_pcre))
+        return false;
+    const re_table_t *t = m->impl;
+    if (!t->pf)
+        return false;
+    size_t n = 0;
+    for (size_t i = 0; i < t->n; i++)
+        n += t->rules[i].op != OP_ENDIF;
+    *covered = t->covered;
+    *rules = n;
+    return true;
 }
 
 void re_table_close(map_t *m)

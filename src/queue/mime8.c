@@ -367,21 +367,9 @@ static void b64_clean(const char *p, size_t n, buf_t *out)
 {
     static const char alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     buf_t raw = BUF_INIT;
-    unsigned acc = 0;
-    int bits = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '=')
-            break;
-        int v = base64_value((unsigned char)p[i]);
-        if (v < 0)
-            continue;
-        acc = (acc << 6) | (unsigned)v;
-        bits += 6;
-        if (bits >= 8) {
-            bits -= 8;
-            buf_putc(&raw, (char)((acc >> bits) & 0xff));
-        }
-    }
+    const char *pad = memchr(p, '=', n);   /* decoding stops at the padding */
+    b64dec_t d = {0, 0};
+    b64dec_feed(&d, p, pad ? (size_t)(pad - p) : n, &raw);
     const unsigned char *r = (const unsigned char *)buf_cstr(&raw);
     size_t col = 0;
     for (size_t i = 0; i < raw.len; i += 3) {

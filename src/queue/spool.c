@@ -69,6 +69,8 @@ struct spool_writer {
     bool failed;                /* a job failed: appends are dropped from now on */
     buf_t extra;                /* action records, written after the content */
     bool hold;                  /* the commit goes to hold/ */
+    buf_t top;                  /* header lines to insert above the content at commit */
+    size_t env_len;             /* where the content starts in the file */
 
     /* pool */
     buf_t env;                  /* the envelope text, written by the create job */
@@ -88,6 +90,7 @@ typedef struct wjob {
     buf_t data;                 /* WRITE, COMMIT: bytes to write */
     size_t content_size;        /* COMMIT: for the trailer */
     buf_t extra;                /* COMMIT: action records */
+    buf_t top;                  /* COMMIT: header lines to insert above the content */
     bool hold;                  /* COMMIT: into hold/ */
     spool_commit_cb cb;
     void *arg;
@@ -619,12 +622,13 @@ static void job_create(spool_writer_t *w)
         log_warn("cleanup", "%s: queue file not written: %s", w->id, w->refuse);
         return;
     }
-    w->fd = open(w->inpath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    w->fd = open(w->inpath, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (w->fd < 0) {
         fail(w, "create", w->inpath);
         return;
     }
     w->created = true;
+    w->env_len = w->env.len;
     if (write_all(w->fd, w->env.data, w->env.len) != 0)
         fail(w, "write", w->inpath);
     buf_free(&w->env);
@@ -689,15 +693,50 @@ static void put_trailer(char out[QF_TRAILER_LEN + 1], size_t content_size)
     snprintf(out, QF_TRAILER_LEN + 1, QF_TRAILER_WORD "%020zu\n", content_size);
 }
 
+/* Make room for n bytes at start by moving the len bytes there towards
+ * the end of the file (from the back, in blocks), then write ins there. */
+static int insert_at(int fd, off_t start, size_t len, const char *ins, size_t n)
+{
+    enum { BLOCK = 65536 };
+    char *blk = xmalloc(BLOCK);
+    int rc = 0;
+    errno = 0;
+    for (size_t left = len; left > 0 && rc == 0;) {
+        size_t k = left < BLOCK ? left : BLOCK;
+        off_t off = start + (off_t)(left - k);
+        if (pread(fd, blk, k, off) != (ssize_t)k || pwrite(fd, blk, k, off + (off_t)n) != (ssize_t)k)
+            rc = -1;
+        left -= k;
+    }
+    if (rc == 0 && pwrite(fd, ins, n, start) != (ssize_t)n)
+        rc = -1;
+    free(blk);
+    if (rc != 0 && errno == 0)
+        errno = EIO;
+    return rc;
+}
+
 static void job_commit(spool_writer_t *w, wjob_t *j)
 {
     char trailer[QF_TRAILER_LEN + 1];
 
     if (w->err)
         goto failed;
+    if (write_all(w->fd, j->data.data, j->data.len) != 0) {
+        fail(w, "write", w->inpath);
+        goto failed;
+    }
+    if (j->top.len) {
+        /* Every byte of the content is in the file now: open the gap. */
+        if (insert_at(w->fd, (off_t)w->env_len, j->content_size, j->top.data, j->top.len) != 0
+            || lseek(w->fd, 0, SEEK_END) < 0) {
+            fail(w, "write", w->inpath);
+            goto failed;
+        }
+        j->content_size += j->top.len;
+    }
     put_trailer(trailer, j->content_size);
-    if (write_all(w->fd, j->data.data, j->data.len) != 0 ||
-        write_all(w->fd, j->extra.data, j->extra.len) != 0 ||
+    if (write_all(w->fd, j->extra.data, j->extra.len) != 0 ||
         write_all(w->fd, trailer, QF_TRAILER_LEN) != 0) {
         fail(w, "write", w->inpath);
         goto failed;
@@ -817,6 +856,7 @@ static void writer_free(spool_writer_t *w)
     buf_free(&w->spare);
     buf_free(&w->env);
     buf_free(&w->extra);
+    buf_free(&w->top);
     free(w->inpath);
     free(w->actpath);
     free(w->holdpath);
@@ -852,6 +892,7 @@ static void spool_job_done(void *arg)
     }
     buf_free(&j->data);
     buf_free(&j->extra);
+    buf_free(&j->top);
     free(j);
 }
 
@@ -872,6 +913,8 @@ static void submit(spool_writer_t *w, int kind, spool_commit_cb cb, void *arg)
     if (kind == WJ_COMMIT) {
         j->extra = w->extra;
         w->extra = (buf_t)BUF_INIT;
+        j->top = w->top;
+        w->top = (buf_t)BUF_INIT;
         j->hold = w->hold;
     }
     pool_submit(w->sp->pool, w, spool_job_work, spool_job_done, j);
@@ -908,6 +951,9 @@ const char *spool_writer_id(const spool_writer_t *w)
 void spool_writer_actions(spool_writer_t *w, const spool_actions_t *a)
 {
     buf_reset(&w->extra);
+    buf_reset(&w->top);
+    if (a->headers)
+        buf_puts(&w->top, a->headers);
     w->hold = a->hold;
     if (a->filter && *a->filter)
         put_field(&w->extra, "filter", a->filter);

@@ -80,6 +80,11 @@ typedef struct spool_actions {
     const char *redirect;      /* the one address that replaces all recipients, or NULL */
     const char *const *bcc;    /* extra recipients */
     size_t nbcc;
+    /* Header lines ("Name: value\n" each) to put at the very top of the
+     * content, decided after the content was written (the virus scanner's
+     * X-Virus-Status).  The commit moves the content on disk to make room:
+     * a rare path, paid only by the messages that get such a header. */
+    const char *headers;
 } spool_actions_t;
 
 /* Record actions for the commit (loop thread, before spool_writer_commit;

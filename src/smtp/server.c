@@ -13,6 +13,8 @@
  */
 #include "smtp/smtpd.h"
 
+#include "content/clamd.h"
+#include "content/content.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "queue/verify.h"
@@ -76,6 +78,8 @@ static void svc_free(smtpd_svc_t *sv)
     tls_server_free(&sv->tls);
     sasl_server_free(&sv->sasl);
     addrlist_free(&sv->sasl_exceptions);
+    content_cfg_free(&sv->content);
+    scanner_free(&sv->scanner);
 }
 
 void gen_release(gen_t *g)
@@ -345,6 +349,59 @@ static int compile_tls_sasl(smtpd_svc_t *sv, struct event_base *base, pool_t *po
     return bad;
 }
 
+/* The content stage and the virus scanner of one smtpd service.  -1 with
+ * "file:line: ..." lines in err. */
+static int compile_content(smtpd_svc_t *sv, buf_t *err)
+{
+    int bad = 0;
+    const char *confdir = param_str(sv->p, PARAM_config_directory);
+    buf_t why = BUF_INIT;
+    sv->content = content_cfg_new(sv->p, confdir, &why);
+    if (!sv->content)
+        bad = -1;
+    append_new_lines(err, &why);
+    buf_reset(&why);
+
+    static const char *const actions[] = {[VIRUS_REJECT] = "reject", [VIRUS_HOLD] = "hold",
+                                          [VIRUS_DISCARD] = "discard", [VIRUS_HEADER] = "header"};
+    const char *va = param_str(sv->p, PARAM_content_scanner_virus_action);
+    sv->virus_action = -1;
+    for (size_t i = 0; i < ARRAY_LEN(actions); i++)
+        if (str_ieq(va, actions[i]))
+            sv->virus_action = (int)i;
+    if (sv->virus_action < 0) {
+        where(err, sv, PARAM_content_scanner_virus_action, PARAM_content_scanner_virus_action);
+        buf_printf(err, "content_scanner_virus_action: unknown value \"%s\" (known: reject, hold, discard, header)\n",
+                   va);
+        bad = -1;
+    }
+    const char *fa = param_str(sv->p, PARAM_content_scanner_fail_action);
+    sv->scan_fail_accept = str_ieq(fa, "accept");
+    if (!sv->scan_fail_accept && !str_ieq(fa, "defer")) {
+        where(err, sv, PARAM_content_scanner_fail_action, PARAM_content_scanner_fail_action);
+        buf_printf(err, "content_scanner_fail_action: unknown value \"%s\" (known: defer, accept)\n", fa);
+        bad = -1;
+    }
+    const char *spec = param_str(sv->p, PARAM_content_scanner);
+    while (*spec == ' ' || *spec == '\t')
+        spec++;
+    if (*spec) {
+        long long t = param_int(sv->p, PARAM_content_scanner_timeout);
+        unsigned ms = t > 4000000 ? 4000000000u : (unsigned)(t * 1000);
+        sv->scanner = scanner_new(spec, param_str(sv->p, PARAM_queue_directory), ms, &why);
+        if (!sv->scanner) {
+            buf_t line = BUF_INIT;
+            where(&line, sv, PARAM_content_scanner, PARAM_content_scanner);
+            buf_printf(&line, "%s\n", buf_cstr(&why));
+            append_new_lines(err, &line);
+            buf_free(&line);
+            bad = -1;
+        }
+    }
+    buf_free(&why);
+    return bad;
+}
+
 static gen_t *gen_new(config_t *cfg, struct event_base *base, pool_t *pool, const gen_t *prev, buf_t *err)
 {
     gen_t *g = xcalloc(1, sizeof *g);
@@ -378,7 +435,8 @@ static gen_t *gen_new(config_t *cfg, struct event_base *base, pool_t *pool, cons
         }
         buf_free(&why);
         if (!sv->bare_nl_exclusions || compile_filter_params(sv, err) != 0
-            || (sv->svc->kind == SK_SMTPD && compile_tls_sasl(sv, base, pool, err) != 0)) {
+            || (sv->svc->kind == SK_SMTPD && compile_tls_sasl(sv, base, pool, err) != 0)
+            || (sv->svc->kind == SK_SMTPD && compile_content(sv, err) != 0)) {
             g->cfg = NULL;   /* the caller still owns cfg on failure */
             gen_release(g);
             return NULL;

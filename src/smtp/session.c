@@ -23,6 +23,8 @@
  */
 #include "smtp/smtpd.h"
 
+#include "content/clamd.h"
+#include "content/content.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "smtp/addr.h"
@@ -63,7 +65,6 @@ enum { C_HELO, C_EHLO, C_XCLIENT, C_XFORWARD, C_STARTTLS, C_AUTH, C_MAIL, C_RCPT
 #define OUTPUT_HIGH_WATER (256 * 1024)   /* stop reading commands while replies pile up */
 #define INPUT_HIGH_WATER (1024 * 1024)   /* stop reading from a client that runs ahead */
 #define SPOOL_HIGH_WATER (1024 * 1024)   /* stop reading content while the disk catches up */
-#define HEADER_SCAN_MAX 998
 
 typedef struct session {
     server_t *srv;
@@ -110,9 +111,15 @@ typedef struct session {
     bool too_big, bdat_used, bdat_last, bdat_discard;
     unsigned long long bdat_left, bdat_size;
     const char *bdat_error;      /* reply for a discarded BDAT chunk */
-    bool in_headers;
-    buf_t hline;
-    char *message_id;
+    content_msg_t *content;      /* the cleanup stage: MIME, header/body checks (content/content.h) */
+    buf_t cout;                  /* its output, on its way to the spool and the scanner */
+    bool content_judged;         /* its verdict is applied (finish_message runs again after a wait) */
+    scan_t *scan;                /* the virus scan of this message (content/clamd.h), or NULL */
+    size_t scan_sent;            /* bytes given to the scanner */
+    bool scan_skipped;           /* over content_scanner_size_limit: not scanned */
+    bool scan_wait;              /* the end of the message waits for the scanner's verdict */
+    int scan_result;             /* -1 none yet, else the scan_status */
+    char *scan_detail;           /* the virus name or the failure */
 
     /* restrictions (policy/restrict.h) */
     verdict_t v;                 /* reused for every evaluation */
@@ -125,6 +132,7 @@ typedef struct session {
     bool hold;                   /* a HOLD action: the message goes to the hold queue */
     char *redirect, *filter;     /* REDIRECT / FILTER actions (the last one wins) */
     buf_t bcc;                   /* BCC addresses, each ending in "\n" */
+    buf_t top;                   /* header lines for the top of the message (X-Virus-Status) */
     buf_t bdat_reply;            /* a data-restriction reply that follows a BDAT chunk */
 
     /* XFORWARD / XCLIENT (smtp/xattr.h) */
@@ -451,8 +459,17 @@ static void reset_transaction(session_t *s)
     s->bdat_left = s->bdat_size = 0;
     s->bdat_error = NULL;
     buf_reset(&s->chunk);
-    buf_reset(&s->hline);
-    xfree(&s->message_id);
+    content_free(&s->content);
+    buf_reset(&s->cout);
+    s->content_judged = false;
+    if (s->scan) {
+        scan_cancel(s->scan);
+        s->scan = NULL;
+    }
+    s->scan_sent = 0;
+    s->scan_skipped = s->scan_wait = false;
+    s->scan_result = -1;
+    xfree(&s->scan_detail);
     s->discard = false;
     buf_reset(&s->prepend);
     xfree(&s->dip_sender);
@@ -460,6 +477,7 @@ static void reset_transaction(session_t *s)
     xfree(&s->redirect);
     xfree(&s->filter);
     buf_reset(&s->bcc);
+    buf_reset(&s->top);
     xfree(&s->sasl_sender);
     /* XFORWARD_README: the attributes last for one transaction (RSET or
      * the end of DATA ends it; so does HELO/EHLO, which implies RSET). */
@@ -522,7 +540,7 @@ static void reap(evutil_socket_t fd, short what, void *arg)
     free(s->helo);
     free(s->delayed_reply);
     buf_free(&s->chunk);
-    buf_free(&s->hline);
+    buf_free(&s->cout);
     verdict_free(&s->v);
     buf_free(&s->vtext);
     free(s->access_denied);
@@ -530,6 +548,7 @@ static void reap(evutil_socket_t fd, short what, void *arg)
     free(s->dip_helo);
     buf_free(&s->prepend);
     buf_free(&s->bcc);
+    buf_free(&s->top);
     buf_free(&s->bdat_reply);
     dns_memo_free(&s->memo);
     free(s->pend_arg);
@@ -554,7 +573,7 @@ static void reap_later(session_t *s)
     if (s->reaping)
         return;
     s->closing = true;
-    if (s->busy && s->writer)
+    if (s->busy && s->writer && !s->scan_wait)
         return;   /* commit_done() calls us again */
     if (s->bev && s->under && s->linger < 200 && evbuffer_get_length(bufferevent_get_output(s->under)) > 0) {
         /* TLS over the PROXY socket bufferevent: the last reply's records
@@ -917,6 +936,7 @@ void session_start(server_t *srv, smtpd_svc_t *sv, int fd, const struct sockaddr
     s->srv = srv;
     s->sv = sv;
     s->p = sv->p;
+    s->scan_result = -1;
     sv->gen->refs++;
     sv->nsessions++;
     set_client(s, peer);
@@ -1597,6 +1617,36 @@ static void rfc5322_date(char *out, size_t size)
     strftime(out, size, "%a, %d %b %Y %H:%M:%S %z (%Z)", &tm);
 }
 
+static void scan_done(void *arg, scan_status st, const char *detail);
+static void finish_message(session_t *s);
+
+/* The content stage's output → the queue file and the scanner. */
+static void content_out(session_t *s)
+{
+    if (!s->cout.len)
+        return;
+    spool_writer_append(s->writer, s->cout.data, s->cout.len);
+    if (s->scan) {
+        long long limit = param_int(s->p, PARAM_content_scanner_size_limit);
+        if (limit > 0 && s->scan_sent + s->cout.len > (unsigned long long)limit) {
+            /* Let clamd go now rather than at the end of the message. */
+            scan_cancel(s->scan);
+            s->scan = NULL;
+            s->scan_skipped = true;
+        } else {
+            scan_write(s->scan, s->cout.data, s->cout.len);
+            s->scan_sent += s->cout.len;
+        }
+    }
+    buf_reset(&s->cout);
+}
+
+static void emit(session_t *s, const char *p, size_t n)
+{
+    content_feed(s->content, p, n, &s->cout);
+    content_out(s);
+}
+
 static void start_message(session_t *s, data_mode mode)
 {
     origin_t o = message_origin(s);
@@ -1617,12 +1667,28 @@ static void start_message(session_t *s, data_mode mode)
     data_dec_init(&s->dec, mode);
     s->msg_size = 0;
     s->too_big = false;
-    s->in_headers = true;
-    buf_reset(&s->hline);
+
+    /* Everything that goes into the queue file passes the content stage,
+     * our own headers too: header_checks see them, as Postfix's cleanup
+     * sees smtpd's Received:. */
+    content_env_t cenv = {
+        .queue_id = s->qid,
+        .client = s->client,
+        .sender = s->sender.full,
+        .rcpt = s->rcpts[0],
+        .proto = o.proto,
+        .helo = s->helo ? s->helo : "",
+    };
+    s->content = content_new(s->sv->content, &cenv,
+                             (s->sv->receive_override & RO_NO_HEADER_BODY) ? CONTENT_NO_CHECKS : 0);
+    /* no_milters: the scanner is moat's milter, and a re-injection port
+     * gets mail that was scanned on its way in. */
+    if (s->sv->scanner && !(s->sv->receive_override & RO_NO_MILTERS))
+        s->scan = scan_start(s->sv->scanner, server_base(s->srv), scan_done, s);
 
     /* PREPEND actions go above our Received: header, as in Postfix. */
     if (s->prepend.len)
-        spool_writer_append(s->writer, s->prepend.data, s->prepend.len);
+        emit(s, s->prepend.data, s->prepend.len);
 
     char date[64];
     rfc5322_date(date, sizeof date);
@@ -1646,41 +1712,11 @@ static void start_message(session_t *s, data_mode mode)
         buf_printf(&r, "\n\tfor <%s>; %s\n", s->rcpts[0], date);
     else
         buf_printf(&r, ";\n\t%s\n", date);
-    spool_writer_append(s->writer, r.data, r.len);
+    emit(s, r.data, r.len);
     buf_free(&r);
 }
 
-/* Watch the primary header section for Message-ID (for the cleanup log line). */
-static void scan_headers(session_t *s, const char *p, size_t n)
-{
-    while (n && s->in_headers) {
-        const char *nl = memchr(p, '\n', n);
-        size_t take = nl ? (size_t)(nl - p) : n;
-        if (s->hline.len < HEADER_SCAN_MAX)
-            buf_append(&s->hline, p, take < HEADER_SCAN_MAX - s->hline.len ? take
-                                                                         : HEADER_SCAN_MAX - s->hline.len);
-        if (!nl)
-            return;
-        const char *line = buf_cstr(&s->hline);
-        if (s->hline.len == 0) {
-            s->in_headers = false;
-        } else if (!s->message_id && str_istarts(line, "message-id:")) {
-            char *v = xstrdup(line + 11);
-            str_trim(v);
-            size_t vl = strlen(v);
-            if (vl >= 2 && v[0] == '<' && v[vl - 1] == '>') {
-                memmove(v, v + 1, vl - 2);
-                v[vl - 2] = 0;
-            }
-            s->message_id = v;
-        }
-        buf_reset(&s->hline);
-        p = nl + 1;
-        n -= take + 1;
-    }
-}
-
-/* Decoded content → size check, header scan, spool. */
+/* Decoded content → size check, the content stage, spool and scanner. */
 static void take_chunk(session_t *s)
 {
     if (!s->chunk.len)
@@ -1689,10 +1725,8 @@ static void take_chunk(session_t *s)
     s->msg_size += s->chunk.len;
     if (limit > 0 && s->msg_size > (size_t)limit)
         s->too_big = true;
-    if (!s->too_big && s->writer) {
-        scan_headers(s, s->chunk.data, s->chunk.len);
-        spool_writer_append(s->writer, s->chunk.data, s->chunk.len);
-    }
+    if (!s->too_big && s->writer)
+        emit(s, s->chunk.data, s->chunk.len);
     buf_reset(&s->chunk);
 }
 
@@ -1718,7 +1752,8 @@ static void commit_done(void *arg, bool ok, const char *errtext)
     s->writer = NULL;
     s->busy = false;
     if (ok) {
-        log_info("cleanup", "%s: message-id=<%s>", s->qid, s->message_id ? s->message_id : "");
+        const char *mid = s->content ? content_message_id(s->content) : NULL;
+        log_info("cleanup", "%s: message-id=<%s>", s->qid, mid ? mid : "");
         /* A held message waits in hold/ until someone releases it. */
         if (!s->hold)
             qmgr_enqueue(server_qmgr(s->srv), s->qid);
@@ -1774,6 +1809,7 @@ static void commit_with_actions(session_t *s)
         .redirect = s->redirect,
         .bcc = bcc,
         .nbcc = nbcc,
+        .headers = s->top.len ? buf_cstr(&s->top) : NULL,
     };
     spool_writer_actions(s->writer, &act);
     free(bcc);
@@ -1782,10 +1818,142 @@ static void commit_with_actions(session_t *s)
     spool_writer_commit(s->writer, commit_done, s);
 }
 
-/* The end of DATA or BDAT LAST: reject, or commit and answer when durable. */
+/* "QID: reject: virus NAME from host[addr]; from=<s> to=<r> proto=P
+ * helo=<h>: text", in the form of the content stage's lines. */
+static void log_virus(session_t *s, const char *verb, const char *name, const char *text)
+{
+    origin_t o = message_origin(s);
+    log_info("cleanup", "%s: %s: virus %s from %s; from=<%s> to=<%s> proto=%s helo=<%s>: %s", s->qid, verb, name,
+             s->client, s->sender.full, s->nrcpt ? s->rcpts[0] : "", o.proto, s->helo ? s->helo : "", text);
+}
+
+/* A header value from the scanner's words: printable, one line, short. */
+static void add_status_header(session_t *s, const char *status, const char *detail)
+{
+    buf_printf(&s->top, "X-Virus-Status: %s (", status);
+    for (size_t i = 0; detail[i] && i < 200; i++)
+        buf_putc(&s->top, (unsigned char)detail[i] < 0x20 || detail[i] == 0x7f ? ' ' : detail[i]);
+    buf_puts(&s->top, ")\n");
+}
+
+/* The content stage's verdict, once.  1: decided (a reply was sent, or
+ * the scanner's verdict is awaited); 0: go on. */
+static int judge_content(session_t *s)
+{
+    if (s->content_judged)
+        return 0;
+    s->content_judged = true;
+    const content_verdict_t *cv = content_verdict(s->content);
+    if (cv->outcome != CV_PASS) {
+        /* The content stage logged the reject line, as Postfix's cleanup does. */
+        reply_error(s, "%s", buf_cstr(&cv->reply));
+        reset_transaction(s);
+        return 1;
+    }
+    if (cv->discard)
+        s->discard = true;
+    if (cv->hold)
+        s->hold = true;
+    /* Header and body checks come after the access tables: their
+     * REDIRECT and FILTER win, as in Postfix. */
+    if (cv->redirect) {
+        free(s->redirect);
+        s->redirect = xstrdup(cv->redirect);
+    }
+    if (cv->filter) {
+        free(s->filter);
+        s->filter = xstrdup(cv->filter);
+    }
+    buf_append(&s->bcc, cv->bcc.data, cv->bcc.len);
+    if (s->scan_skipped)
+        log_info("cleanup", "%s: virus scan skipped: message larger than content_scanner_size_limit (%lld bytes)",
+                 s->qid, param_int(s->p, PARAM_content_scanner_size_limit));
+    if (!s->scan)
+        return 0;
+    if (s->discard) {
+        scan_cancel(s->scan);
+        s->scan = NULL;
+        return 0;
+    }
+    s->scan_wait = true;
+    s->busy = true;
+    scan_finish(s->scan);
+    return 1;
+}
+
+/* The scanner's verdict, once it is there.  1: replied; 0: go on. */
+static int judge_scan(session_t *s)
+{
+    int r = s->scan_result;
+    if (r < 0)
+        return 0;
+    s->scan_result = -1;
+    const char *d = s->scan_detail ? s->scan_detail : "";
+    if (r == SCAN_INFECTED) {
+        buf_t t = BUF_INIT;
+        int rc = 0;
+        switch (s->sv->virus_action) {
+        case VIRUS_REJECT:
+            buf_printf(&t, "554 5.7.0 message rejected: virus found: %s", d);
+            log_virus(s, "reject", d, buf_cstr(&t) + 4);
+            reply_error(s, "%s", buf_cstr(&t));
+            reset_transaction(s);
+            rc = 1;
+            break;
+        case VIRUS_HOLD:
+            s->hold = true;
+            log_virus(s, "hold", d, "message held: virus found");
+            break;
+        case VIRUS_DISCARD:
+            s->discard = true;
+            log_virus(s, "discard", d, "message dropped: virus found");
+            break;
+        default:
+            add_status_header(s, "Infected", d);
+            log_virus(s, "warning", d, "message accepted with X-Virus-Status: Infected");
+            break;
+        }
+        buf_free(&t);
+        return rc;
+    }
+    if (r == SCAN_FAILED) {
+        log_warn("cleanup", "%s: virus scanner %s failed: %s", s->qid, scanner_name(s->sv->scanner), d);
+        if (!s->sv->scan_fail_accept) {
+            reply_error(s, "451 4.3.0 Error: virus scanner unavailable");
+            reset_transaction(s);
+            return 1;
+        }
+        add_status_header(s, "Unscanned", d);
+    }
+    return 0;
+}
+
+static void scan_done(void *arg, scan_status st, const char *detail)
+{
+    session_t *s = arg;
+    s->scan = NULL;   /* it frees itself when this returns */
+    s->scan_wait = false;
+    if (s->closing || s->reaping)
+        return;
+    s->busy = false;
+    s->scan_result = (int)st;
+    free(s->scan_detail);
+    s->scan_detail = xstrdup(detail ? detail : "");
+    finish_message(s);
+    if (!s->busy && !s->closing)
+        process_input(s);
+}
+
+/* The end of DATA or BDAT LAST: reject, or commit and answer when durable.
+ * It runs again after a wait (the scanner, DNS for the end-of-data
+ * restrictions); every step below runs once. */
 static void finish_message(session_t *s)
 {
     s->state = ST_CMD;
+    if (!s->content_judged && !s->too_big) {
+        content_finish(s->content, &s->cout);
+        content_out(s);
+    }
     if (s->too_big) {
         log_reject(s, "END-OF-MESSAGE", "552 5.3.4 Message size exceeds fixed limit", NULL);
         reply_error(s, "552 5.3.4 Message size exceeds fixed limit");
@@ -1802,6 +1970,8 @@ static void finish_message(session_t *s)
         reset_transaction(s);
         return;
     }
+    if (judge_content(s) || judge_scan(s))
+        return;
     unsigned sleep_s = 0;
     if (!s->discard) {
         pstate_t st;
@@ -2435,7 +2605,8 @@ static void process_input(session_t *s)
             s->paused = true;   /* on_write resumes us */
             return;
         }
-        if (s->writer && spool_writer_backlog(s->writer) > SPOOL_HIGH_WATER) {
+        if ((s->writer && spool_writer_backlog(s->writer) > SPOOL_HIGH_WATER)
+            || (s->scan && scan_backlog(s->scan) > SPOOL_HIGH_WATER)) {
             struct timeval tv = {0, 10000};
             s->busy = true;
             evtimer_del(s->timer);

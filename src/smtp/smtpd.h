@@ -57,7 +57,15 @@ typedef struct smtpd_svc {
     bool tls_required;              /* smtpd_tls_security_level = encrypt (or wrapper mode) */
     struct sasl_server *sasl;       /* SMTP AUTH backend; NULL: smtpd_sasl_auth_enable = no */
     addrlist_t *sasl_exceptions;    /* smtpd_sasl_exceptions_networks: not offered AUTH */
+    /* Added with the content issue: */
+    struct content_cfg *content;    /* header/body checks and MIME limits (content/content.h) */
+    struct scanner *scanner;        /* content_scanner (content/clamd.h), NULL when none */
+    int virus_action;               /* content_scanner_virus_action: VIRUS_* */
+    bool scan_fail_accept;          /* content_scanner_fail_action = accept */
 } smtpd_svc_t;
+
+/* content_scanner_virus_action */
+enum { VIRUS_REJECT, VIRUS_HOLD, VIRUS_DISCARD, VIRUS_HEADER };
 
 /* ehlo_replies[] index bits: the keywords announced to some clients only. */
 #define EHLO_XCLIENT 1

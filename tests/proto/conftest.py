@@ -23,6 +23,7 @@ import os
 
 import pytest
 
+from clamdlib import clamd  # noqa: F401  (the session-wide clamd fixture: one clamd for the run)
 from dnsworld import DnsWorld
 from moatlib import Moat, moat_bin
 from sink import Sink

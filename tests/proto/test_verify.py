@@ -10,19 +10,12 @@ running with reject_unverified_sender.
 
 Every address is loopback; every process is stopped by PID (fixtures)."""
 
-import os
 import re
-import shutil
-import subprocess
 import threading
-from pathlib import Path
 
-import moatlib
-from moatlib import Client, free_port, wait_for
+from moatlib import Client, wait_for
 from queuelib import relay_moat
-
-SEED = Path(os.environ.get("MOAT_SEED_GATEWAY",
-                           str(Path(__file__).resolve().parents[3] / "shared" / "examples" / "seed-gateway")))
+from seedlib import SEED, seed_gateway
 
 USER_UNKNOWN = "550 5.1.1 <b@ok.test>: Recipient address rejected: User unknown"
 
@@ -222,57 +215,21 @@ def test_seed_gateway_runs_with_reject_unverified_sender(tmp_path, sink_factory,
                                                        "User unknown in local recipient table",
                                                        "*": "250 2.1.5 Ok"}})
     relay = sink_factory(name="relay")
-    d = tmp_path / "seed"
-    shutil.copytree(SEED, d)
-    text = (d / "main.cf").read_text()
-    # what later issues bring, the policy service that does not run here,
-    # and a recipient-domain check the test DNS world cannot satisfy
-    text = re.sub(r"(?m)^(header_checks|mime_header_checks|body_checks) =.*\n", "", text)
-    text = re.sub(r"(?m)^\s+(check_policy_service|reject_unknown_recipient_domain)[^,\n]*,\n", "", text)
-    assert "reject_unverified_sender" in text
-    text += ("dns_forwarders = %s\ndns_timeout = 5s\nqueue_directory = %s\ndata_directory = %s\n"
-             "maillog_file = %s\nsmtpd_error_sleep_time = 0\n"
-             % (dns_world.forwarders, d / "queue", d / "data", d / "maillog"))
-    (d / "main.cf").write_text(text)
-    port = free_port()
-    (d / "master.cf").write_text("127.0.0.1:%d inet n - n - - smtpd\n" % port)
-    with open(d / "transport", "a") as f:
-        f.write("hasmx.test relay:[127.0.0.1]:%d\nexample.test relay:[127.0.0.1]:%d\n" % (ok.port, relay.port))
-    moat = moatlib.moat_bin()
-    for name in ("allowed-spammers", "spammer-networks", "smtpd_helo_restrictions", "null_sender",
-                 "access_sender", "sender_access", "access_recipient", "transport"):
-        r = subprocess.run([moat, "map", "build", str(d / name)], capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
-    r = subprocess.run([moat, "config", "check", "-c", str(d)], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    err = open(d / "stderr.log", "wb")
-    proc = subprocess.Popen([moat, "serve", "-c", str(d)], stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                            cwd=str(d))
-    try:
-        def listening():
-            try:
-                Client(port, timeout=2).close()
-                return True
-            except OSError:
-                return False
-        wait_for(listening, timeout=20, what="the seed gateway to listen")
-        r = rcpt_reply(_Port(port), "someone@hasmx.test",
-                       "u@example.test", source="127.0.0.10")
-        assert r.code == 250, r
-        r = rcpt_reply(_Port(port), "departed@hasmx.test", "u@example.test", source="127.0.0.10")
-        # seed 000: the remote refusal, quoted
-        assert str(r).startswith("450 4.1.7 <departed@hasmx.test>: Sender address rejected: undeliverable address: "
-                                 "host 127.0.0.1[127.0.0.1] said: 550 5.1.1 <departed@hasmx.test>: User unknown in "
-                                 "local recipient table (in reply to RCPT TO command)"), str(r)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        finally:
-            err.close()
-    assert proc.returncode == 0, (d / "stderr.log").read_text()[-3000:]
-    for marker in ("ERROR: AddressSanitizer", "runtime error:", "ERROR: LeakSanitizer"):
-        assert marker not in (d / "stderr.log").read_text()
+
+    def as_expected(text):
+        assert "reject_unverified_sender" in text
+        assert re.search(r"(?m)^body_checks = pcre:", text)
+
+    with seed_gateway(tmp_path, dns_world, {"hasmx.test": ok.port, "example.test": relay.port},
+                      as_expected) as (d, port):
+            r = rcpt_reply(_Port(port), "someone@hasmx.test",
+                           "u@example.test", source="127.0.0.10")
+            assert r.code == 250, r
+            r = rcpt_reply(_Port(port), "departed@hasmx.test", "u@example.test", source="127.0.0.10")
+            # seed 000: the remote refusal, quoted
+            assert str(r).startswith("450 4.1.7 <departed@hasmx.test>: Sender address rejected: undeliverable address: "
+                                     "host 127.0.0.1[127.0.0.1] said: 550 5.1.1 <departed@hasmx.test>: User unknown in "
+                                     "local recipient table (in reply to RCPT TO command)"), str(r)
 
 
 class _Port:

@@ -415,14 +415,14 @@ TEST(config_type_list_and_braces)
 TEST(config_pending_nondefault_is_error)
 {
     ld_t l = {0};
-    LOAD_FAILS(&l, "mail_name = x\nbody_checks = pcre:/etc/moat/body_checks\n");
-    CHECK_STR(buf_cstr(&l.err), "<text>/main.cf:2: body_checks: not supported by this version of moat\n");
+    LOAD_FAILS(&l, "mail_name = x\nsmtpd_milters = inet:127.0.0.1:8891\n");
+    CHECK_STR(buf_cstr(&l.err), "<text>/main.cf:2: smtpd_milters: not supported by this version of moat\n");
     LOAD_FAILS(&l, "soft_bounce = yes\n");
     ERR_HAS(&l, "soft_bounce: not supported");
     LOAD_FAILS(&l, "canonical_maps = hash:/etc/moat/canonical\n");
     ERR_HAS(&l, "canonical_maps: not supported");
-    LOAD_FAILS(&l, "header_checks = regexp:/etc/moat/header_checks\n");
-    ERR_HAS(&l, "header_checks: not supported");
+    LOAD_FAILS(&l, "sender_canonical_maps = regexp:/etc/moat/canonical\n");
+    ERR_HAS(&l, "sender_canonical_maps: not supported");
     /* Equal to the default after typing: accepted. */
     LOAD_OK(&l, "smtpd_delay_reject = TRUE\n"
                 "unverified_sender_reject_code = 450\n"
@@ -774,8 +774,8 @@ TEST(config_master_overrides)
     CHECK(l.cfg != NULL);
     WARN_HAS(&l, "<text>/master.cf:1: warning: unused parameter: my_thing=1");
     /* A pending default that refers to an overridden pending name. */
-    ld_text(&l, "", "2525 inet n - n - - smtpd -o header_checks=regexp:/etc/moat/h\n");
-    ERR_HAS(&l, "header_checks: not supported");
+    ld_text(&l, "", "2525 inet n - n - - smtpd -o virtual_maps=hash:/etc/moat/v\n");
+    ERR_HAS(&l, "virtual_maps: not supported");
     /* Ignored names set by -o are listed too. */
     ld_text(&l, "", "2525 inet n - n - - smtpd -o biff=no\n");
     CHECK_STR(config_ignored(l.cfg), "biff");
