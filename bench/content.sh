@@ -242,18 +242,8 @@ config() {
     t0=$(now_s)
     "$MOAT" serve -c "$D/conf" >"$D/moat.out" 2>&1 &
     MOAT_PID=$!
-    up=0
-    i=0
     # Compiling 2,000 patterns takes a moment: wait up to 60 s.
-    while [ $i -lt 600 ] && kill -0 "$MOAT_PID" 2>/dev/null; do
-        if "$BENCH" idle -p "$PORT" -n 1 --hold 0 -T 3 -t 2 -q >/dev/null 2>&1; then
-            up=1
-            break
-        fi
-        sleep 0.1
-        i=$((i + 1))
-    done
-    if [ "$up" != 1 ]; then
+    if ! wait_smtp "$PORT" "$MOAT_PID" 600; then
         echo "bench: content: moat ($cname) did not start answering on 127.0.0.1:$PORT" >&2
         tail -20 "$D/moat.out" "$D/maillog" 2>/dev/null >&2
         stop_pid "$MOAT_PID"

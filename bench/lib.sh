@@ -129,3 +129,21 @@ settle() {
     done
     echo "bench: $n messages still queued after 10 s; going on" >&2
 }
+
+# wait_smtp PORT PID [TENTHS]: is an SMTP server answering on
+# 127.0.0.1:PORT?  Waits up to TENTHS tenths of a second (default 100);
+# PID must stay alive meanwhile.  Needs $BENCH (moat-bench).
+wait_smtp() {
+    i=0
+    while [ $i -lt "${3:-100}" ]; do
+        if ! kill -0 "$2" 2>/dev/null; then
+            return 1
+        fi
+        if "$BENCH" idle -p "$1" -n 1 --hold 0 -T 3 -t 2 -q >/dev/null 2>&1; then
+            return 0
+        fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+    return 1
+}

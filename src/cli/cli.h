@@ -28,6 +28,14 @@ int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf
 #include "core/pool.h"
 #include "store/store.h"
 
+#include <stdio.h>
+
+/* cli/cli_util.c: b's bytes to fp (nothing when empty). */
+void cli_put(FILE *fp, const buf_t *b);
+/* The smtpd service NAME of master.cf, or the first one when name is
+ * NULL; NULL with "moat: CMD: ..." in err when there is none. */
+const service_t *cli_smtpd_service(const config_t *cfg, const char *name, const char *cmd, buf_t *err);
+
 typedef struct cli_state {
     struct event_base *base;
     pool_t *pool;

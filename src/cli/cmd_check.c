@@ -140,12 +140,6 @@ static void fill_tls(pstate_t *st, const check_opts_t *o)
     }
 }
 
-static void put(FILE *fp, const buf_t *b)
-{
-    if (b->len)
-        fwrite(b->data, 1, b->len, fp);
-}
-
 /* ---------- the client address ---------- */
 
 typedef struct client_addr {
@@ -370,21 +364,6 @@ static void print_verdict(FILE *out, const char *label, const char *reply, const
 }
 
 /* ---------- loading ---------- */
-
-static const service_t *pick_service(const config_t *cfg, const char *name, buf_t *err)
-{
-    size_t n = config_nservices(cfg);
-    for (size_t i = 0; i < n; i++) {
-        const service_t *sv = config_service(cfg, i);
-        if (sv->kind == SK_SMTPD && (!name || strcmp(sv->name, name) == 0))
-            return sv;
-    }
-    if (name)
-        buf_printf(err, "moat: check: no smtpd service \"%s\" in master.cf\n", name);
-    else
-        buf_puts(err, "moat: check: master.cf has no smtpd service\n");
-    return NULL;
-}
 
 /* What the options describe but the service would not let happen: said
  * on stderr, and simulated anyway (the postmaster may be testing a
@@ -1300,8 +1279,8 @@ int cmd_check(int argc, char **argv)
 
     buf_t err = BUF_INIT, warn = BUF_INIT;
     config_t *cfg = config_load(o.dir, &err, &warn);
-    put(stderr, &warn);
-    const service_t *sv = cfg ? pick_service(cfg, o.service, &err) : NULL;
+    cli_put(stderr, &warn);
+    const service_t *sv = cfg ? cli_smtpd_service(cfg, o.service, "check", &err) : NULL;
     policy_t *pol = NULL;
     router_t *router = NULL;
     if (sv)
@@ -1310,7 +1289,7 @@ int cmd_check(int argc, char **argv)
     if (pol)
         router = router_new(cfg, &err);
     if (!pol || !router) {
-        put(stderr, &err);
+        cli_put(stderr, &err);
         if (!err.len)
             fputs("moat: check: the configuration did not load\n", stderr);
     } else {
@@ -1333,7 +1312,7 @@ int cmd_check(int argc, char **argv)
                     buf_t verr = BUF_INIT;
                     verifier = verify_new(res.base, pool, res.dns, cfg, NULL, NULL, &verr);
                     if (!verifier)
-                        put(stderr, &verr);
+                        cli_put(stderr, &verr);
                     buf_free(&verr);
                     env.verify = verifier;
                 }
@@ -1343,7 +1322,7 @@ int cmd_check(int argc, char **argv)
             fflush(stderr);
             rc = simulate(pol, sv, &o, &ca, &res, router);
         } else {
-            put(stderr, &err);
+            cli_put(stderr, &err);
         }
         /* The policy first: its policy service connections live on the
          * resolver's loop, which must outlast them; the store before the

@@ -39,12 +39,6 @@ static void usage_all(FILE *fp)
             usage_check, usage_show, usage_doc);
 }
 
-static void put(FILE *fp, const buf_t *b)
-{
-    if (b->len)
-        fwrite(b->data, 1, b->len, fp);
-}
-
 static const struct option long_opts[] = {{"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
 
 /* Parse options of one subcommand; returns -1 to go on, else an exit code. */
@@ -78,8 +72,8 @@ static config_t *load(const char *dir, bool quiet_warnings)
     buf_t err = BUF_INIT, warn = BUF_INIT;
     config_t *cfg = config_load(dir, &err, &warn);
     if (!quiet_warnings || !cfg)
-        put(stderr, &warn);
-    put(stderr, &err);
+        cli_put(stderr, &warn);
+    cli_put(stderr, &err);
     buf_free(&err);
     buf_free(&warn);
     return cfg;
@@ -103,7 +97,7 @@ static int do_check(int argc, char **argv)
      * errors, before any port opens. */
     router_t *router = NULL;
     if (server_check_config(cfg, &err) != 0 || !(router = router_new(cfg, &err))) {
-        put(stderr, &err);
+        cli_put(stderr, &err);
         buf_free(&err);
         config_free(&cfg);
         return 1;
@@ -133,8 +127,8 @@ static int do_show(int argc, char **argv)
         return 1;
     buf_t out = BUF_INIT, err = BUF_INIT;
     int unknown = config_show(cfg, o.flags, argv + optind, argc - optind, &out, &err);
-    put(stdout, &out);
-    put(stderr, &err);
+    cli_put(stdout, &out);
+    cli_put(stderr, &err);
     buf_free(&out);
     buf_free(&err);
     config_free(&cfg);
@@ -153,7 +147,7 @@ static int do_doc(int argc, char **argv)
     }
     buf_t out = BUF_INIT;
     config_doc(&out);
-    put(stdout, &out);
+    cli_put(stdout, &out);
     buf_free(&out);
     return 0;
 }

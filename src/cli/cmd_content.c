@@ -27,8 +27,8 @@
  * and scanner for the command.  Never opens a listener or touches the
  * queue; the content stage's own log lines (Postfix's cleanup lines) go
  * to standard error, formatted as in the mail log (syslog_name).  Every
- * decision is content.c's; the scanner verdict is applied as the session
- * applies it (session.c judge_scan), which this file mirrors.
+ * decision is content.c's; the scanner verdict means what it means in
+ * the session (clamd.h scan_decide).
  */
 #include "cli/cli.h"
 
@@ -87,12 +87,6 @@ static int usage_error(const char *msg)
         fprintf(stderr, "moat content: %s\n", msg);
     fputs(usage_text, stderr);
     return 2;
-}
-
-static void put(FILE *fp, const buf_t *b)
-{
-    if (b->len)
-        fwrite(b->data, 1, b->len, fp);
 }
 
 /* The checked text on one output line: control bytes other than TAB
@@ -160,7 +154,7 @@ static void on_event(void *arg, const content_event_t *ev)
         return;
     }
     buf_putc(o, '\n');
-    put(stdout, o);
+    cli_put(stdout, o);
 }
 
 /* The scan of the message, driven on a private loop. */
@@ -177,21 +171,6 @@ static void scan_cb(void *arg, scan_status st, const char *detail)
     c->st = st;
     free(c->detail);
     c->detail = xstrdup(detail ? detail : "");
-}
-
-static const service_t *pick_service(const config_t *cfg, const char *name, buf_t *err)
-{
-    size_t n = config_nservices(cfg);
-    for (size_t i = 0; i < n; i++) {
-        const service_t *sv = config_service(cfg, i);
-        if (sv->kind == SK_SMTPD && (!name || strcmp(sv->name, name) == 0))
-            return sv;
-    }
-    if (name)
-        buf_printf(err, "moat: content: no smtpd service \"%s\" in master.cf\n", name);
-    else
-        buf_puts(err, "moat: content: master.cf has no smtpd service\n");
-    return NULL;
 }
 
 /* The message in pieces, CRLF → LF (a CR at the end of one piece waits
@@ -243,82 +222,35 @@ typedef struct opts {
     bool trace, scan, output;
 } opts_t;
 
-/* The scanner for --scan: NULL with the reason on stderr. */
-static scanner_t *open_scanner(const service_t *sv, buf_t *err)
-{
-    const char *spec = param_str(sv->params, PARAM_content_scanner);
-    while (*spec == ' ' || *spec == '\t')
-        spec++;
-    if (!*spec) {
-        buf_printf(err, "moat: content: --scan: content_scanner is not set for service %s\n", sv->name);
-        return NULL;
-    }
-    long long t = param_int(sv->params, PARAM_content_scanner_timeout);
-    unsigned ms = t > 4000000 ? 4000000000u : (unsigned)(t * 1000);
-    buf_t why = BUF_INIT;
-    scanner_t *sc = scanner_new(spec, param_str(sv->params, PARAM_queue_directory), ms, &why);
-    if (!sc) {
-        param_where(sv->params, PARAM_content_scanner, err);
-        buf_printf(err, "%s\n", buf_cstr(&why));
-    }
-    buf_free(&why);
-    return sc;
-}
-
-/* content_scanner_virus_action and _fail_action, as the server reads
- * them; -1 with the problem in err. */
-static int scan_actions(const service_t *sv, int *virus_action, bool *fail_accept, buf_t *err)
-{
-    static const char *const actions[] = {[VIRUS_REJECT] = "reject", [VIRUS_HOLD] = "hold",
-                                          [VIRUS_DISCARD] = "discard", [VIRUS_HEADER] = "header"};
-    const char *va = param_str(sv->params, PARAM_content_scanner_virus_action);
-    *virus_action = -1;
-    for (size_t i = 0; i < ARRAY_LEN(actions); i++)
-        if (str_ieq(va, actions[i]))
-            *virus_action = (int)i;
-    const char *fa = param_str(sv->params, PARAM_content_scanner_fail_action);
-    *fail_accept = str_ieq(fa, "accept");
-    if (*virus_action < 0) {
-        param_where(sv->params, PARAM_content_scanner_virus_action, err);
-        buf_printf(err, "content_scanner_virus_action: unknown value \"%s\" (known: reject, hold, discard, header)\n",
-                   va);
-        return -1;
-    }
-    if (!*fail_accept && !str_ieq(fa, "defer")) {
-        param_where(sv->params, PARAM_content_scanner_fail_action, err);
-        buf_printf(err, "content_scanner_fail_action: unknown value \"%s\" (known: defer, accept)\n", fa);
-        return -1;
-    }
-    return 0;
-}
-
 /* Run the message through; returns the exit status. */
 static int run(const opts_t *o, const service_t *sv, const content_cfg_t *ccfg, unsigned ro, FILE *in)
 {
     int rc = 0;
     buf_t err = BUF_INIT;
     struct event_base *base = NULL;
-    scanner_t *scanner = NULL;
+    scan_settings_t ss = {0};
     scan_t *scan = NULL;
     scan_ctx_t sctx = {0};
-    int virus_action = VIRUS_REJECT;
-    bool fail_accept = false;
     bool scan_wanted = o->scan && !(ro & RO_NO_MILTERS);
-    long long scan_limit = param_int(sv->params, PARAM_content_scanner_size_limit);
     size_t scan_sent = 0;
     bool scan_skipped = false;
 
     if (o->scan) {
-        if (scan_actions(sv, &virus_action, &fail_accept, &err) != 0 ||
-            (scan_wanted && !(scanner = open_scanner(sv, &err)))) {
-            put(stderr, &err);
+        if (scan_settings_load(sv->params, &ss, &err) != 0) {
+            cli_put(stderr, &err);
             buf_free(&err);
             return 2;
         }
-        if (scanner) {
+        if (scan_wanted && !ss.scanner) {
+            fprintf(stderr, "moat: content: --scan: content_scanner is not set for service %s\n", sv->name);
+            scan_settings_free(&ss);
+            buf_free(&err);
+            return 2;
+        }
+        if (scan_wanted) {
             signal(SIGPIPE, SIG_IGN);
             base = event_base_new();
-            scan = scan_start(scanner, base, scan_cb, &sctx);
+            scan = scan_start(ss.scanner, base, scan_cb, &sctx);
         }
     }
 
@@ -355,7 +287,7 @@ static int run(const opts_t *o, const service_t *sv, const content_cfg_t *ccfg, 
         if (o->output)
             buf_append(&queued, out.data, out.len);
         if (scan && out.len) {
-            if (scan_limit > 0 && scan_sent + out.len > (unsigned long long)scan_limit) {
+            if (ss.size_limit > 0 && scan_sent + out.len > (unsigned long long)ss.size_limit) {
                 scan_cancel(scan);
                 scan = NULL;
                 scan_skipped = true;
@@ -375,14 +307,15 @@ static int run(const opts_t *o, const service_t *sv, const content_cfg_t *ccfg, 
     const content_verdict_t *cv = content_verdict(m);
     bool reject = false, defer = false, discard = cv->discard, hold = cv->hold;
     const char *reply = NULL;
-    char *vreply = NULL;
+    const char *vreply = NULL;
+    scan_decision_t dec = {0};
     buf_t top = BUF_INIT;   /* X-Virus-Status, as the session puts it at the top */
 
     if (o->scan) {
         if (!scan_wanted) {
             printf("scanner: skipped (receive_override_options = no_milters)\n");
         } else if (scan_skipped) {
-            printf("scanner: skipped (message larger than content_scanner_size_limit = %lld bytes)\n", scan_limit);
+            printf("scanner: skipped (message larger than content_scanner_size_limit = %lld bytes)\n", ss.size_limit);
         } else if (scan) {
             scan_finish(scan);
             scan = NULL;   /* it frees itself after the callback */
@@ -401,30 +334,18 @@ static int run(const opts_t *o, const service_t *sv, const content_cfg_t *ccfg, 
             if (sctx.st != SCAN_CLEAN)
                 show_oneline(&line, d);
             buf_putc(&line, '\n');
-            put(stdout, &line);
+            cli_put(stdout, &line);
             buf_free(&line);
-            /* The session's judge_scan, for a message the checks let pass. */
+            /* As the session applies it, to a message the checks let pass. */
             if (cv->outcome == CV_PASS && !discard) {
-                if (sctx.st == SCAN_INFECTED) {
-                    switch (virus_action) {
-                    case VIRUS_REJECT: {
-                        buf_t t = BUF_INIT;
-                        buf_printf(&t, "554 5.7.0 message rejected: virus found: %s", d);
-                        vreply = buf_steal(&t);
-                        reject = true;
-                        break;
-                    }
-                    case VIRUS_HOLD: hold = true; break;
-                    case VIRUS_DISCARD: discard = true; break;
-                    default: buf_printf(&top, "X-Virus-Status: Infected (%s)\n", d); break;
-                    }
-                } else if (sctx.st == SCAN_FAILED) {
-                    if (!fail_accept) {
-                        vreply = xstrdup("451 4.3.0 Error: virus scanner unavailable");
-                        defer = true;
-                    } else {
-                        buf_printf(&top, "X-Virus-Status: Unscanned (%s)\n", d);
-                    }
+                scan_decide(&ss, sctx.st, d, &dec);
+                hold |= dec.hold;
+                discard |= dec.discard;
+                buf_append(&top, dec.header.data, dec.header.len);
+                if (dec.refuse) {
+                    vreply = buf_cstr(&dec.reply);
+                    reject = vreply[0] == '5';
+                    defer = !reject;
                 }
             }
         }
@@ -470,17 +391,17 @@ static int run(const opts_t *o, const service_t *sv, const content_cfg_t *ccfg, 
             buf_printf(&res, " filter=%s", cv->filter);
     }
     buf_putc(&res, '\n');
-    put(stdout, &res);
+    cli_put(stdout, &res);
     buf_free(&res);
     if (o->output) {
         fputs("output:\n", stdout);
         if (queue_it) {
-            put(stdout, &top);
-            put(stdout, &queued);
+            cli_put(stdout, &top);
+            cli_put(stdout, &queued);
         }
     }
     fflush(stdout);
-    free(vreply);
+    scan_decision_free(&dec);
     buf_free(&top);
 done:
     if (scan)
@@ -492,7 +413,7 @@ done:
     buf_free(&out);
     buf_free(&queued);
     free(sctx.detail);
-    scanner_free(&scanner);
+    scan_settings_free(&ss);
     if (base)
         event_base_free(base);
     buf_free(&err);
@@ -560,8 +481,8 @@ int cmd_content(int argc, char **argv)
     FILE *in = stdin;
     content_cfg_t *ccfg = NULL;
     config_t *cfg = config_load(o.dir, &err, &warn);
-    put(stderr, &warn);
-    const service_t *sv = cfg ? pick_service(cfg, o.service, &err) : NULL;
+    cli_put(stderr, &warn);
+    const service_t *sv = cfg ? cli_smtpd_service(cfg, o.service, "content", &err) : NULL;
     unsigned ro = 0;
     if (sv) {
         const char *const *items;
@@ -576,7 +497,7 @@ int cmd_content(int argc, char **argv)
         buf_free(&why);
     }
     if (!ccfg) {
-        put(stderr, &err);
+        cli_put(stderr, &err);
         if (!err.len)
             fputs("moat: content: the configuration did not load\n", stderr);
         goto out;

@@ -533,3 +533,111 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
         return;
     }
 }
+
+/* ------------------------------------------------------------------ */
+/* the service's settings and what a verdict means                     */
+
+int scan_settings_load(const params_t *p, scan_settings_t *out, buf_t *err)
+{
+    static const char *const actions[] = {[VIRUS_REJECT] = "reject", [VIRUS_HOLD] = "hold",
+                                          [VIRUS_DISCARD] = "discard", [VIRUS_HEADER] = "header"};
+    memset(out, 0, sizeof *out);
+    int bad = 0;
+    const char *va = param_str(p, PARAM_content_scanner_virus_action);
+    int found = -1;
+    for (size_t i = 0; i < ARRAY_LEN(actions); i++)
+        if (str_ieq(va, actions[i]))
+            found = (int)i;
+    if (found < 0) {
+        param_where(p, PARAM_content_scanner_virus_action, err);
+        buf_printf(err, "content_scanner_virus_action: unknown value \"%s\" (known: reject, hold, discard, header)\n",
+                   va);
+        bad = -1;
+    }
+    out->virus_action = found < 0 ? VIRUS_REJECT : (virus_action_t)found;
+    const char *fa = param_str(p, PARAM_content_scanner_fail_action);
+    out->fail_accept = str_ieq(fa, "accept");
+    if (!out->fail_accept && !str_ieq(fa, "defer")) {
+        param_where(p, PARAM_content_scanner_fail_action, err);
+        buf_printf(err, "content_scanner_fail_action: unknown value \"%s\" (known: defer, accept)\n", fa);
+        bad = -1;
+    }
+    out->size_limit = param_int(p, PARAM_content_scanner_size_limit);
+    const char *spec = param_str(p, PARAM_content_scanner);
+    while (*spec == ' ' || *spec == '\t')
+        spec++;
+    if (*spec && bad == 0) {
+        long long t = param_int(p, PARAM_content_scanner_timeout);
+        unsigned ms = t > 4000000 ? 4000000000u : (unsigned)(t * 1000);
+        buf_t why = BUF_INIT;
+        out->scanner = scanner_new(spec, param_str(p, PARAM_queue_directory), ms, &why);
+        if (!out->scanner) {
+            param_where_lines(p, PARAM_content_scanner, buf_cstr(&why), err);
+            bad = -1;
+        }
+        buf_free(&why);
+    }
+    return bad;
+}
+
+void scan_settings_free(scan_settings_t *s)
+{
+    scanner_free(&s->scanner);
+}
+
+/* A header value from the scanner's words: printable, one line, short. */
+static void status_header(buf_t *b, const char *status, const char *detail)
+{
+    buf_printf(b, "X-Virus-Status: %s (", status);
+    for (size_t i = 0; detail[i] && i < 200; i++)
+        buf_putc(b, (unsigned char)detail[i] < 0x20 || detail[i] == 0x7f ? ' ' : detail[i]);
+    buf_puts(b, ")\n");
+}
+
+void scan_decide(const scan_settings_t *s, scan_status st, const char *detail, scan_decision_t *d)
+{
+    d->refuse = d->hold = d->discard = false;
+    buf_reset(&d->reply);
+    buf_reset(&d->header);
+    d->verb = d->note = NULL;
+    if (!detail)
+        detail = "";
+    if (st == SCAN_INFECTED) {
+        switch (s->virus_action) {
+        case VIRUS_REJECT:
+            d->refuse = true;
+            buf_printf(&d->reply, "554 5.7.0 message rejected: virus found: %s", detail);
+            d->verb = "reject";
+            d->note = buf_cstr(&d->reply) + 4;
+            break;
+        case VIRUS_HOLD:
+            d->hold = true;
+            d->verb = "hold";
+            d->note = "message held: virus found";
+            break;
+        case VIRUS_DISCARD:
+            d->discard = true;
+            d->verb = "discard";
+            d->note = "message dropped: virus found";
+            break;
+        case VIRUS_HEADER:
+            status_header(&d->header, "Infected", detail);
+            d->verb = "warning";
+            d->note = "message accepted with X-Virus-Status: Infected";
+            break;
+        }
+    } else if (st == SCAN_FAILED) {
+        if (s->fail_accept) {
+            status_header(&d->header, "Unscanned", detail);
+        } else {
+            d->refuse = true;
+            buf_puts(&d->reply, "451 4.3.0 Error: virus scanner unavailable");
+        }
+    }
+}
+
+void scan_decision_free(scan_decision_t *d)
+{
+    buf_free(&d->reply);
+    buf_free(&d->header);
+}

@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "config/config.h"
 #include "core/buf.h"
 
 struct event_base;
@@ -66,5 +67,39 @@ void scan_cancel(scan_t *s);
  * the reason ("INSTREAM size limit exceeded. ERROR", "unexpected reply:
  * ..."), printable ASCII only, at most about 200 bytes. */
 scan_status clamd_parse_reply(const char *s, size_t n, buf_t *detail);
+
+/* --- What a service does with a verdict (read once per generation) --- */
+
+/* content_scanner_virus_action */
+typedef enum { VIRUS_REJECT, VIRUS_HOLD, VIRUS_DISCARD, VIRUS_HEADER } virus_action_t;
+
+typedef struct scan_settings {
+    scanner_t *scanner;          /* NULL: content_scanner is empty */
+    virus_action_t virus_action;
+    bool fail_accept;            /* content_scanner_fail_action = accept */
+    long long size_limit;        /* content_scanner_size_limit; 0: none */
+} scan_settings_t;
+
+/* Read content_scanner, _timeout, _virus_action, _fail_action and
+ * _size_limit from p (a relative unix path is taken against
+ * queue_directory).  -1 with "file:line: ..." lines in err; out is then
+ * empty. */
+int scan_settings_load(const params_t *p, scan_settings_t *out, buf_t *err);
+void scan_settings_free(scan_settings_t *s);
+
+/* What one verdict does to the message: the session and `moat content
+ * check` apply it alike. */
+typedef struct scan_decision {
+    bool refuse;           /* reply is the answer to the end of the message */
+    bool hold, discard;
+    buf_t reply;           /* "554 5.7.0 message rejected: virus found: NAME", "451 4.3.0 ..." */
+    buf_t header;          /* "X-Virus-Status: ...\n" for the top of the message, or empty */
+    const char *verb;      /* infected: the log line's verb (reject, hold, discard, warning); else NULL */
+    const char *note;      /* infected: the log line's text after the verb's subject */
+} scan_decision_t;
+
+/* Fill d (zeroed once, reused) from a verdict under s. */
+void scan_decide(const scan_settings_t *s, scan_status st, const char *detail, scan_decision_t *d);
+void scan_decision_free(scan_decision_t *d);
 
 #endif

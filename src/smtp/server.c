@@ -79,7 +79,7 @@ static void svc_free(smtpd_svc_t *sv)
     sasl_server_free(&sv->sasl);
     addrlist_free(&sv->sasl_exceptions);
     content_cfg_free(&sv->content);
-    scanner_free(&sv->scanner);
+    scan_settings_free(&sv->scan);
 }
 
 void gen_release(gen_t *g)
@@ -362,42 +362,9 @@ static int compile_content(smtpd_svc_t *sv, buf_t *err)
     append_new_lines(err, &why);
     buf_reset(&why);
 
-    static const char *const actions[] = {[VIRUS_REJECT] = "reject", [VIRUS_HOLD] = "hold",
-                                          [VIRUS_DISCARD] = "discard", [VIRUS_HEADER] = "header"};
-    const char *va = param_str(sv->p, PARAM_content_scanner_virus_action);
-    sv->virus_action = -1;
-    for (size_t i = 0; i < ARRAY_LEN(actions); i++)
-        if (str_ieq(va, actions[i]))
-            sv->virus_action = (int)i;
-    if (sv->virus_action < 0) {
-        where(err, sv, PARAM_content_scanner_virus_action, PARAM_content_scanner_virus_action);
-        buf_printf(err, "content_scanner_virus_action: unknown value \"%s\" (known: reject, hold, discard, header)\n",
-                   va);
+    if (scan_settings_load(sv->p, &sv->scan, &why) != 0)
         bad = -1;
-    }
-    const char *fa = param_str(sv->p, PARAM_content_scanner_fail_action);
-    sv->scan_fail_accept = str_ieq(fa, "accept");
-    if (!sv->scan_fail_accept && !str_ieq(fa, "defer")) {
-        where(err, sv, PARAM_content_scanner_fail_action, PARAM_content_scanner_fail_action);
-        buf_printf(err, "content_scanner_fail_action: unknown value \"%s\" (known: defer, accept)\n", fa);
-        bad = -1;
-    }
-    const char *spec = param_str(sv->p, PARAM_content_scanner);
-    while (*spec == ' ' || *spec == '\t')
-        spec++;
-    if (*spec) {
-        long long t = param_int(sv->p, PARAM_content_scanner_timeout);
-        unsigned ms = t > 4000000 ? 4000000000u : (unsigned)(t * 1000);
-        sv->scanner = scanner_new(spec, param_str(sv->p, PARAM_queue_directory), ms, &why);
-        if (!sv->scanner) {
-            buf_t line = BUF_INIT;
-            where(&line, sv, PARAM_content_scanner, PARAM_content_scanner);
-            buf_printf(&line, "%s\n", buf_cstr(&why));
-            append_new_lines(err, &line);
-            buf_free(&line);
-            bad = -1;
-        }
-    }
+    append_new_lines(err, &why);
     buf_free(&why);
     return bad;
 }

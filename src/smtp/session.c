@@ -1627,7 +1627,7 @@ static void content_out(session_t *s)
         return;
     spool_writer_append(s->writer, s->cout.data, s->cout.len);
     if (s->scan) {
-        long long limit = param_int(s->p, PARAM_content_scanner_size_limit);
+        long long limit = s->sv->scan.size_limit;
         if (limit > 0 && s->scan_sent + s->cout.len > (unsigned long long)limit) {
             /* Let clamd go now rather than at the end of the message. */
             scan_cancel(s->scan);
@@ -1683,8 +1683,8 @@ static void start_message(session_t *s, data_mode mode)
                              (s->sv->receive_override & RO_NO_HEADER_BODY) ? CONTENT_NO_CHECKS : 0);
     /* no_milters: the scanner is moat's milter, and a re-injection port
      * gets mail that was scanned on its way in. */
-    if (s->sv->scanner && !(s->sv->receive_override & RO_NO_MILTERS))
-        s->scan = scan_start(s->sv->scanner, server_base(s->srv), scan_done, s);
+    if (s->sv->scan.scanner && !(s->sv->receive_override & RO_NO_MILTERS))
+        s->scan = scan_start(s->sv->scan.scanner, server_base(s->srv), scan_done, s);
 
     /* PREPEND actions go above our Received: header, as in Postfix. */
     if (s->prepend.len)
@@ -1827,15 +1827,6 @@ static void log_virus(session_t *s, const char *verb, const char *name, const ch
              s->client, s->sender.full, s->nrcpt ? s->rcpts[0] : "", o.proto, s->helo ? s->helo : "", text);
 }
 
-/* A header value from the scanner's words: printable, one line, short. */
-static void add_status_header(session_t *s, const char *status, const char *detail)
-{
-    buf_printf(&s->top, "X-Virus-Status: %s (", status);
-    for (size_t i = 0; detail[i] && i < 200; i++)
-        buf_putc(&s->top, (unsigned char)detail[i] < 0x20 || detail[i] == 0x7f ? ' ' : detail[i]);
-    buf_puts(&s->top, ")\n");
-}
-
 /* The content stage's verdict, once.  1: decided (a reply was sent, or
  * the scanner's verdict is awaited); 0: go on. */
 static int judge_content(session_t *s)
@@ -1867,7 +1858,7 @@ static int judge_content(session_t *s)
     buf_append(&s->bcc, cv->bcc.data, cv->bcc.len);
     if (s->scan_skipped)
         log_info("cleanup", "%s: virus scan skipped: message larger than content_scanner_size_limit (%lld bytes)",
-                 s->qid, param_int(s->p, PARAM_content_scanner_size_limit));
+                 s->qid, s->sv->scan.size_limit);
     if (!s->scan)
         return 0;
     if (s->discard) {
@@ -1889,43 +1880,23 @@ static int judge_scan(session_t *s)
         return 0;
     s->scan_result = -1;
     const char *d = s->scan_detail ? s->scan_detail : "";
-    if (r == SCAN_INFECTED) {
-        buf_t t = BUF_INIT;
-        int rc = 0;
-        switch (s->sv->virus_action) {
-        case VIRUS_REJECT:
-            buf_printf(&t, "554 5.7.0 message rejected: virus found: %s", d);
-            log_virus(s, "reject", d, buf_cstr(&t) + 4);
-            reply_error(s, "%s", buf_cstr(&t));
-            reset_transaction(s);
-            rc = 1;
-            break;
-        case VIRUS_HOLD:
-            s->hold = true;
-            log_virus(s, "hold", d, "message held: virus found");
-            break;
-        case VIRUS_DISCARD:
-            s->discard = true;
-            log_virus(s, "discard", d, "message dropped: virus found");
-            break;
-        default:
-            add_status_header(s, "Infected", d);
-            log_virus(s, "warning", d, "message accepted with X-Virus-Status: Infected");
-            break;
-        }
-        buf_free(&t);
-        return rc;
+    if (r == SCAN_FAILED)
+        log_warn("cleanup", "%s: virus scanner %s failed: %s", s->qid, scanner_name(s->sv->scan.scanner), d);
+    scan_decision_t dec = {0};
+    scan_decide(&s->sv->scan, (scan_status)r, d, &dec);
+    if (dec.verb)
+        log_virus(s, dec.verb, d, dec.note);
+    s->hold |= dec.hold;
+    s->discard |= dec.discard;
+    buf_append(&s->top, dec.header.data, dec.header.len);
+    int rc = 0;
+    if (dec.refuse) {
+        reply_error(s, "%s", buf_cstr(&dec.reply));
+        reset_transaction(s);
+        rc = 1;
     }
-    if (r == SCAN_FAILED) {
-        log_warn("cleanup", "%s: virus scanner %s failed: %s", s->qid, scanner_name(s->sv->scanner), d);
-        if (!s->sv->scan_fail_accept) {
-            reply_error(s, "451 4.3.0 Error: virus scanner unavailable");
-            reset_transaction(s);
-            return 1;
-        }
-        add_status_header(s, "Unscanned", d);
-    }
-    return 0;
+    scan_decision_free(&dec);
+    return rc;
 }
 
 static void scan_done(void *arg, scan_status st, const char *detail)

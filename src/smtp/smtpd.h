@@ -15,6 +15,7 @@
 #include <stdbool.h>
 
 #include "config/config.h"
+#include "content/clamd.h"
 #include "core/buf.h"
 #include "core/pool.h"
 #include "dns/dns.h"
@@ -59,13 +60,8 @@ typedef struct smtpd_svc {
     addrlist_t *sasl_exceptions;    /* smtpd_sasl_exceptions_networks: not offered AUTH */
     /* Added with the content issue: */
     struct content_cfg *content;    /* header/body checks and MIME limits (content/content.h) */
-    struct scanner *scanner;        /* content_scanner (content/clamd.h), NULL when none */
-    int virus_action;               /* content_scanner_virus_action: VIRUS_* */
-    bool scan_fail_accept;          /* content_scanner_fail_action = accept */
+    scan_settings_t scan;           /* content_scanner and what its verdicts do (content/clamd.h) */
 } smtpd_svc_t;
-
-/* content_scanner_virus_action */
-enum { VIRUS_REJECT, VIRUS_HOLD, VIRUS_DISCARD, VIRUS_HEADER };
 
 /* ehlo_replies[] index bits: the keywords announced to some clients only. */
 #define EHLO_XCLIENT 1

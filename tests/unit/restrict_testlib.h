@@ -10,8 +10,8 @@
 #include "config/config.h"
 #include "core/buf.h"
 #include "policy/restrict.h"
+#include "scratch.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +28,7 @@ typedef struct rx {
 static inline void rx_init(rx_t *x)
 {
     memset(x, 0, sizeof *x);
-    snprintf(x->dir, sizeof x->dir, "/tmp/moat-restrict-XXXXXX");
-    if (!mkdtemp(x->dir))
-        x->dir[0] = 0;
+    scratch_make(x->dir, sizeof x->dir, "restrict");
     verdict_init(&x->v);
 }
 
@@ -38,18 +36,7 @@ static inline void rx_done(rx_t *x)
 {
     policy_free(&x->pol);
     config_free(&x->cfg);
-    DIR *d = opendir(x->dir);
-    if (d) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-                snprintf(p, sizeof p, "%s/%s", x->dir, e->d_name);
-                unlink(p);
-            }
-        closedir(d);
-        rmdir(x->dir);
-    }
+    scratch_remove(x->dir);
     buf_free(&x->err);
     buf_free(&x->trace);
     buf_free(&x->reply);
@@ -59,13 +46,7 @@ static inline void rx_done(rx_t *x)
 /* A table or list file in the fixture directory. */
 static inline void rx_file(rx_t *x, const char *name, const char *text)
 {
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", x->dir, name);
-    FILE *fp = fopen(p, "w");
-    if (fp) {
-        fputs(text, fp);
-        fclose(fp);
-    }
+    scratch_file(x->dir, name, text);
 }
 
 /* Load base + main_cf ("%D" stands for the fixture directory) and
@@ -77,14 +58,7 @@ static inline bool rx_load_base(rx_t *x, const char *base, const char *main_cf)
     buf_reset(&x->err);
     buf_t text = BUF_INIT;
     buf_puts(&text, base);
-    for (const char *p = main_cf; *p; p++) {
-        if (p[0] == '%' && p[1] == 'D') {
-            buf_puts(&text, x->dir);
-            p++;
-        } else {
-            buf_putc(&text, *p);
-        }
-    }
+    scratch_expand(&text, main_cf, x->dir);
     x->cfg = config_load_text(buf_cstr(&text), NULL, &x->err, NULL);
     buf_free(&text);
     if (!x->cfg)

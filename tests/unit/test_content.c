@@ -7,13 +7,13 @@
  * errors, the fast path, and every split of the input into feeds.
  */
 #include "harness.h"
+#include "scratch.h"
 
 #include "config/config.h"
 #include "content/content.h"
 #include "core/log.h"
 #include "core/util.h"
 
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,27 +32,14 @@ typedef struct cx {
 static void cx_init(cx_t *x)
 {
     memset(x, 0, sizeof *x);
-    snprintf(x->dir, sizeof x->dir, "/tmp/moat-content-XXXXXX");
-    if (!mkdtemp(x->dir))
-        x->dir[0] = 0;
+    scratch_make(x->dir, sizeof x->dir, "content");
 }
 
 static void cx_done(cx_t *x)
 {
     content_cfg_free(&x->cc);
     config_free(&x->cfg);
-    DIR *d = opendir(x->dir);
-    if (d) {
-        struct dirent *e;
-        char p[512];
-        while ((e = readdir(d)))
-            if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-                snprintf(p, sizeof p, "%s/%s", x->dir, e->d_name);
-                unlink(p);
-            }
-        closedir(d);
-        rmdir(x->dir);
-    }
+    scratch_remove(x->dir);
     buf_free(&x->err);
     buf_free(&x->out);
     buf_free(&x->log);
@@ -62,13 +49,7 @@ static void cx_done(cx_t *x)
 
 static void cx_file(cx_t *x, const char *name, const char *text)
 {
-    char p[512];
-    snprintf(p, sizeof p, "%s/%s", x->dir, name);
-    FILE *fp = fopen(p, "w");
-    if (fp) {
-        fputs(text, fp);
-        fclose(fp);
-    }
+    scratch_file(x->dir, name, text);
 }
 
 /* main.cf text with "%D" for the fixture directory, "%S" for the seeds' tables. */
@@ -77,20 +58,20 @@ static bool cx_load(cx_t *x, const char *main_cf)
     content_cfg_free(&x->cc);
     config_free(&x->cfg);
     buf_reset(&x->err);
-    buf_t text = BUF_INIT;
+    /* "%S" first, then "%D" (scratch.h). */
+    buf_t seeded = BUF_INIT, text = BUF_INIT;
+    char *seeds = realpath("../shared/examples/seed-gateway", NULL);
     for (const char *p = main_cf; *p; p++) {
-        if (p[0] == '%' && p[1] == 'D') {
-            buf_puts(&text, x->dir);
-            p++;
-        } else if (p[0] == '%' && p[1] == 'S') {
-            char *seeds = realpath("../shared/examples/seed-gateway", NULL);
-            buf_puts(&text, seeds ? seeds : "/nonexistent");
-            free(seeds);
+        if (p[0] == '%' && p[1] == 'S') {
+            buf_puts(&seeded, seeds ? seeds : "/nonexistent");
             p++;
         } else {
-            buf_putc(&text, *p);
+            buf_putc(&seeded, *p);
         }
     }
+    free(seeds);
+    scratch_expand(&text, buf_cstr(&seeded), x->dir);
+    buf_free(&seeded);
     x->cfg = config_load_text(buf_cstr(&text), NULL, &x->err, NULL);
     buf_free(&text);
     if (!x->cfg)

@@ -7,6 +7,7 @@
  * lines the issue names.
  */
 #include "harness.h"
+#include "scratch.h"
 
 #include "config/config.h"
 #include "content/hbc.h"
@@ -31,21 +32,13 @@ typedef struct {
 
 static void hx_write(const hx_t *x, const char *name, const char *text)
 {
-    char path[128];
-    snprintf(path, sizeof path, "%s/%s", x->dir, name);
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return;
-    fputs(text, f);
-    fclose(f);
+    scratch_file(x->dir, name, text);
 }
 
 static void hx_init(hx_t *x)
 {
     memset(x, 0, sizeof *x);
-    str_copy(x->dir, "/tmp/moat-hbc-XXXXXX", sizeof x->dir);
-    if (!mkdtemp(x->dir))
-        x->dir[0] = 0;
+    scratch_make(x->dir, sizeof x->dir, "hbc");
     hbc_result_init(&x->r);
 }
 
@@ -54,14 +47,7 @@ static void hx_init(hx_t *x)
 static hbc_t *hx_open(hx_t *x, const char *main_cf)
 {
     buf_t text = BUF_INIT;
-    for (const char *p = main_cf; *p; p++) {
-        if (p[0] == '%' && p[1] == 'D') {
-            buf_puts(&text, x->dir);
-            p++;
-        } else {
-            buf_putc(&text, *p);
-        }
-    }
+    scratch_expand(&text, main_cf, x->dir);
     buf_reset(&x->err);
     x->cfg = config_load_text(buf_cstr(&text), NULL, &x->err, NULL);
     buf_free(&text);
@@ -77,15 +63,7 @@ static void hx_done(hx_t *x)
     config_free(&x->cfg);
     hbc_result_free(&x->r);
     buf_free(&x->err);
-    if (x->dir[0]) {
-        static const char *const names[] = {"hc", "hc2", "mhc", "nhc", "bc", "pc"};
-        for (size_t i = 0; i < ARRAY_LEN(names); i++) {
-            char path[128];
-            snprintf(path, sizeof path, "%s/%s", x->dir, names[i]);
-            unlink(path);
-        }
-        rmdir(x->dir);
-    }
+    scratch_remove(x->dir);
 }
 
 static hbc_action hx_check(hx_t *x, hbc_class c, const char *line)
